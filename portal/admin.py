@@ -1,0 +1,154 @@
+import secrets
+
+from django import forms
+from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import PasswordResetForm
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from portal.admin_base import TenantScopedAdmin, TenantScopedForm
+from portal.models import Membership, Organisation, Product, Tenant
+
+
+@admin.register(Tenant)
+class TenantAdmin(TenantScopedAdmin):
+    list_display = ["name", "slug", "currency", "time_zone"]
+    search_fields = ["name", "slug"]
+    fieldsets = [
+        (None, {"fields": ["name", "slug", "time_zone", "currency", "locale"]}),
+        (
+            "Branding on invoices and pay pages",
+            {
+                "fields": [
+                    "display_name",
+                    "logo",
+                    "accent_colour",
+                    "address",
+                    "support_email",
+                    "support_phone",
+                ]
+            },
+        ),
+    ]
+
+    def get_queryset(self, request):
+        return Tenant.objects.filter(pk__in=[t.pk for t in request.access.tenants])
+
+    def get_readonly_fields(self, request, obj=None):
+        # The slug is in every pay link already sent; only a superuser may change it.
+        return [] if request.user.is_superuser else ["slug"]
+
+    def has_add_permission(self, request):
+        return request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None):
+        if obj is None:
+            return any(request.access.is_owner(t) for t in request.access.tenants)
+        return request.access.is_owner(obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+
+class MembershipForm(TenantScopedForm):
+    email = forms.EmailField(
+        help_text="An existing staff user is added; a new one gets an email to set a password."
+    )
+
+    class Meta:
+        model = Membership
+        fields = ["role"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["email"].disabled = True
+            self.fields["email"].initial = self.instance.user.email
+
+    def clean(self):
+        cleaned = super().clean()
+        tenant = self.instance.tenant if self.instance.tenant_id else None
+        email = cleaned.get("email", "").strip().lower()
+        if not self.instance.pk and tenant and email:
+            if Membership.objects.filter(tenant=tenant, user__email__iexact=email).exists():
+                raise ValidationError(f"{email} is already a member of {tenant}.")
+        if self.instance.pk and self.instance.role == Membership.Role.OWNER:
+            if (
+                cleaned.get("role") != Membership.Role.OWNER
+                and tenant.memberships.filter(role=Membership.Role.OWNER).count() == 1
+            ):
+                raise ValidationError("A tenant needs at least one owner.")
+        return cleaned
+
+
+@admin.register(Membership)
+class MembershipAdmin(TenantScopedAdmin):
+    form = MembershipForm
+    list_display = ["user_email", "role"]
+    list_filter = ["role"]
+    search_fields = ["user__email", "user__username"]
+
+    @admin.display(description="Email", ordering="user__email")
+    def user_email(self, obj):
+        return obj.user.email or obj.user.username
+
+    def get_fields(self, request, obj=None):
+        return ["email", "role"] if not request.access.all_tenants else ["tenant", "email", "role"]
+
+    def has_change_permission(self, request, obj=None):
+        # Only owners manage who has access.
+        return self.has_module_permission(request) and request.access.is_owner()
+
+    def has_add_permission(self, request):
+        return self.has_change_permission(request) and request.access.tenant is not None
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and obj.role == Membership.Role.OWNER:
+            if obj.tenant.memberships.filter(role=Membership.Role.OWNER).count() == 1:
+                return False
+        return self.has_change_permission(request, obj)
+
+    def get_form(self, request, obj=None, **kwargs):
+        kwargs["fields"] = ["role"] + (["tenant"] if request.access.all_tenants else [])
+        return super().get_form(request, obj, **kwargs)
+
+    @transaction.atomic
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.user, created = _staff_user_for(form.cleaned_data["email"])
+            if created:
+                reset = PasswordResetForm({"email": obj.user.email})
+                if reset.is_valid():
+                    reset.save(request=request, use_https=request.is_secure())
+        super().save_model(request, obj, form, change)
+
+
+def _staff_user_for(email):
+    User = get_user_model()
+    email = email.strip().lower()
+    user = User.objects.filter(email__iexact=email).first()
+    if user is not None:
+        if not user.is_staff:
+            user.is_staff = True
+            user.save(update_fields=["is_staff"])
+        return user, False
+    user = User(username=email, email=email, is_staff=True)
+    # Usable but unknown: Django only sends password-reset mail to usable passwords.
+    user.set_password(secrets.token_urlsafe(32))
+    user.save()
+    return user, True
+
+
+@admin.register(Organisation)
+class OrganisationAdmin(TenantScopedAdmin):
+    list_display = ["name", "external_ref", "active"]
+    list_filter = ["active"]
+    search_fields = ["name", "external_ref"]
+
+
+@admin.register(Product)
+class ProductAdmin(TenantScopedAdmin):
+    list_display = ["name", "sku", "unit_price", "active"]
+    list_filter = ["active"]
+    search_fields = ["name", "sku"]

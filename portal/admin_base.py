@@ -1,0 +1,206 @@
+"""The one tenant-scoping base every ModelAdmin in the portal inherits.
+
+Querysets, foreign-key and many-to-many choices, autocomplete, saves, deletes and actions are
+all limited to the request's active tenant (see `portal.access`), objects outside it answer
+404, and a viewer's role removes every add/change/delete permission and action.
+"""
+
+from django import forms
+from django.contrib import admin
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import FieldDoesNotExist, ValidationError
+from django.http import Http404
+
+from portal.models import Tenant
+
+
+def tenant_path(model):
+    """The ORM lookup from `model` to its Tenant, or None for models not owned by a tenant.
+
+    Models with a direct `tenant` foreign key need nothing; others declare `TENANT_PATH`
+    (for example `"run__tenant"`).
+    """
+    if model is Tenant:
+        return "pk"
+    declared = getattr(model, "TENANT_PATH", None)
+    if declared:
+        return declared
+    try:
+        field = model._meta.get_field("tenant")
+    except FieldDoesNotExist:
+        return None
+    return "tenant" if field.related_model is Tenant else None
+
+
+def filter_to_tenants(queryset, tenant_ids):
+    path = tenant_path(queryset.model)
+    if path is None:
+        return queryset
+    if path == "pk":
+        return queryset.filter(pk__in=tenant_ids)
+    return queryset.filter(**{f"{path}__in": tenant_ids})
+
+
+def object_tenant_id(obj):
+    """Follow TENANT_PATH on an instance; None when the chain is not set yet."""
+    path = tenant_path(type(obj))
+    if path == "pk":
+        return obj.pk
+    if path is None:
+        return None
+    current = obj
+    for part in path.split("__"):
+        current = getattr(current, part, None)
+        if current is None:
+            return None
+    return current.pk
+
+
+class TenantScopedForm(forms.ModelForm):
+    """Validates with the tenant set, so per-tenant unique constraints give form errors,
+    and refuses related objects that belong to another tenant."""
+
+    scoped_tenant = None  # set by TenantScopedAdmin.get_form
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.scoped_tenant is not None and "tenant" not in self.fields:
+            if hasattr(self.instance, "tenant_id") and not self.instance.tenant_id:
+                self.instance.tenant = self.scoped_tenant
+
+    def _get_validation_exclusions(self):
+        exclusions = super()._get_validation_exclusions()
+        if self.scoped_tenant is not None:
+            exclusions.discard("tenant")
+        return exclusions
+
+    def clean(self):
+        cleaned = super().clean()
+        owner = cleaned.get("tenant") or getattr(self.instance, "tenant", None)
+        owner_id = getattr(owner, "pk", None)
+        if owner_id is None:
+            return cleaned
+        for name, value in cleaned.items():
+            field = self.fields.get(name)
+            if not isinstance(field, forms.ModelChoiceField) or value is None:
+                continue
+            values = value if isinstance(field, forms.ModelMultipleChoiceField) else [value]
+            for item in values:
+                if isinstance(item, Tenant):
+                    continue
+                item_tenant = object_tenant_id(item)
+                if item_tenant is not None and item_tenant != owner_id:
+                    self.add_error(name, ValidationError("Choose an object of the same tenant."))
+        return cleaned
+
+
+class TenantScopedAdmin(admin.ModelAdmin):
+    form = TenantScopedForm
+
+    # -- visibility -------------------------------------------------------------------
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        if request.access.all_tenants:
+            return qs
+        return filter_to_tenants(qs, request.access.scope())
+
+    def _require_in_scope(self, request, object_id):
+        """An object outside the request's tenants answers 404 before any permission check,
+        exactly like one that does not exist (Django would redirect or answer 403)."""
+        try:
+            found = self.get_queryset(request).filter(pk=unquote(object_id)).exists()
+        except (ValueError, ValidationError):
+            found = False
+        if not found:
+            raise Http404(f"No {self.opts.verbose_name} matches the given query.")
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        self._require_in_scope(request, object_id)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        self._require_in_scope(request, object_id)
+        return super().delete_view(request, object_id, extra_context)
+
+    def history_view(self, request, object_id, extra_context=None):
+        self._require_in_scope(request, object_id)
+        return super().history_view(request, object_id, extra_context)
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_staff and bool(request.access.tenants)
+
+    def has_view_permission(self, request, obj=None):
+        return self.has_module_permission(request)
+
+    def has_add_permission(self, request):
+        return self.has_module_permission(request) and request.access.can_edit()
+
+    def has_change_permission(self, request, obj=None):
+        return self.has_module_permission(request) and request.access.can_edit()
+
+    def has_delete_permission(self, request, obj=None):
+        return self.has_change_permission(request, obj)
+
+    # -- forms ------------------------------------------------------------------------
+    def get_exclude(self, request, obj=None):
+        exclude = list(super().get_exclude(request, obj) or [])
+        if not request.access.all_tenants and tenant_path(self.model) == "tenant":
+            exclude.append("tenant")
+        return exclude
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        if request.access.all_tenants:
+            return form
+        return type(form.__name__, (form,), {"scoped_tenant": request.access.tenant})
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        return self._scope_choices(field, request)
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        field = super().formfield_for_manytomany(db_field, request, **kwargs)
+        return self._scope_choices(field, request)
+
+    def _scope_choices(self, field, request):
+        if field is None or not hasattr(field, "queryset"):
+            return field
+        if field.queryset.model is Tenant:
+            editable = [t.pk for t in request.access.tenants if request.access.can_edit(t)]
+            field.queryset = field.queryset.filter(pk__in=editable)
+        elif not request.access.all_tenants:
+            field.queryset = filter_to_tenants(field.queryset, request.access.scope())
+        return field
+
+    def save_model(self, request, obj, form, change):
+        if not request.access.all_tenants and tenant_path(type(obj)) == "tenant":
+            if not change:
+                obj.tenant = request.access.tenant
+            elif obj.tenant_id not in request.access.scope():
+                raise Http404
+        super().save_model(request, obj, form, change)
+
+    def get_list_display(self, request):
+        display = list(super().get_list_display(request))
+        if request.access.all_tenants and tenant_path(self.model) == "tenant":
+            display.append("tenant")
+        return display
+
+    def get_list_filter(self, request):
+        filters = list(super().get_list_filter(request))
+        if request.access.all_tenants and tenant_path(self.model) == "tenant":
+            filters.append("tenant")
+        return filters
+
+
+class ReadOnlyTenantAdmin(TenantScopedAdmin):
+    """For records the portal copies from elsewhere (Halo) or writes itself (results)."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

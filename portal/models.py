@@ -1,0 +1,192 @@
+"""Tenants (partners), their staff, and the vendor-side catalogue every feature builds on."""
+
+import zoneinfo
+
+from django.conf import settings
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+TIME_ZONE_CHOICES = [(name, name) for name in sorted(zoneinfo.available_timezones())]
+CURRENCY_CHOICES = [
+    ("GBP", "GBP - Pound sterling"),
+    ("USD", "USD - US dollar"),
+    ("EUR", "EUR - Euro"),
+    ("AUD", "AUD - Australian dollar"),
+    ("CAD", "CAD - Canadian dollar"),
+    ("NZD", "NZD - New Zealand dollar"),
+    ("ZAR", "ZAR - South African rand"),
+]
+LOCALE_CHOICES = [
+    ("en_GB", "English (UK)"),
+    ("en_US", "English (US)"),
+    ("en_AU", "English (Australia)"),
+    ("de_DE", "German"),
+    ("fr_FR", "French"),
+    ("nl_NL", "Dutch"),
+]
+hex_colour = RegexValidator(r"^#[0-9a-fA-F]{6}$", "Enter a colour as #RRGGBB, for example #0B6E4F.")
+
+
+class TenantQuerySet(models.QuerySet):
+    def for_user(self, user):
+        """The tenants a user may open in the portal: all for superusers, else memberships."""
+        if not user.is_authenticated or not user.is_active:
+            return self.none()
+        if user.is_superuser:
+            return self
+        return self.filter(memberships__user=user).distinct()
+
+
+class Tenant(models.Model):
+    """A partner (MSP) using the portal. Everything else hangs off one."""
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(
+        max_length=50,
+        unique=True,
+        help_text="The tenant code in pay links and webhook URLs. Changing it breaks links "
+        "already sent to customers.",
+    )
+    time_zone = models.CharField(max_length=64, choices=TIME_ZONE_CHOICES, default="Europe/London")
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES, default="GBP")
+    locale = models.CharField(
+        max_length=5, choices=LOCALE_CHOICES, default="en_GB", help_text="Number and date format."
+    )
+    display_name = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Shown on invoices and pay pages; defaults to the name.",
+    )
+    logo = models.ImageField(upload_to="branding/", blank=True)
+    accent_colour = models.CharField(max_length=7, default="#0B6E4F", validators=[hex_colour])
+    address = models.TextField(blank=True, help_text="Postal address, one line per row.")
+    support_email = models.EmailField(blank=True)
+    support_phone = models.CharField(max_length=40, blank=True)
+    created = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def brand_name(self):
+        return self.display_name or self.name
+
+    @property
+    def tz(self):
+        return zoneinfo.ZoneInfo(self.time_zone)
+
+    def address_lines(self):
+        return [line.strip() for line in self.address.splitlines() if line.strip()]
+
+    def owner_emails(self):
+        return list(
+            self.memberships.filter(role=Membership.Role.OWNER, user__is_active=True)
+            .exclude(user__email="")
+            .values_list("user__email", flat=True)
+        )
+
+
+class Membership(models.Model):
+    """A staff user's role in one tenant; a user may belong to several tenants."""
+
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner"
+        ADMIN = "admin", "Admin"
+        VIEWER = "viewer", "Viewer"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "tenant"], name="membership_unique_user_tenant")
+        ]
+
+    def __str__(self):
+        return f"{self.user} – {self.get_role_display()} of {self.tenant}"
+
+    @property
+    def can_edit(self):
+        return self.role in (self.Role.OWNER, self.Role.ADMIN)
+
+
+class Organisation(models.Model):
+    """A partner's customer, as the vendor knows it (mapped to a Halo Client later)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="organisations")
+    name = models.CharField(max_length=200)
+    external_ref = models.CharField(
+        "external reference",
+        max_length=100,
+        help_text="The vendor's id for this customer; usage and Halo matching use it.",
+    )
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                "tenant",
+                Lower("external_ref"),
+                name="organisation_unique_ref_per_tenant",
+                violation_error_message="An organisation with this external reference "
+                "already exists.",
+            )
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class Product(models.Model):
+    """Something the vendor sells per unit (seats, devices, GB); mapped to a Halo Item later."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="products")
+    name = models.CharField(max_length=200)
+    sku = models.CharField("SKU", max_length=64)
+    unit_price = models.DecimalField(
+        max_digits=12, decimal_places=4, default=0, validators=[MinValueValidator(0)]
+    )
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                "tenant",
+                Lower("sku"),
+                name="product_unique_sku_per_tenant",
+                violation_error_message="A product with this SKU already exists.",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.sku})"
+
+
+class WorkerHeartbeat(models.Model):
+    """Written by a one-minute schedule: proves scheduler, broker and a worker all run."""
+
+    cluster = models.CharField(max_length=100, unique=True)
+    seen = models.DateTimeField()
+
+    def __str__(self):
+        return f"{self.cluster} at {self.seen:%Y-%m-%d %H:%M:%S}"
+
+    @classmethod
+    def beat(cls, cluster):
+        cls.objects.update_or_create(cluster=cluster, defaults={"seen": timezone.now()})
+
+    @classmethod
+    def latest(cls):
+        return cls.objects.order_by("-seen").values_list("seen", flat=True).first()

@@ -1,0 +1,47 @@
+"""Shared fixtures. The three personas: owner and viewer of tenant A, owner of tenant B."""
+
+from dataclasses import dataclass
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from portal.models import Membership, Tenant
+from tests import factories
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+@dataclass
+class Personas:
+    tenant_a: Tenant
+    tenant_b: Tenant
+    owner_a: object
+    viewer_a: object
+    owner_b: object
+
+    def client(self, user):
+        client = Client()
+        client.force_login(user)
+        return client
+
+
+def make_staff(username, tenant, role):
+    user = get_user_model().objects.create_user(
+        username=username, email=f"{username}@example.com", password=PASSWORD, is_staff=True
+    )
+    Membership.objects.create(user=user, tenant=tenant, role=role)
+    return user
+
+
+@pytest.fixture
+def personas(db):
+    tenant_a = factories.tenant("alpha")
+    tenant_b = factories.tenant("bravo")
+    return Personas(
+        tenant_a=tenant_a,
+        tenant_b=tenant_b,
+        owner_a=make_staff("owner-a", tenant_a, Membership.Role.OWNER),
+        viewer_a=make_staff("viewer-a", tenant_a, Membership.Role.VIEWER),
+        owner_b=make_staff("owner-b", tenant_b, Membership.Role.OWNER),
+    )

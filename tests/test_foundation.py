@@ -1,0 +1,144 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+from django.utils import timezone
+
+from portal.models import Membership, Organisation, Product, Tenant, WorkerHeartbeat
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_manage(*args, **env):
+    full_env = {
+        **os.environ,
+        "SECRET_KEY": "x" * 50,
+        "FIELD_ENCRYPTION_KEY": "",
+        "ALLOWED_HOSTS": "portal.example.com",
+        "DEBUG": "false",
+        **env,
+    }
+    full_env["FIELD_ENCRYPTION_KEY"] = env.get(
+        "FIELD_ENCRYPTION_KEY", "ZmDfcTF7_60GrrY167zsiPd67pEvs0aGOv2oasOM1Pg="
+    )
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("missing", "check_id"),
+    [
+        ("SECRET_KEY", "portal.E001"),
+        ("FIELD_ENCRYPTION_KEY", "portal.E002"),
+        ("ALLOWED_HOSTS", "portal.E003"),
+    ],
+)
+def test_missing_production_setting_fails_check_deploy(missing, check_id):
+    result = run_manage("check", "--deploy", **{missing: ""})
+    assert result.returncode != 0
+    assert f"({check_id}) {missing} is not set." in result.stderr
+
+
+def test_missing_production_setting_fails_at_start_without_debug():
+    result = run_manage("migrate", "--check", SECRET_KEY="")
+    assert result.returncode != 0
+    assert "(portal.E001) SECRET_KEY is not set." in result.stderr
+
+
+def test_invalid_encryption_key_is_reported():
+    result = run_manage("check", FIELD_ENCRYPTION_KEY="not-a-key")
+    assert result.returncode != 0
+    assert "portal.E004" in result.stderr
+
+
+def test_complete_production_settings_pass_the_portal_checks():
+    result = run_manage("check", "--deploy", "--fail-level", "ERROR")
+    assert "portal.E00" not in result.stderr, result.stderr
+
+
+def _snapshot():
+    return {
+        model.__name__: sorted(map(repr, model.objects.values()))
+        for model in (Tenant, Membership, Organisation, Product)
+    } | {
+        "users": sorted(
+            map(
+                repr,
+                __import__("django.contrib.auth")
+                .contrib.auth.get_user_model()
+                .objects.values("username", "password", "is_staff"),
+            )
+        )
+    }
+
+
+def test_demo_twice_leaves_the_same_data(db, capsys):
+    call_command("demo")
+    first = _snapshot()
+    out = capsys.readouterr().out
+    assert "demo@acme.example / acme-demo-2026" in out
+    call_command("demo")
+    assert _snapshot() == first
+    tenant = Tenant.objects.get(slug="acme")
+    assert tenant.organisations.count() == 8 and tenant.products.count() == 5
+    assert tenant.logo
+
+
+@pytest.mark.django_db
+def test_healthz_ok_with_fresh_heartbeat(client):
+    WorkerHeartbeat.beat("portal")
+    response = client.get(reverse("healthz"))
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["status"] == "ok"
+    assert body["checks"]["worker"]["heartbeat_age_seconds"] < 60
+
+
+@pytest.mark.django_db
+def test_healthz_reports_missing_or_stale_worker(client):
+    body = client.get(reverse("healthz")).json()
+    assert body["checks"]["worker"]["ok"] is False
+    WorkerHeartbeat.objects.create(
+        cluster="portal", seen=timezone.now() - timezone.timedelta(hours=1)
+    )
+    response = client.get(reverse("healthz"))
+    assert response.status_code == 503
+    assert "heartbeat too old" in response.json()["checks"]["worker"]["detail"]
+
+
+@pytest.mark.django_db
+def test_healthz_reports_unreachable_broker(client, monkeypatch):
+    from django_q.brokers import redis_broker
+    from django_q.conf import Conf
+
+    WorkerHeartbeat.beat("portal")
+    monkeypatch.setattr(Conf, "REDIS", "redis://127.0.0.1:1/0")
+    monkeypatch.setattr("portal.health_checks.get_broker", lambda: redis_broker.Redis("portal"))
+    response = client.get(reverse("healthz"))
+    assert response.status_code == 503
+    body = response.json()
+    assert body["checks"]["broker"] == {"ok": False, "detail": "unreachable: ConnectionError"}
+    assert body["checks"]["database"]["ok"] is True
+
+
+@pytest.mark.django_db
+def test_heartbeat_schedule_exists_once():
+    from django_q.models import Schedule
+
+    from portal.schedules import ensure_schedules
+
+    ensure_schedules()
+    ensure_schedules()
+    assert (
+        Schedule.objects.filter(name="portal.heartbeat", func="portal.tasks.heartbeat").count() == 1
+    )
