@@ -1,14 +1,16 @@
 import secrets
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import PasswordResetForm
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.template.response import TemplateResponse
+from django.urls import reverse
 
 from portal.admin_base import TenantScopedAdmin, TenantScopedForm
-from portal.models import Membership, Organisation, Product, Tenant
+from portal.models import ApiToken, Membership, Organisation, Product, Tenant
 
 
 @admin.register(Tenant)
@@ -152,3 +154,65 @@ class ProductAdmin(TenantScopedAdmin):
     list_display = ["name", "sku", "unit_price", "active"]
     list_filter = ["active"]
     search_fields = ["name", "sku"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(TenantScopedAdmin):
+    list_display = ["name", "purpose", "prefix", "state", "created", "last_used", "expires"]
+    list_filter = ["purpose", "revoked"]
+    search_fields = ["name", "prefix"]
+    fields = [
+        "name",
+        "purpose",
+        "prefix",
+        "created",
+        "created_by",
+        "last_used",
+        "expires",
+        "revoked",
+    ]
+    readonly_fields = ["prefix", "created", "created_by", "last_used", "expires"]
+    actions = ["rotate", "revoke"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # A token's purpose and tenant never change; revoke or rotate it instead.
+        return self.readonly_fields + (["purpose"] if obj else [])
+
+    def get_fields(self, request, obj=None):
+        return ["name", "purpose"] if obj is None else self.fields
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        tenant = obj.tenant if request.access.all_tenants else request.access.tenant
+        token, plaintext = ApiToken.issue(tenant, obj.purpose, obj.name, request.user)
+        obj.pk, obj._plaintext = token.pk, plaintext
+
+    def response_add(self, request, obj, post_url_continue=None):
+        return self._show_once(request, obj, obj._plaintext, "created")
+
+    def _show_once(self, request, token, plaintext, verb):
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"API token {verb}",
+            "token": token,
+            "plaintext": plaintext,
+            "opts": self.opts,
+            "changelist_url": reverse("admin:portal_apitoken_changelist"),
+        }
+        return TemplateResponse(request, "admin/portal/apitoken/issued.html", context)
+
+    @admin.action(
+        description="Rotate (new secret; the old one works 7 more days)", permissions=["change"]
+    )
+    def rotate(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Rotate one token at a time.", messages.WARNING)
+            return None
+        new, plaintext = queryset.get().rotate(request.user)
+        return self._show_once(request, new, plaintext, "rotated")
+
+    @admin.action(description="Revoke now", permissions=["change"])
+    def revoke(self, request, queryset):
+        count = queryset.update(revoked=True)
+        self.message_user(request, f"Revoked {count} token(s). Calls using them now get 401.")

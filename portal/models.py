@@ -1,5 +1,7 @@
 """Tenants (partners), their staff, and the vendor-side catalogue every feature builds on."""
 
+import hashlib
+import secrets
 import zoneinfo
 
 from django.conf import settings
@@ -190,3 +192,98 @@ class WorkerHeartbeat(models.Model):
     @classmethod
     def latest(cls):
         return cls.objects.order_by("-seen").values_list("seen", flat=True).first()
+
+
+class ApiTokenQuerySet(models.QuerySet):
+    def usable(self):
+        now = timezone.now()
+        return self.filter(revoked=False).filter(
+            models.Q(expires__isnull=True) | models.Q(expires__gt=now)
+        )
+
+
+class ApiToken(models.Model):
+    """A tenant's secret for calling the portal's APIs, stored only as a SHA-256 hash.
+
+    Tokens are 256 random bits, so a plain hash (not a slow password hash) is enough and
+    lets a request find its token by index. The plaintext is shown once, at creation.
+    """
+
+    class Purpose(models.TextChoices):
+        USAGE = "usage", "Usage API (POST /api/v1/usage)"
+        PDF = "pdf", "Invoice PDF API (Halo)"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, help_text="Where it is used, e.g. 'Halo PDF link'.")
+    purpose = models.CharField(max_length=10, choices=Purpose.choices)
+    prefix = models.CharField(max_length=16, editable=False, help_text="Identifies it in lists.")
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, editable=False
+    )
+    last_used = models.DateTimeField(null=True, blank=True, editable=False)
+    expires = models.DateTimeField(
+        null=True, blank=True, help_text="Set when rotated: the old secret works until then."
+    )
+    revoked = models.BooleanField(default=False)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def hash(plaintext):
+        return hashlib.sha256(plaintext.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, tenant, purpose, name, user=None):
+        """Create a token; returns (token, plaintext). The plaintext is never stored."""
+        plaintext = f"hpp_{purpose}_{secrets.token_urlsafe(32)}"
+        token = cls.objects.create(
+            tenant=tenant,
+            purpose=purpose,
+            name=name,
+            prefix=plaintext[: len(purpose) + 9],
+            digest=cls.hash(plaintext),
+            created_by=user,
+        )
+        return token, plaintext
+
+    @classmethod
+    def authenticate(cls, plaintext, purpose):
+        token = (
+            cls.objects.usable()
+            .select_related("tenant")
+            .filter(digest=cls.hash(plaintext or ""), purpose=purpose)
+            .first()
+        )
+        if token is not None and (
+            token.last_used is None or timezone.now() - token.last_used > USED_RESOLUTION
+        ):
+            cls.objects.filter(pk=token.pk).update(last_used=timezone.now())
+        return token
+
+    def rotate(self, user=None, overlap=None):
+        """A new token with the same name; this one keeps working for `overlap`."""
+        overlap = ROTATION_OVERLAP if overlap is None else overlap
+        self.expires = min(self.expires or timezone.now() + overlap, timezone.now() + overlap)
+        self.save(update_fields=["expires"])
+        return self.issue(self.tenant, self.purpose, self.name, user)
+
+    @property
+    def state(self):
+        if self.revoked:
+            return "revoked"
+        if self.expires and self.expires <= timezone.now():
+            return "expired"
+        return "expiring" if self.expires else "active"
+
+
+# A token's last_used is written at most this often (no write per API request).
+USED_RESOLUTION = timezone.timedelta(minutes=5)
+ROTATION_OVERLAP = timezone.timedelta(days=7)

@@ -7,7 +7,7 @@ model cannot skip the isolation tests.
 from decimal import Decimal
 from itertools import count
 
-from portal.models import Membership, Organisation, Product, Tenant
+from portal.models import ApiToken, Membership, Organisation, Product, Tenant
 
 _seq = count(1)
 MAKERS = {}
@@ -55,3 +55,8 @@ def membership(tenant):
     n = next(_seq)
     user = get_user_model().objects.create_user(username=f"member{n}", email=f"m{n}@example.com")
     return Membership.objects.create(user=user, tenant=tenant, role=Membership.Role.ADMIN)
+
+
+@maker(ApiToken)
+def api_token(tenant, purpose=ApiToken.Purpose.USAGE):
+    return ApiToken.issue(tenant, purpose, f"token {next(_seq)}")[0]
