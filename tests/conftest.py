@@ -45,3 +45,19 @@ def personas(db):
         viewer_a=make_staff("viewer-a", tenant_a, Membership.Role.VIEWER),
         owner_b=make_staff("owner-b", tenant_b, Membership.Role.OWNER),
     )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache(request):
+    """Tokens and rate budgets live in the cache: no test may see another's.
+
+    The database cache is rolled back with the test database, except by transactional
+    tests; Redis never is. Clear it for every test that touches the database.
+    """
+    if "django_db" in request.keywords or {"db", "transactional_db"} & set(request.fixturenames):
+        # `db` honours a django_db(transaction=True) marker: this only ensures the order.
+        request.getfixturevalue("db")
+        from django.core.cache import cache
+
+        cache.clear()
+    yield
