@@ -13,6 +13,7 @@ class PortalAdminSite(admin.AdminSite):
     site_title = "Halo Partner Portal"
     index_title = "Partner console"
     index_template = "admin/portal_index.html"
+    site_url = None  # the portal has no public home page; customers arrive on pay links
 
     def get_urls(self):
         return [
