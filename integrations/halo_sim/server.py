@@ -1,0 +1,515 @@
+"""One simulated Halo instance (``Simulator``) and its HTTP front (``make_server``).
+
+Order of checks on a resource call, so a fault rule is only used up by a call
+that would otherwise have worked: count the call, add latency, bearer token
+(401), rate limit (429), scope (403), fault queue / random fault rate, then
+the store.  Token calls (``POST /auth/token``) are counted and can be faulted
+but do not use up the rate limit, which belongs to the resource server.
+
+Error bodies follow the ``error_body`` variant.  A 500 is the bare text
+``Internal Server Error`` (what Halo's front end shows when something breaks)
+except under ``error_body=dotnet``, where an escaping .NET exception object is
+the more telling shape.  401 and 403 have empty bodies.
+"""
+
+import collections
+import hmac
+import http.server
+import json
+import mimetypes
+import random
+import sys
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, quote, urlsplit
+
+from . import seed as seeds
+from .auth import Application, RateLimiter, Tokens
+from .config import Config
+from .faults import FaultQueue, FaultRule
+from .state import ApiError, Store, flag, resource
+from .webhooks import WebhookDispatcher
+
+DOTNET_EXCEPTIONS = {
+    400: "System.ArgumentException",
+    404: "System.Collections.Generic.KeyNotFoundException",
+    500: "System.NullReferenceException",
+}
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str | None = None
+    headers: dict = field(default_factory=dict)
+    drop: bool = False  # close the connection without answering
+
+
+def json_response(status, data, headers=None):
+    body = json.dumps(data, ensure_ascii=False).encode()
+    return Response(status, body, "application/json; charset=utf-8", headers or {})
+
+
+def text_response(status, text):
+    return Response(status, text.encode(), "text/plain; charset=utf-8")
+
+
+DROP = Response(0, drop=True)
+
+
+class Simulator:
+    """A Halo instance: data, applications, tokens, limits, faults, webhooks,
+    and the ``/_sim/`` control API.  Thread-safe; HTTP-agnostic."""
+
+    def __init__(self, tenant=seeds.DEMO_TENANT, seed="demo", config=None):
+        self.tenant = tenant
+        self.initial_seed = seed
+        self.initial_config = (config or Config()).copy()
+        self.config = self.initial_config.copy()
+        self.store = Store(now=self.now, emit=self._emit)
+        self.lock = self.store.lock
+        self._stopping = threading.Event()
+        self.webhooks = WebhookDispatcher(
+            lambda: (self.config.webhook_duplicates, self.config.webhook_out_of_order)
+        )
+        self.reset()
+
+    def reset(self, seed=None):
+        """Back to the start: seed data (the initial one unless given), start-up
+        config, no tokens, faults, counts or webhook deliveries."""
+        with self.lock:
+            self.config = self.initial_config.copy()
+            self.tokens = Tokens()
+            self.rate_limiter = RateLimiter()
+            self.faults = FaultQueue()
+            self.random = random.Random(0)
+            self.notifications = 0
+            self.counts = collections.Counter()
+            self.statuses = collections.Counter()
+            self.webhooks.clear()
+            self.store.clear()
+            apps = seeds.load(self.store, self.initial_seed if seed is None else seed)
+            self.applications = {app.client_id: app for app in apps}
+
+    def close(self):
+        self._stopping.set()
+        self.webhooks.close()
+
+    def now(self):
+        """Simulator clock: naive UTC plus the configured offset."""
+        offset = timedelta(seconds=self.config.clock_offset_seconds)
+        return datetime.now(UTC).replace(tzinfo=None) + offset
+
+    def timestamp(self):
+        return time.time() + self.config.clock_offset_seconds
+
+    def variant(self, name):
+        return self.config.variants[name]
+
+    # -- requests ----------------------------------------------------------------------
+
+    def handle(self, method, path, query, headers, body):
+        """Answer one HTTP request; ``query`` keys are lower case."""
+        parts = [p for p in path.split("/") if p]
+        if parts[:1] == ["_sim"]:
+            return self._control(method, parts[1:], body)
+        label, call = self._route(method, parts, query, headers, body)
+        with self.lock:
+            self.counts[label] += 1
+        self._pause(self.config.latency_ms / 1000)
+        response = call()
+        with self.lock:
+            self.statuses["dropped" if response.drop else str(response.status)] += 1
+        return response
+
+    def _route(self, method, parts, query, headers, body):
+        lowered = [p.lower() for p in parts]
+        if lowered == ["api", "authinfo"]:
+            base = f"http://{headers.get('Host', '')}"
+            return f"{method} /api/authinfo", lambda: json_response(
+                200, {"auth_url": f"{base}/auth"}
+            )
+        if lowered == ["auth", "token"]:
+            return f"{method} /auth/token", lambda: self._faulted(
+                method, "token", lambda: self._token(method, query, body)
+            )
+        if len(parts) in (2, 3) and lowered[0] == "api" and (res := resource(parts[1])):
+            record_id = parts[2] if len(parts) == 3 else None
+            label = f"{method} /{res.name}" + ("/{id}" if record_id else "")
+            return label, lambda: self._resource_call(method, res, record_id, query, headers, body)
+        return f"{method} /{'/'.join(parts)}", lambda: self._error(
+            404, "The requested resource was not found"
+        )
+
+    def _pause(self, seconds):
+        if seconds > 0:
+            self._stopping.wait(seconds)
+
+    def _token(self, method, query, body):
+        if method != "POST":
+            return self._error(405, "Use POST")
+        form = {k.lower(): v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        tenant = query.get("tenant") or form.get("tenant")
+        if tenant and tenant.lower() != self.tenant.lower():
+            return text_response(500, "Internal Server Error")
+        if form.get("grant_type") != "client_credentials":
+            return json_response(400, {"error": "unsupported_grant_type"})
+        with self.lock:
+            app = self.applications.get(form.get("client_id", ""))
+            secret = form.get("client_secret", "").encode()
+            if app is None or not hmac.compare_digest(app.client_secret.encode(), secret):
+                return json_response(
+                    401,
+                    {
+                        "error": "invalid_client",
+                        "error_description": "The client id or secret is not valid",
+                    },
+                )
+            scopes = app.grant(form.get("scope") or "all")
+            lifetime = self.config.token_lifetime
+            token = self.tokens.issue(app, scopes, self.timestamp(), lifetime)
+        return json_response(
+            200,
+            {
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": lifetime,
+                "scope": " ".join(sorted(scopes)),
+            },
+        )
+
+    def _resource_call(self, method, res, record_id, query, headers, body):
+        scheme, _, value = headers.get("Authorization", "").partition(" ")
+        with self.lock:
+            token = (
+                self.tokens.valid(value.strip(), self.timestamp())
+                if scheme.lower() == "bearer"
+                else None
+            )
+            if token is None:
+                return Response(401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            wait = self.rate_limiter.retry_after(
+                token.client_id, self.timestamp(), self.config.rate_limit
+            )
+        if wait is not None:
+            return self._rate_limited(wait)
+        if method not in ("GET", "POST", "DELETE"):
+            return self._error(405, "The requested resource does not support this method")
+        needed = res.read_scope if method == "GET" else res.edit_scope
+        if needed is not None and needed not in token.scopes:
+            return Response(403)
+        return self._faulted(
+            method, res.name, lambda: self._execute(method, res, record_id, query, body)
+        )
+
+    def _faulted(self, method, endpoint, call):
+        """Run ``call`` unless the fault queue or the fault rate says otherwise."""
+        with self.lock:
+            rule = self.faults.take(method, endpoint)
+            unlucky = (
+                rule is None
+                and endpoint != "token"
+                and self.random.random() < self.config.fault_rate
+            )
+        if unlucky or (rule and rule.kind == "500"):
+            return self._error(500, "Object reference not set to an instance of an object.")
+        if rule is None:
+            return call()
+        if rule.kind == "429":
+            return self._rate_limited(max(1, round(rule.seconds)))
+        if rule.kind == "drop_before":
+            return DROP
+        if rule.kind == "timeout":
+            self._pause(rule.seconds)
+        response = call()
+        if rule.kind == "drop_after" or rule.then == "drop":
+            return DROP
+        return response
+
+    def _execute(self, method, res, record_id, query, body):
+        try:
+            if method == "GET" and record_id is None:
+                return self._list(res, query)
+            if method == "GET" and res.name == "Attachment":
+                return self._attachment(record_id)
+            if method == "GET":
+                return json_response(
+                    200, self.store.get(res, record_id, flag(query.get("includedetails")))
+                )
+            if method == "POST" and record_id is None:
+                return self._post(res, body)
+            if method == "DELETE" and record_id is not None:
+                return json_response(200, self.store.delete(res, record_id))
+            return self._error(405, "The requested resource does not support this method")
+        except ApiError as exc:
+            return self._error(exc.status, exc.message)
+
+    def _list(self, res, query):
+        total, rows, paging = self.store.list(res, query)
+        key = res.key
+        if res.name == "SoftwareLicence":
+            key = None if self.variant("licence_key") == "bare" else self.variant("licence_key")
+        if key is None:
+            return json_response(200, rows)
+        data = {"record_count": total, key: rows}
+        if paging and self.variant("envelope") == "paged":
+            data.update(paging)
+        return json_response(200, data)
+
+    def _post(self, res, body):
+        try:
+            objects = json.loads(body or b"null")
+        except ValueError:
+            raise ApiError(400, "The request body is not valid JSON") from None
+        if not isinstance(objects, list) or not objects:
+            raise ApiError(400, f"POST /{res.name} takes a JSON array of objects")
+        saved = self.store.save(res, objects, unknown_status=int(self.variant("unknown_update")))
+        if len(saved) == 1 or self.variant("post_response") == "last":
+            return json_response(201, saved[-1])
+        return json_response(201, saved)
+
+    def _attachment(self, record_id):
+        filename, data = self.store.attachment(record_id)
+        content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        ascii_name = filename.encode("ascii", "replace").decode().replace('"', "'")
+        disposition = f'attachment; filename="{ascii_name}"'
+        if ascii_name != filename:
+            disposition += f"; filename*=UTF-8''{quote(filename)}"
+        return Response(200, data, content_type, {"Content-Disposition": disposition})
+
+    def _rate_limited(self, wait):
+        requests, seconds = self.config.rate_limit or (300, 300)
+        window = f"{seconds // 60} minute" if seconds % 60 == 0 else f"{seconds} second"
+        headers = {"Retry-After": str(wait)} if self.variant("retry_after") == "present" else {}
+        message = f"Rate Limit Reached - {requests} Requests per rolling {window} window"
+        return json_response(429, {"error": message}, headers)
+
+    def _error(self, status, message):
+        shape = self.variant("error_body")
+        if status == 500 and shape != "dotnet":
+            return text_response(500, "Internal Server Error")
+        if shape == "text":
+            return text_response(status, message)
+        if shape == "resultcode":
+            return json_response(status, {"resultCode": status, "errorMessage": message})
+        if shape == "dotnet":
+            exception = DOTNET_EXCEPTIONS.get(status, "System.Exception")
+            return json_response(
+                status, {"ClassName": exception, "Message": message, "HResult": -2146233088}
+            )
+        return json_response(status, {"error": message})
+
+    # -- webhooks ------------------------------------------------------------------------
+
+    def _emit(self, event, resource_name, record):
+        """Queue a delivery to every active webhook subscribed to ``event`` (under the lock)."""
+        hooks = [
+            hook
+            for hook in self.store.tables["Webhook"].values()
+            if hook.get("active")
+            and not hook.get("_deleted")
+            and any(str(e.get("name", "")).lower() == event for e in hook.get("events") or [])
+        ]
+        if not hooks:
+            return
+        rendered = self.store.render(resource(resource_name), record, ("lines",))
+        for hook in hooks:
+            self.notifications += 1
+            self.webhooks.send(
+                dict(hook),
+                {
+                    "id": str(uuid.uuid4()),
+                    "webhook_id": hook["id"],
+                    "notification_id": self.notifications,
+                    "escmsg_id": str(uuid.uuid4()),
+                    "event": event,
+                    "message": f"{resource_name} {record['id']} {event.split(' ', 1)[1]}",
+                    "object_id": record["id"],
+                    "timestamp": self.now().strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z",
+                    resource_name.lower(): rendered,
+                },
+            )
+
+    # -- control API -----------------------------------------------------------------------
+
+    def _control(self, method, parts, body):
+        name, rest = (parts[0].lower(), parts[1:]) if parts else ("", [])
+        handler = getattr(self, f"_control_{method.lower()}_{name.replace('-', '_')}", None)
+        if handler is None:
+            return json_response(
+                404, {"error": f"no control endpoint {method} /_sim/{'/'.join(parts)}"}
+            )
+        try:
+            data = json.loads(body) if body else {}
+            return json_response(200, handler(data, rest))
+        except (ValueError, ApiError) as exc:
+            return json_response(400, {"error": getattr(exc, "message", str(exc))})
+
+    def _control_resource(self, rest):
+        res = resource(rest[0]) if len(rest) == 1 else None
+        if res is None:
+            raise ValueError("name one resource, e.g. /_sim/state/Invoice")
+        return res
+
+    def _live_counts(self):
+        with self.lock:
+            return {
+                name: sum(not r.get("_deleted") for r in rows.values())
+                for name, rows in self.store.tables.items()
+            }
+
+    def _control_post_reset(self, data, rest):
+        self.reset(data.get("seed"))
+        return self._live_counts()
+
+    def _control_get_state(self, data, rest):
+        if rest:
+            name = self._control_resource(rest).name
+            return self.store.dump(name)[name]
+        with self.lock:
+            return {
+                "tenant": self.tenant,
+                "now": self.now().isoformat(),
+                "counts": self._live_counts(),
+                "resources": self.store.dump(),
+                "applications": [app.to_json() for app in self.applications.values()],
+            }
+
+    def _control_post_records(self, data, rest):
+        return self.store.save(
+            self._control_resource(rest), data if isinstance(data, list) else [data], as_user=True
+        )
+
+    def _control_post_generate(self, data, rest):
+        try:
+            return seeds.generate(self.store, **data)
+        except TypeError:
+            keys = "clients, items, invoices, licences_per_client, contracts_per_client, seed"
+            raise ValueError(f"generate takes {keys}") from None
+
+    def _control_get_config(self, data, rest):
+        return self.config.to_json()
+
+    def _control_post_config(self, data, rest):
+        with self.lock:
+            self.config.update(data)
+            return self.config.to_json()
+
+    def _control_get_faults(self, data, rest):
+        return self.faults.to_json()
+
+    def _control_post_faults(self, data, rest):
+        rules = [FaultRule.from_json(rule) for rule in (data if isinstance(data, list) else [data])]
+        with self.lock:
+            self.faults.add(rules)
+            return self.faults.to_json()
+
+    def _control_delete_faults(self, data, rest):
+        with self.lock:
+            self.faults.clear()
+        return []
+
+    def _control_get_requests(self, data, rest):
+        with self.lock:
+            return {
+                "total": sum(self.counts.values()),
+                "by_endpoint": dict(sorted(self.counts.items())),
+                "by_status": dict(sorted(self.statuses.items())),
+            }
+
+    def _control_delete_requests(self, data, rest):
+        with self.lock:
+            self.counts.clear()
+            self.statuses.clear()
+        return self._control_get_requests(data, rest)
+
+    def _control_get_applications(self, data, rest):
+        return [app.to_json() for app in self.applications.values()]
+
+    def _control_post_applications(self, data, rest):
+        app = Application.from_json(data)
+        with self.lock:
+            self.applications[app.client_id] = app
+        return app.to_json()
+
+    def _control_get_webhook_deliveries(self, data, rest):
+        return self.webhooks.deliveries()
+
+    def _control_delete_webhook_deliveries(self, data, rest):
+        self.webhooks.clear()
+        return []
+
+    def _control_post_tokens(self, data, rest):
+        if [part.lower() for part in rest] != ["expire"]:
+            raise ValueError("use POST /_sim/tokens/expire")
+        with self.lock:
+            self.tokens.expire_all()
+        return {"expired": True}
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive: every answer carries Content-Length."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "HaloSimulator/1.0"
+    timeout = 120  # reclaim threads held by idle keep-alive connections
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
+
+    def _dispatch(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        url = urlsplit(self.path)
+        query = {k.lower(): v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        try:
+            response = self.server.simulator.handle(
+                self.command, url.path, query, self.headers, body
+            )
+        except Exception:
+            traceback.print_exc()
+            response = text_response(500, "Internal Server Error")
+        if response.drop:
+            self.close_connection = True
+            return
+        self.send_response(response.status)
+        if response.content_type:
+            self.send_header("Content-Type", response.content_type)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.end_headers()
+        self.wfile.write(response.body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
+
+    def log_message(self, format, *args):
+        """Quiet unless verbose; the request line never holds the bearer token or secrets."""
+        if self.server.simulator.config.verbose:
+            super().log_message(format, *args)
+
+
+class SimServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # idle keep-alive connections must not hold up shutdown
+
+    def __init__(self, address, simulator):
+        super().__init__(address, Handler)
+        self.simulator = simulator
+
+    @property
+    def base_url(self):
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+def make_server(simulator, host="127.0.0.1", port=8765):
+    """A server for ``simulator``; call ``serve_forever()`` on it (port 0 = any free port)."""
+    return SimServer((host, port), simulator)

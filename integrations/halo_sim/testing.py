@@ -1,0 +1,188 @@
+"""Run a Halo simulator inside a test process.
+
+Typical use::
+
+    from integrations.halo_sim.testing import run_simulator
+
+    with run_simulator(latency_ms=20, variants={"licence_key": "bare"}) as sim:
+        halo = sim.session()                       # requests.Session with a Bearer token
+        clients = halo.get(f"{sim.api_url}/Client").json()["clients"]
+        sim.control.add_fault(kind="drop_after", path="SoftwareLicence", method="POST")
+        sim.control.move_clock(hours=2)            # tokens expire, invoices fall overdue
+        assert sim.control.requests()["by_endpoint"]["GET /Client"] == 1
+
+For a pytest fixture, start one simulator per module or session and call
+``sim.control.reset()`` before each test (fresh demo data, start-up config,
+no tokens, faults, counts or deliveries); it is much faster than a new server.
+
+``run_simulator(seed="demo", tenant="acme", **options)``: ``seed`` is
+``"demo"``, ``"empty"`` or a state mapping (as ``control.state()`` answers);
+``options`` are config keys: ``latency_ms``, ``fault_rate``, ``rate_limit``
+(``"300/300"``, ``(n, seconds)`` or None), ``variants`` (dict or
+``"name=form,..."``), ``token_lifetime``, ``webhook_duplicates``,
+``webhook_out_of_order``, ``clock_offset_seconds``, ``verbose``.
+
+The yielded ``RunningSimulator`` has ``base_url`` (the site), ``api_url``,
+``auth_url``, ``token_url``, ``tenant``, ``demo_app`` (``tenant``,
+``client_id``, ``client_secret``), ``control`` (a ``SimControl``), the
+in-process ``simulator``, and ``token()`` / ``session()`` helpers.
+"""
+
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import requests
+
+from .config import Config
+from .seed import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TENANT
+from .server import Simulator, make_server
+
+
+@dataclass(frozen=True)
+class DemoApp:
+    tenant: str
+    client_id: str
+    client_secret: str
+
+
+class SimControl:
+    """Thin client for the ``/_sim/`` control API; every method answers the JSON reply."""
+
+    def __init__(self, base_url):
+        self.url = f"{base_url}/_sim"
+        self.http = requests.Session()
+
+    def _call(self, method, path, payload=None):
+        reply = self.http.request(method, f"{self.url}/{path}", json=payload, timeout=30)
+        if reply.status_code != 200:
+            raise AssertionError(
+                f"{method} /_sim/{path} answered {reply.status_code}: {reply.text}"
+            )
+        return reply.json()
+
+    def reset(self, seed=None):
+        """Fresh start from ``seed``: "demo", "empty", a state mapping, or None (start-up seed)."""
+        return self._call("POST", "reset", {} if seed is None else {"seed": seed})
+
+    def state(self, resource=None):
+        """Everything (``resource=None``) or one resource's raw records, tombstones included."""
+        return self._call("GET", f"state/{resource}" if resource else "state")
+
+    def records(self, resource, records):
+        """Create or change records as a Halo user in the UI would (webhooks fire)."""
+        return self._call("POST", f"records/{resource}", records)
+
+    def generate(self, **counts):
+        """Bulk records: clients, items, invoices, licences_per_client, contracts_per_client."""
+        return self._call("POST", "generate", counts)
+
+    def config(self, **changes):
+        """Read the config, or change some keys and answer the new config."""
+        return self._call("POST", "config", changes) if changes else self._call("GET", "config")
+
+    def variants(self, **forms):
+        """E.g. ``variants(envelope="paged", error_body="dotnet")``."""
+        return self.config(variants=forms)
+
+    def move_clock(self, seconds=0, *, minutes=0, hours=0, days=0):
+        offset = self.config()["clock_offset_seconds"]
+        step = seconds + 60 * minutes + 3600 * hours + 86400 * days
+        return self.config(clock_offset_seconds=offset + step)
+
+    def add_fault(self, kind, path=None, method=None, **options):
+        """Queue a fault rule (``faults.py``): 500, 429, drop_before, drop_after or timeout."""
+        return self._call(
+            "POST", "faults", {"kind": kind, "path": path, "method": method, **options}
+        )
+
+    def faults(self):
+        return self._call("GET", "faults")
+
+    def clear_faults(self):
+        return self._call("DELETE", "faults")
+
+    def requests(self):
+        """``{"total": n, "by_endpoint": {"GET /Client": n}, "by_status": {"200": n}}``."""
+        return self._call("GET", "requests")
+
+    def clear_requests(self):
+        return self._call("DELETE", "requests")
+
+    def add_application(self, name="Test app", permissions="all", agent_permissions="all", **extra):
+        """Answers the new application, with its generated client_id and client_secret."""
+        payload = {
+            "name": name,
+            "permissions": permissions,
+            "agent_permissions": agent_permissions,
+            **extra,
+        }
+        return self._call("POST", "applications", payload)
+
+    def webhook_deliveries(self):
+        return self._call("GET", "webhook-deliveries")
+
+    def wait_for_deliveries(self, count, timeout=5.0):
+        """Poll until at least ``count`` delivery attempts are logged; answers them."""
+        deadline = time.monotonic() + timeout
+        while len(deliveries := self.webhook_deliveries()) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"expected {count} webhook deliveries, got {len(deliveries)}: {deliveries}"
+                )
+            time.sleep(0.02)
+        return deliveries
+
+    def expire_tokens(self):
+        return self._call("POST", "tokens/expire")
+
+
+class RunningSimulator:
+    def __init__(self, server):
+        self.simulator = server.simulator
+        self.base_url = server.base_url
+        self.api_url = f"{self.base_url}/api"
+        self.auth_url = f"{self.base_url}/auth"
+        self.token_url = f"{self.auth_url}/token"
+        self.tenant = self.simulator.tenant
+        self.demo_app = DemoApp(self.tenant, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
+        self.control = SimControl(self.base_url)
+
+    def token(self, scope="all", client_id=None, client_secret=None):
+        """A fresh access token for the demo application (or the one given)."""
+        reply = requests.post(
+            self.token_url,
+            params={"tenant": self.tenant},
+            data={
+                "grant_type": "client_credentials",
+                "client_id": client_id or self.demo_app.client_id,
+                "client_secret": client_secret or self.demo_app.client_secret,
+                "scope": scope,
+            },
+            timeout=10,
+        )
+        reply.raise_for_status()
+        return reply.json()["access_token"]
+
+    def session(self, scope="all", client_id=None, client_secret=None):
+        """A ``requests.Session`` whose every call carries a Bearer token fetched now."""
+        http = requests.Session()
+        http.headers["Authorization"] = f"Bearer {self.token(scope, client_id, client_secret)}"
+        return http
+
+
+@contextmanager
+def run_simulator(seed="demo", tenant=DEMO_TENANT, **options):
+    """Serve a simulator on 127.0.0.1 (free port) from a background thread."""
+    simulator = Simulator(tenant=tenant, seed=seed, config=Config().update(options))
+    server = make_server(simulator, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, name="halo-sim", daemon=True)
+    thread.start()
+    try:
+        yield RunningSimulator(server)
+    finally:
+        server.shutdown()
+        server.server_close()
+        simulator.close()
+        thread.join(timeout=5)
