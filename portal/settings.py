@@ -179,3 +179,21 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django_q": {"level": env.str("Q_LOG_LEVEL", default="WARNING")}},
 }
+
+# --- Halo API client (integrations.halo) ------------------------------------------------
+# Seconds to open a connection to Halo / to wait for an answer.
+HALO_CONNECT_TIMEOUT = env.float("HALO_CONNECT_TIMEOUT", default=5.0)
+HALO_READ_TIMEOUT = env.float("HALO_READ_TIMEOUT", default=30.0)
+# Most seconds one Halo call may spend retrying (backoff, Retry-After, rate budget waits).
+HALO_RETRY_BUDGET_SECONDS = env.float("HALO_RETRY_BUDGET_SECONDS", default=120.0)
+# Backoff without Retry-After: full jitter up to BASE doubling per retry, at most CAP seconds.
+HALO_BACKOFF_BASE = env.float("HALO_BACKOFF_BASE", default=5.0)
+HALO_BACKOFF_CAP = env.float("HALO_BACKOFF_CAP", default=60.0)
+# Requests per seconds each connection may make, across all processes (Halo allows 300/300).
+HALO_RATE_LIMIT = env.str("HALO_RATE_LIMIT", default="280/300")
+# Records per POST, and rows per page when listing.
+HALO_BATCH_SIZE = env.int("HALO_BATCH_SIZE", default=100)
+HALO_PAGE_SIZE = env.int("HALO_PAGE_SIZE", default=100)
+# Seconds to wait for <site>/api/authinfo when deriving a connection's URLs.
+HALO_DISCOVERY_TIMEOUT = env.float("HALO_DISCOVERY_TIMEOUT", default=3.0)
+# --- end Halo API client ------------------------------------------------------------------

@@ -60,3 +60,22 @@ def membership(tenant):
 @maker(ApiToken)
 def api_token(tenant, purpose=ApiToken.Purpose.USAGE):
     return ApiToken.issue(tenant, purpose, f"token {next(_seq)}")[0]
+
+
+from integrations.models import HaloConnection  # noqa: E402  (kept beside its maker)
+
+
+@maker(HaloConnection)
+def halo_connection(tenant, secret="s3cret-" + "0" * 65, **kwargs):
+    n = next(_seq)
+    fields = {
+        "name": f"Halo {n}",
+        "auth_url": f"https://halo{n}.example.com/auth",
+        "resource_url": f"https://halo{n}.example.com/api",
+        "halo_tenant": f"halo{n}",
+        "client_id": f"client-{n}",
+    } | kwargs
+    connection = HaloConnection(tenant=tenant, **fields)
+    connection.set_secret(secret)
+    connection.save()
+    return connection

@@ -1,0 +1,665 @@
+"""The one way the portal talks to a tenant's Halo: `HaloClient(connection)`.
+
+Every call goes through `HaloClient._send`: the shared rate budget, timeouts, counting and
+DEBUG logging (never secrets, tokens or bodies). `_call` adds the bearer token (re-fetched
+once on a 401), maps failures onto the `HaloError` family and retries transient ones with
+backoff inside one `RetryBudget`. Lists, reads and upserts are single generic
+implementations parameterised by `RESOURCES`; the named methods are thin aliases.
+
+Creates are never duplicated by a retry: a POST holding creates whose answer was lost (no
+response, read timeout, 5xx) is not replayed blindly. With a natural key the client re-reads
+Halo to see which creates landed and re-sends only the others; without one it raises.
+"""
+
+import base64
+import logging
+import re
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from email.message import Message
+from email.utils import parsedate_to_datetime
+
+import requests
+from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
+from urllib3.exceptions import NewConnectionError
+
+from integrations.halo.errors import (
+    HaloAuthError,
+    HaloBudgetExhausted,
+    HaloError,
+    HaloInvalidClient,
+    HaloRateLimited,
+    HaloServerError,
+    HaloUnavailable,
+    HaloUnexpectedResponse,
+    HaloWrongTenant,
+    error_for_status,
+    halo_message,
+)
+from integrations.halo.ratelimit import RateLimiter, RetryBudget
+from integrations.halo.tokens import TokenCache
+
+logger = logging.getLogger("integrations.halo")
+
+
+@dataclass(frozen=True)
+class Resource:
+    path: str
+    noun: str
+    plural: str
+    keys: tuple = ()  # list envelope keys; none: Halo answers a bare array
+    read_scope: str = ""
+    edit_scope: str = ""
+    paged: bool = True
+    filters: tuple = ()  # record fields Halo lists can be filtered on (narrows re-reads)
+
+
+RESOURCES = {
+    res.path: res
+    for res in (
+        Resource("Client", "client", "clients", ("clients",), "read:customers", "edit:customers"),
+        Resource(
+            "Site", "site", "sites", ("sites",), "read:customers", "edit:customers",
+            filters=("client_id",),
+        ),
+        Resource("Item", "item", "items", ("items",), "read:items", "edit:items"),
+        Resource(
+            "SoftwareLicence", "licence", "licences", ("licences", "softwarelicences"),
+            "read:softwarelicensing", "edit:softwarelicensing", filters=("client_id", "site_id"),
+        ),
+        Resource(
+            "Invoice", "invoice", "invoices", ("invoices",), "read:invoices", "edit:invoices",
+            filters=("client_id",),
+        ),
+        Resource(
+            "RecurringInvoice", "recurring invoice", "recurring invoices", ("invoices",),
+            "read:invoices", "edit:invoices", filters=("client_id",),
+        ),
+        Resource(
+            "InvoicePayment", "invoice payment", "invoice payments", ("payments",),
+            "read:invoices", "edit:invoices", filters=("invoice_id", "client_id"),
+        ),
+        Resource(
+            "ClientContract", "contract", "contracts", ("contracts",), "read:contracts",
+            "edit:contracts", filters=("client_id",),
+        ),
+        Resource(
+            "Attachment", "attachment", "attachments", ("attachments",), "read:invoices",
+            "edit:invoices", filters=("type", "unique_id"),
+        ),
+        Resource(
+            "Webhook", "webhook", "webhooks", (), "admin:webhooks", "admin:webhooks", paged=False
+        ),
+        Resource(
+            "FieldInfo", "field definition", "field definitions", (), "", "admin", paged=False
+        ),
+    )
+}  # fmt: skip
+
+
+@dataclass
+class RequestStats:
+    """What a client (or several sharing one instance) asked of Halo."""
+
+    requests: int = 0  # HTTP requests to the resource server, retries included
+    token_requests: int = 0
+    by_endpoint: Counter = field(default_factory=Counter)  # "GET /Client", "POST /Invoice"...
+    retries: int = 0
+    waited: float = 0.0  # seconds slept in backoff or for the rate budget
+
+
+class HaloClient:
+    def __init__(self, connection, *, stats=None, session=None, retry_budget=None):
+        self.connection = connection
+        self.stats = stats or RequestStats()
+        self.http = session or requests.Session()
+        self.tokens = TokenCache(connection)
+        self.limiter = RateLimiter(connection.pk, settings.HALO_RATE_LIMIT)
+        self.timeout = (settings.HALO_CONNECT_TIMEOUT, settings.HALO_READ_TIMEOUT)
+        self.retry_budget = (
+            settings.HALO_RETRY_BUDGET_SECONDS if retry_budget is None else retry_budget
+        )
+        self.api_url = connection.resource_url.rstrip("/")
+
+    def __repr__(self):
+        return f"<HaloClient connection={self.connection.pk} {self.api_url}>"
+
+    # -- reading -------------------------------------------------------------------------
+
+    def list(self, resource, **filters):
+        """Every matching record, page by page (a generator; Halo filters as keywords)."""
+        res = RESOURCES[resource]
+        params = {key: _param(value) for key, value in filters.items()}
+        attempted = f"list {res.plural}"
+        if not res.paged:
+            yield from _rows(res, self._json("GET", res.path, attempted, params=params))[0]
+            return
+        size = int(params.pop("page_size", settings.HALO_PAGE_SIZE))
+        page = int(params.pop("page_no", 1))
+        seen_ids, count = set(), 0
+        while True:
+            paging = {"pageinate": "true", "page_size": size, "page_no": page}
+            body = self._json("GET", res.path, attempted, params=params | paging)
+            rows, total = _rows(res, body)
+            ids = {row.get("id") for row in rows}
+            if rows and ids <= seen_ids:
+                return  # Halo ignored paging and repeated itself
+            seen_ids |= ids
+            yield from rows
+            count += len(rows)
+            if len(rows) < size or (total is not None and count >= total):
+                return
+            page += 1
+
+    def get(self, resource, record_id, **params):
+        res = RESOURCES[resource]
+        params = {key: _param(value) for key, value in params.items()}
+        return self._json(
+            "GET", f"{res.path}/{record_id}", f"read {res.noun} {record_id}", params=params
+        )
+
+    def list_clients(self, **filters):
+        return self.list("Client", **filters)
+
+    def get_client(self, client_id):
+        return self.get("Client", client_id)
+
+    def list_items(self, **filters):
+        return self.list("Item", **filters)
+
+    def get_item(self, item_id):
+        return self.get("Item", item_id)
+
+    def list_licences(self, **filters):
+        return self.list("SoftwareLicence", **filters)
+
+    def get_licence(self, licence_id):
+        return self.get("SoftwareLicence", licence_id)
+
+    def list_invoices(self, **filters):
+        return self.list("Invoice", **filters)
+
+    def get_invoice(self, invoice_id, includedetails=True):
+        return self.get("Invoice", invoice_id, includedetails=includedetails)
+
+    def list_recurring_invoices(self, **filters):
+        return self.list("RecurringInvoice", **filters)
+
+    def list_invoice_payments(self, **filters):
+        return self.list("InvoicePayment", **filters)
+
+    def list_contracts(self, **filters):
+        return self.list("ClientContract", **filters)
+
+    def get_contract(self, contract_id):
+        return self.get("ClientContract", contract_id)
+
+    def list_attachments(self, **filters):
+        return self.list("Attachment", **filters)
+
+    def list_webhooks(self):
+        return self.list("Webhook")
+
+    def list_field_info(self, **filters):
+        return self.list("FieldInfo", **filters)
+
+    def get_attachment_bytes(self, attachment_id):
+        """(bytes, filename, content type): Halo answers the raw file, not JSON."""
+        response = self._call(
+            "GET", f"Attachment/{attachment_id}", f"download attachment {attachment_id}"
+        )
+        filename = _disposition_filename(response.headers.get("Content-Disposition", ""))
+        content_type = response.headers.get("Content-Type", "application/octet-stream")
+        return response.content, filename or f"attachment-{attachment_id}", content_type
+
+    # -- writing -------------------------------------------------------------------------
+
+    def upsert(self, resource, records, natural_key=None, batch_size=None):
+        """Create (no `id`) or update (with `id`) records; answers the saved records in
+        the order given. POSTs arrays of `batch_size` (default `HALO_BATCH_SIZE`).
+
+        `natural_key` names fields that identify a record uniquely (for licences the client
+        and vendor SKU): it lets creates be retried safely and their ids be learned when
+        Halo does not echo every saved record. Updates Halo does not echo are answered as
+        sent, plus their id.
+        """
+        records = list(records)
+        size = batch_size or settings.HALO_BATCH_SIZE
+        saved = []
+        for start in range(0, len(records), size):
+            saved += self._save_batch(
+                RESOURCES[resource], records[start : start + size], natural_key
+            )
+        return saved
+
+    def upsert_clients(self, records, natural_key=None, batch_size=None):
+        return self.upsert("Client", records, natural_key, batch_size)
+
+    def upsert_items(self, records, natural_key=None, batch_size=None):
+        return self.upsert("Item", records, natural_key, batch_size)
+
+    def upsert_licences(
+        self, records, natural_key=("client_id", "vendor_product_sku"), batch_size=None
+    ):
+        return self.upsert("SoftwareLicence", records, natural_key, batch_size)
+
+    def upsert_invoices(self, records, natural_key=None, batch_size=None):
+        return self.upsert("Invoice", records, natural_key, batch_size)
+
+    def upsert_recurring_invoices(self, records, natural_key=None, batch_size=None):
+        return self.upsert("RecurringInvoice", records, natural_key, batch_size)
+
+    def create_invoice_payments(
+        self, records, natural_key=("invoice_id", "thirdpartyid"), batch_size=None
+    ):
+        return self.upsert("InvoicePayment", records, natural_key, batch_size)
+
+    def upsert_contracts(self, records, natural_key=None, batch_size=None):
+        return self.upsert("ClientContract", records, natural_key, batch_size)
+
+    def create_attachment(self, filename, data: bytes, type, unique_id):
+        record = {
+            "filename": filename,
+            "data_base64": base64.b64encode(data).decode(),
+            "type": type,
+            "unique_id": unique_id,
+        }
+        [saved] = self.upsert("Attachment", [record], ("type", "unique_id", "filename"))
+        return saved
+
+    def upsert_webhook(self, record):
+        [saved] = self.upsert("Webhook", [record], ("url",))
+        return saved
+
+    def delete(self, resource, record_id):
+        """Delete one record; a 404 after a lost answer counts as deleted."""
+        res = RESOURCES[resource]
+        retry = self._retry()
+        try:
+            self._call(
+                "DELETE", f"{res.path}/{record_id}", f"delete {res.noun} {record_id}", retry=retry
+            )
+        except HaloError as error:
+            if not (error.status == 404 and retry.attempts):
+                raise
+        return record_id
+
+    def get_token_info(self, fresh=True):
+        """Halo's token reply without the token (`token_type`, `expires_in`, `scope`)."""
+        token = None if fresh else self.tokens.current()
+        return (token or self._fetch_token(self._retry())).reply
+
+    # -- upsert internals ----------------------------------------------------------------
+
+    def _save_batch(self, res, batch, natural_key):
+        saved = [None] * len(batch)
+        pending = list(range(len(batch)))
+        retry = self._retry()
+        while pending:
+            sending = [batch[i] for i in pending]
+            creates = [i for i in pending if _is_create(batch[i])]
+            try:
+                body = self._json(
+                    "POST",
+                    res.path,
+                    _describe(res, sending),
+                    json=sending,
+                    retry=retry,
+                    replay_safe=not creates,
+                )
+            except HaloError as error:
+                if not (error.ambiguous and creates):
+                    raise
+                if not natural_key:
+                    raise error.note(
+                        f"It was not retried: Halo may have created the {res.plural} already "
+                        "and a retry could duplicate them. Check Halo before trying again."
+                    ) from None
+                found = self._find(res, [batch[i] for i in creates], natural_key)
+                for i, record in zip(creates, found, strict=True):
+                    saved[i] = record
+                pending = [i for i in pending if saved[i] is None]
+                if pending:
+                    retry.backoff(error)
+                continue
+            self._match(res, batch, pending, body, natural_key, saved)
+            pending = []
+        return saved
+
+    def _match(self, res, batch, pending, body, natural_key, saved):
+        """Pair Halo's answer with what was sent: in order, or the last object only."""
+        returned = body if isinstance(body, list) else [body] if isinstance(body, dict) else []
+        pairs = zip(pending, returned, strict=True) if len(returned) == len(pending) else []
+        if not pairs and returned:
+            pairs = [(pending[-1], returned[-1])]
+        for i, record in pairs:
+            sent_id = _field(batch[i], "id")
+            if sent_id and str(record.get("id")) != str(sent_id):
+                raise HaloUnexpectedResponse(
+                    f"answered id {record.get('id')} for {res.noun} {sent_id}",
+                    method="POST",
+                    endpoint=f"/{res.path}",
+                    attempted=_describe(res, [batch[i]]),
+                )
+            saved[i] = record
+        for i in pending:
+            if saved[i] is None and not _is_create(batch[i]):
+                saved[i] = {str(k).lower(): v for k, v in batch[i].items()}
+        unknown = [i for i in pending if saved[i] is None]
+        if unknown and natural_key:
+            for i, record in zip(
+                unknown, self._find(res, [batch[i] for i in unknown], natural_key), strict=True
+            ):
+                saved[i] = record
+        if missing := [i for i in unknown if saved[i] is None]:
+            hint = "" if natural_key else " (no natural key given)"
+            raise HaloUnexpectedResponse(
+                f"saved {len(pending)} {res.plural} but did not return the ids of "
+                f"{len(missing)} new ones{hint}",
+                method="POST",
+                endpoint=f"/{res.path}",
+                attempted=_describe(res, [batch[i] for i in missing]),
+            )
+
+    def _find(self, res, records, natural_key):
+        """The Halo record matching each sent record by natural key, or None."""
+        found = [None] * len(records)
+        groups = defaultdict(list)
+        for position, record in enumerate(records):
+            narrowing = tuple((f, _field(record, f)) for f in natural_key if f in res.filters)
+            groups[narrowing].append(position)
+        for narrowing, positions in groups.items():
+            filters = {f: v for f, v in narrowing if v not in (None, "")}
+            index = {
+                _key(row, natural_key): row
+                for row in self.list(res.path, includeinactive=True, **filters)
+            }
+            for position in positions:
+                found[position] = index.get(_key(records[position], natural_key))
+        return found
+
+    # -- HTTP ----------------------------------------------------------------------------
+
+    def _retry(self):
+        return RetryBudget(self.retry_budget, settings.HALO_BACKOFF_BASE, settings.HALO_BACKOFF_CAP)
+
+    def _json(self, method, path, attempted, **kwargs):
+        response = self._call(method, path, attempted, **kwargs)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise HaloUnexpectedResponse(
+                "the answer is not JSON", method=method, endpoint=f"/{path}", attempted=attempted
+            ) from None
+
+    def _call(self, method, path, attempted, *, retry=None, replay_safe=True, **kwargs):
+        """One logical resource call: token, retries, errors. `replay_safe=False`: do not
+        re-send after an answer was lost (raise instead), because the call creates."""
+        resource = RESOURCES[path.split("/")[0]]
+        label = f"{method} /{resource.path}" + ("/{id}" if "/" in path else "")
+        url = f"{self.api_url}/{path}"
+        retry = retry or self._retry()
+
+        def attempt():
+            token = self._access_token(retry)
+            response = self._send(method, url, label, retry, attempted, token, **kwargs)
+            if response.status_code == 401:
+                token = self._access_token(retry, stale=token)
+                response = self._send(method, url, label, retry, attempted, token, **kwargs)
+            if response.status_code >= 400:
+                raise self._error(response, method, f"/{path}", attempted, resource)
+            return response
+
+        return self._retrying(retry, attempt, replay_safe)
+
+    def _retrying(self, retry, attempt, replay_safe=True):
+        while True:
+            try:
+                return attempt()
+            except HaloBudgetExhausted:
+                raise
+            except HaloError as error:
+                if not error.transient or (error.ambiguous and not replay_safe):
+                    raise
+                self.stats.waited += retry.backoff(error)
+                self.stats.retries += 1
+
+    def _access_token(self, retry, stale=None):
+        token = self.tokens.current(stale=stale)
+        return (token or self._fetch_token(retry)).access_token
+
+    @sensitive_variables()
+    def _fetch_token(self, retry):
+        conn = self.connection
+        url = f"{conn.auth_url.rstrip('/')}/token"
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": conn.client_id,
+            "client_secret": conn.secret,
+            "scope": conn.scopes or "all",
+        }
+        params = {"tenant": conn.halo_tenant} if conn.halo_tenant else None
+
+        def attempt():
+            response = self._send(
+                "POST", url, "POST /token", retry, "get an access token", params=params, data=form
+            )
+            if response.status_code != 200:
+                raise self._token_error(response, url)
+            return self.tokens.store(response.json())
+
+        return self._retrying(retry, attempt)
+
+    @sensitive_variables()
+    def _send(self, method, url, label, retry, attempted, token=None, **kwargs):
+        """Exactly one HTTP request, inside the rate budget, counted and logged."""
+        waited = self.limiter.acquire(max_wait=retry.remaining())
+        if waited is None:
+            raise HaloBudgetExhausted(
+                method=method, endpoint=label.split(" ", 1)[1], attempted=attempted
+            ).note(f"(HALO_RATE_LIMIT: {settings.HALO_RATE_LIMIT} requests per connection.)")
+        self.stats.waited += waited
+        if token is None:
+            self.stats.token_requests += 1
+        else:
+            self.stats.requests += 1
+            self.stats.by_endpoint[label] += 1
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        started = time.perf_counter()
+        try:
+            response = self.http.request(
+                method, url, headers=headers, timeout=self.timeout, **kwargs
+            )
+        except requests.RequestException as exc:
+            logger.debug(
+                "Halo %s failed after %.0f ms: %s (%s)",
+                label,
+                _ms(started),
+                type(exc).__name__,
+                attempted,
+            )
+            raise HaloUnavailable(
+                _reason(exc, self.timeout),
+                ambiguous=not _never_sent(exc),
+                url=url.split("?")[0],
+                method=method,
+                endpoint=label.split(" ", 1)[1],
+                attempted=attempted,
+            ) from None
+        logger.debug(
+            "Halo %s %s -> %s in %.0f ms (%s)",
+            label,
+            kwargs.get("params") or "",
+            response.status_code,
+            _ms(started),
+            attempted,
+        )
+        return response
+
+    def _error(self, response, method, endpoint, attempted, resource):
+        cls = error_for_status(response.status_code)
+        error = cls(
+            halo_message(response),
+            status=response.status_code,
+            method=method,
+            endpoint=endpoint,
+            attempted=attempted,
+            url=self.api_url,
+        )
+        if isinstance(error, HaloRateLimited):
+            error.retry_after = _retry_after(response.headers.get("Retry-After"))
+        if response.status_code == 403:
+            error.permission = resource.read_scope if method == "GET" else resource.edit_scope
+        return error
+
+    def _token_error(self, response, url):
+        status, message = response.status_code, halo_message(response)
+        cls = error_for_status(status)
+        if "invalid_client" in message:
+            cls = HaloInvalidClient
+        elif status in (400, 401, 403):
+            cls = HaloAuthError
+        elif status == 500 and self.connection.halo_tenant:
+            cls = HaloWrongTenant
+        elif status >= 500:
+            cls = HaloServerError
+        error = cls(
+            message,
+            status=status,
+            method="POST",
+            endpoint="/token",
+            attempted="get an access token",
+            url=url,
+        )
+        if isinstance(error, HaloRateLimited):
+            error.retry_after = _retry_after(response.headers.get("Retry-After"))
+        return error
+
+
+def discover_auth_url(site, timeout=None):
+    """The authorisation server Halo announces at `<site>/api/authinfo`, or None."""
+    timeout = settings.HALO_DISCOVERY_TIMEOUT if timeout is None else timeout
+    try:
+        response = requests.get(f"{site.rstrip('/')}/api/authinfo", timeout=timeout)
+        auth_url = response.json().get("auth_url") if response.ok else None
+    except (requests.RequestException, ValueError, AttributeError):
+        return None
+    if isinstance(auth_url, str) and auth_url.startswith("http"):
+        return auth_url.rstrip("/")
+    return None
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _rows(res, body):
+    """(records, record_count or None) from any list envelope Halo uses."""
+    if isinstance(body, list):
+        return body, None
+    if isinstance(body, dict):
+        total = body.get("record_count")
+        for key in res.keys:
+            if isinstance(body.get(key), list):
+                return body[key], total
+        lists = [value for value in body.values() if isinstance(value, list)]
+        if len(lists) == 1:
+            return lists[0], total
+    raise HaloUnexpectedResponse(
+        "no list of records in the answer",
+        method="GET",
+        endpoint=f"/{res.path}",
+        attempted=f"list {res.plural}",
+    )
+
+
+def _param(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple, set)):
+        return ",".join(str(v) for v in value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def _field(record, name):
+    """A field of a record being sent; Halo matches names case-insensitively."""
+    for key, value in record.items():
+        if str(key).lower() == name:
+            return value
+    return None
+
+
+def _is_create(record):
+    return _field(record, "id") in (None, 0, "", "0")
+
+
+def _key(record, natural_key):
+    return tuple(str(_field(record, name)).strip().casefold() for name in natural_key)
+
+
+def _describe(res, records):
+    """What the portal was doing, for error messages: "create licence 'EDR' for client 12"."""
+    if len(records) != 1:
+        new = sum(map(_is_create, records))
+        return f"save {len(records)} {res.plural} ({new} new, {len(records) - new} updates)"
+    record = records[0]
+    record_id = None if _is_create(record) else _field(record, "id")
+    text = f"{'update' if record_id else 'create'} {res.noun}"
+    if label := _field(record, "name") or _field(record, "filename"):
+        text += f" '{label}'"
+    if record_id:
+        text += f" {record_id}"
+    if client_id := _field(record, "client_id"):
+        text += f" for client {client_id}"
+    elif invoice_id := _field(record, "invoice_id") or (_field(record, "unique_id")):
+        text += f" on invoice {invoice_id}"
+    return text
+
+
+def _retry_after(value):
+    """Seconds from a Retry-After header (seconds or an HTTP date); None when absent."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def _never_sent(exc):
+    """True when the request cannot have reached Halo (so replaying it is harmless)."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectTimeout) or isinstance(reason, NewConnectionError)
+
+
+def _reason(exc, timeout):
+    if isinstance(exc, requests.ConnectTimeout):
+        return f"no connection within {timeout[0]:g} s"
+    if isinstance(exc, requests.ReadTimeout):
+        return f"no answer within {timeout[1]:g} s"
+    text = str(exc)
+    if "NameResolutionError" in text or "Name or service not known" in text:
+        return "the host name does not resolve"
+    if match := re.search(r"\[Errno -?\d+\] ([^'\")]+)", text):
+        return match.group(1).strip().lower()
+    if "RemoteDisconnected" in text or "Connection aborted" in text:
+        return "the connection closed without an answer"
+    return type(exc).__name__
+
+
+def _disposition_filename(header):
+    message = Message()
+    message["Content-Disposition"] = header
+    return message.get_filename()
+
+
+def _ms(started):
+    return (time.perf_counter() - started) * 1000

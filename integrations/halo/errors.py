@@ -1,0 +1,187 @@
+"""One exception family for every way a Halo call can fail.
+
+Each error knows what the portal was doing (`attempted`), the call (`method`, `endpoint`,
+`status`) and whatever Halo said (`halo_message`, parsed from any of Halo's error-body
+shapes); `str(err)` is a sentence a partner can act on. `.permanent` errors (400/401/403/404)
+will fail the same way again until someone changes data or configuration; `.transient`
+ones (429, 5xx, network) are worth retrying later.
+"""
+
+import json
+
+APP_PERMISSIONS = "Configuration > Integrations > HaloPSA API > {app} > Permissions"
+AGENT_PERMISSIONS = "Configuration > Teams & Agents > Agents > {agent} > Permissions"
+
+
+class HaloError(Exception):
+    permanent = False
+    transient = False
+    #: True when Halo may have applied the call although no answer arrived (lost response).
+    ambiguous = False
+    headline = "Halo call failed while trying to {attempted}{detail}."
+
+    def __init__(
+        self, halo_message="", *, status=None, method="", endpoint="", attempted="", url=""
+    ):
+        self.halo_message = halo_message
+        self.status = status
+        self.method = method
+        self.endpoint = endpoint
+        self.attempted = attempted or "call Halo"
+        self.url = url
+        self.reason = ""
+        self.permission = ""  # the Halo permission a 403 lacked, when the client knows it
+        self.notes_text = []
+        super().__init__(halo_message)
+
+    def note(self, text):
+        """Add a sentence to the message (retries made, what was not retried); returns self."""
+        self.notes_text.append(text)
+        return self
+
+    @property
+    def call(self):
+        status = f"{self.status} on " if self.status else ""
+        return f"{status}{self.method} {self.endpoint}".strip()
+
+    def __str__(self):
+        detail = f" ({self.call})" if self.call else ""
+        if self.halo_message:
+            detail += f": Halo said “{self.halo_message}”"
+        text = self.headline.format(
+            attempted=self.attempted,
+            detail=detail,
+            url=self.url,
+            reason=self.reason,
+            permission=self.permission or "the missing permission",
+        )
+        return " ".join([text, *self.notes_text])
+
+
+class HaloAuthError(HaloError):
+    permanent = True
+    headline = (
+        "Halo refused the portal's credentials while trying to {attempted}{detail}. "
+        "Check the client ID and secret of the Halo connection and run Test connection."
+    )
+
+
+class HaloInvalidClient(HaloAuthError):
+    headline = (
+        "Halo rejected the client ID or secret (invalid_client){detail}. Copy the secret "
+        "again from Configuration > Integrations > HaloPSA API > <application> in Halo, paste "
+        "it into “Replace secret” on the Halo connection, save and test again."
+    )
+
+
+class HaloPermissionError(HaloError):
+    permanent = True
+    headline = (
+        "Halo denied permission to {attempted}{detail}. In Halo, tick {permission} under "
+        + APP_PERMISSIONS.format(app="<application>")
+        + " and on the application's login agent, then run Test connection."
+    )
+
+
+class HaloNotFound(HaloError):
+    permanent = True
+    headline = "Halo has no such record: could not {attempted}{detail}."
+
+
+class HaloBadRequest(HaloError):
+    permanent = True
+    headline = (
+        "Halo rejected the data sent to {attempted}{detail}. Correct it in the portal or "
+        "in Halo, then try again."
+    )
+
+
+class HaloUnexpectedResponse(HaloError):
+    """Halo answered 2xx with something the client cannot use (not JSON, ids missing)."""
+
+    headline = "Halo's answer could not be used to {attempted}{detail}."
+
+
+class HaloRateLimited(HaloError):
+    transient = True
+
+    def __init__(self, *args, retry_after=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.retry_after = retry_after
+
+    headline = (
+        "Halo's rate limit (300 requests per 5 minutes) stopped the portal while trying to "
+        "{attempted}{detail}. It will retry later; nothing was changed by this call."
+    )
+
+
+class HaloBudgetExhausted(HaloRateLimited):
+    """The portal's own rate budget (`HALO_RATE_LIMIT`) had no slot within the retry budget."""
+
+    headline = (
+        "The portal paused its calls to Halo to stay under Halo's rate limit and could not "
+        "{attempted} in time. It will retry later; nothing was sent."
+    )
+
+
+class HaloServerError(HaloError):
+    transient = True
+    ambiguous = True
+    headline = (
+        "Halo had an internal error while trying to {attempted}{detail}. This is usually temporary."
+    )
+
+
+class HaloWrongTenant(HaloServerError):
+    """Halo answers a bare 500 to a token request naming an unknown tenant."""
+
+    headline = (
+        "Halo answered the token request with an internal error{detail}: check the tenant "
+        "name on the Halo connection (the 'acme' of acme.halopsa.com; leave it blank for "
+        "self-hosted Halo)."
+    )
+
+
+class HaloUnavailable(HaloError):
+    transient = True
+    headline = "Cannot reach {url}: {reason}. Could not {attempted}."
+
+    def __init__(self, reason, *, ambiguous=False, **kwargs):
+        super().__init__("", **kwargs)
+        self.reason = reason
+        self.ambiguous = ambiguous
+
+
+def halo_message(response, limit=300):
+    """Halo's own words from an error body of any shape; '' for an empty body."""
+    text = (response.text or "").strip()
+    try:
+        body = json.loads(text) if text else None
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        fields = {str(k).lower(): v for k, v in body.items()}
+        error, description = fields.get("error"), fields.get("error_description")
+        if error and description:
+            return f"{description} ({error})"[:limit]
+        for name in ("errormessage", "message", "error_description", "error", "title"):
+            if fields.get(name):
+                return str(fields[name])[:limit]
+        return ""
+    if isinstance(body, str):
+        return body[:limit]
+    if text.startswith("<"):
+        return ""  # an HTML error page says nothing useful
+    return text[:limit]
+
+
+def error_for_status(status):
+    """The HaloError subclass for an HTTP status of a resource call."""
+    if status == 400 or status == 409 or status == 422:
+        return HaloBadRequest
+    return {
+        401: HaloAuthError,
+        403: HaloPermissionError,
+        404: HaloNotFound,
+        429: HaloRateLimited,
+    }.get(status, HaloServerError if status >= 500 else HaloBadRequest)

@@ -1,0 +1,147 @@
+"""Staying under Halo's request budget, and backing off when Halo pushes back.
+
+Halo allows 300 requests in any rolling 5 minutes per application. `RateLimiter` keeps one
+connection under `HALO_RATE_LIMIT` (default 280/300) across every worker process with a
+sliding window of `BUCKETS` sub-windows kept in shared storage:
+
+* on a cache with an atomic `incr` (Redis, or the per-process local-memory cache in tests)
+  one key per bucket, incremented then checked (and given back when over), no locks;
+* on the database cache, whose `incr` is a read-then-write race, one `HaloRateWindow` row
+  per connection locked with `select_for_update` (SQLite: the IMMEDIATE transaction). That
+  is one small write transaction per Halo request, serialising the connection's workers;
+  fine at Halo's ~1 request/second, and the reason to prefer Redis when scaling out.
+
+Counting the current bucket plus the `BUCKETS` before it covers at least the last full
+window, so the rolling count never exceeds the limit (at the price of the window being up
+to one bucket longer than needed).
+"""
+
+import math
+import random
+import time
+
+from django.core.cache import cache, caches
+from django.core.cache.backends.locmem import LocMemCache
+from django.core.cache.backends.redis import RedisCache
+from django.db import transaction
+
+BUCKETS = 10
+
+
+def parse_rate(text):
+    """'280/300' -> (280, 300.0): requests per seconds."""
+    requests, _, seconds = str(text).partition("/")
+    requests, seconds = int(requests), float(seconds or 300)
+    if requests < 1 or seconds <= 0:
+        raise ValueError(f"HALO_RATE_LIMIT must look like 280/300, not {text!r}")
+    return requests, seconds
+
+
+def _slot_wait(counts, current, limit, now, width):
+    """Seconds until a slot frees up given {bucket: count}; 0 when one is free now."""
+    oldest = current - BUCKETS
+    total = sum(n for bucket, n in counts.items() if bucket >= oldest)
+    if total < limit:
+        return 0.0
+    for bucket in range(oldest, current + 1):
+        total -= counts.get(bucket, 0)
+        if total < limit:
+            return (bucket + BUCKETS + 1) * width - now
+    return (current + BUCKETS + 1) * width - now  # limit hit within the current bucket alone
+
+
+class _CacheStore:
+    def __init__(self, connection_id):
+        self.prefix = f"halo:rate:{connection_id}:"
+
+    def take(self, current, limit, now, width):
+        keys = {bucket: f"{self.prefix}{bucket}" for bucket in range(current - BUCKETS, current)}
+        key = f"{self.prefix}{current}"
+        cache.add(key, 0, timeout=math.ceil(width * (BUCKETS + 2)))
+        mine = cache.incr(key)
+        counts = {b: n for b, n in ((b, cache.get(k)) for b, k in keys.items()) if n}
+        counts[current] = mine - 1
+        wait = _slot_wait(counts, current, limit, now, width)
+        if wait:
+            cache.decr(key)
+        return wait
+
+
+class _DatabaseStore:
+    def __init__(self, connection_id):
+        self.connection_id = connection_id
+
+    def take(self, current, limit, now, width):
+        from integrations.models import HaloRateWindow
+
+        with transaction.atomic():
+            window, _ = HaloRateWindow.objects.select_for_update().get_or_create(
+                connection_id=self.connection_id
+            )
+            counts = {int(b): n for b, n in window.buckets.items() if int(b) >= current - BUCKETS}
+            wait = _slot_wait(counts, current, limit, now, width)
+            if not wait:
+                counts[current] = counts.get(current, 0) + 1
+                window.buckets = counts
+                window.save(update_fields=["buckets"])
+        return wait
+
+
+class RateLimiter:
+    def __init__(self, connection_id, rate, *, clock=time.time, sleep=time.sleep):
+        self.limit, self.window = parse_rate(rate)
+        self.width = self.window / BUCKETS
+        atomic_incr = isinstance(caches["default"], (RedisCache, LocMemCache))
+        self.store = (_CacheStore if atomic_incr else _DatabaseStore)(connection_id)
+        self.clock, self.sleep = clock, sleep
+
+    def acquire(self, max_wait):
+        """Take a slot, sleeping while the budget is spent; returns the seconds waited.
+
+        Returns None, without a slot, when the next one is further away than `max_wait`.
+        """
+        waited = 0.0
+        while True:
+            now = self.clock()
+            wait = self.store.take(int(now // self.width), self.limit, now, self.width)
+            if not wait:
+                return waited
+            wait = max(wait, 0.001)
+            if waited + wait > max_wait:
+                return None
+            self.sleep(wait)
+            waited += wait
+
+
+class RetryBudget:
+    """Exponential backoff with full jitter, all retries of one call within `seconds`.
+
+    Without Retry-After the n-th wait is uniform in [0, min(cap, base * 2**n)] (Halo's advice:
+    5 s doubling to 60 s; tests scale `base` and `cap` down through settings).
+    """
+
+    def __init__(self, seconds, base, cap, *, clock=time.monotonic, sleep=time.sleep):
+        self.seconds, self.base, self.cap = seconds, base, cap
+        self.clock, self.sleep = clock, sleep
+        self.started = clock()
+        self.attempts = 0  # retries made so far
+
+    def remaining(self):
+        return max(0.0, self.seconds - (self.clock() - self.started))
+
+    def backoff(self, error):
+        """Sleep before the next attempt, or raise `error` when that would overrun the budget."""
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            delay = retry_after
+        else:
+            delay = random.uniform(0, min(self.cap, self.base * 2**self.attempts))
+        if delay > self.remaining():
+            tries = self.attempts + 1
+            raise error.note(
+                f"The portal gave up after {tries} attempt{'s' * (tries > 1)} in "
+                f"{self.clock() - self.started:.0f} s (retry budget {self.seconds:.0f} s)."
+            )
+        self.sleep(delay)
+        self.attempts += 1
+        return delay

@@ -1,0 +1,64 @@
+"""Bearer tokens of a connection, shared by every worker process through Django's cache.
+
+The cache key holds the connection id and a hash of everything that decides the token
+(URLs, tenant, client id, secret, scopes): editing the connection starts afresh, and the
+key never contains the secret. The token itself is stored encrypted (`portal.crypto`),
+since the default cache is a database table.
+"""
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+from django.core.cache import cache
+
+from portal import crypto
+
+#: Refresh this long before Halo says the token expires.
+EARLY_REFRESH = 60
+
+
+@dataclass
+class Token:
+    access_token: str = field(repr=False)
+    expires_at: float
+    reply: dict  # Halo's reply without the token: token_type, expires_in, scope
+
+    def fresh(self, now=None):
+        return (now or time.time()) < self.expires_at - EARLY_REFRESH
+
+
+class TokenCache:
+    def __init__(self, connection):
+        parts = (
+            connection.auth_url,
+            connection.halo_tenant,
+            connection.client_id,
+            connection.secret,
+            connection.scopes,
+        )
+        fingerprint = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+        self.key = f"halo:token:{connection.pk}:{fingerprint}"
+        self._token = None
+
+    def current(self, stale=None):
+        """A fresh token from this process or the shared cache, other than `stale`."""
+        if self._token and self._token.fresh() and self._token.access_token != stale:
+            return self._token
+        entry = cache.get(self.key)
+        if entry:
+            token = Token(crypto.decrypt(entry["token"]), entry["expires_at"], entry["reply"])
+            if token.fresh() and token.access_token != stale:
+                self._token = token
+                return token
+        return None
+
+    def store(self, reply):
+        lifetime = float(reply.get("expires_in") or 3600)
+        info = {k: v for k, v in reply.items() if k != "access_token"}
+        token = Token(reply["access_token"], time.time() + lifetime, info)
+        timeout = max(1, int(lifetime - EARLY_REFRESH))
+        entry = {"token": crypto.encrypt(token.access_token), "expires_at": token.expires_at}
+        cache.set(self.key, entry | {"reply": info}, timeout)
+        self._token = token
+        return token
