@@ -10,11 +10,11 @@ is removed; rules behind it for the same calls wait their turn.
 Kinds:
 
 * ``500``          answer ``Internal Server Error`` without applying anything;
-* ``429``          answer like the rate limit does;
+* ``429``          answer like the rate limit does, ``Retry-After: seconds``;
 * ``drop_before``  close the connection without applying or answering;
 * ``drop_after``   apply the call, then close without answering (a lost
                    create response);
-* ``timeout``      wait ``seconds`` (longer than the client's timeout), apply
+* ``timeout``      wait ``seconds`` (make it longer than the client's timeout), apply
                    the call, then answer (``then: "answer"``) or close
                    (``then: "drop"``).
 """
@@ -31,7 +31,7 @@ class FaultRule:
     method: str | None = None
     times: int = 1
     after: int = 0
-    seconds: float = 5.0
+    seconds: float = 1.0
     then: str = "answer"
 
     @classmethod
@@ -48,7 +48,7 @@ class FaultRule:
                 method=str(data["method"]).upper() if data.get("method") else None,
                 times=int(data.get("times", 1)),
                 after=int(data.get("after", 0)),
-                seconds=float(data.get("seconds", 5.0)),
+                seconds=float(data.get("seconds", 1.0)),
                 then=str(data.get("then", "answer")),
             )
         except KeyError:

@@ -70,7 +70,6 @@ class Simulator:
         self.tenant = tenant
         self.initial_seed = seed
         self.initial_config = (config or Config()).copy()
-        self.config = self.initial_config.copy()
         self.store = Store(now=self.now, emit=self._emit)
         self.lock = self.store.lock
         self._stopping = threading.Event()
@@ -118,33 +117,31 @@ class Simulator:
         parts = [p for p in path.split("/") if p]
         if parts[:1] == ["_sim"]:
             return self._control(method, parts[1:], body)
-        label, call = self._route(method, parts, query, headers, body)
+        label, target, record_id = self._route(method, parts)
         with self.lock:
             self.counts[label] += 1
         self._pause(self.config.latency_ms / 1000)
-        response = call()
+        if target == "authinfo":
+            response = json_response(200, {"auth_url": f"http://{headers.get('Host', '')}/auth"})
+        elif target == "token":
+            response = self._faulted(method, "token", lambda: self._token(method, query, body))
+        elif target is None:
+            response = self._error(404, "The requested resource was not found")
+        else:
+            response = self._resource_call(method, target, record_id, query, headers, body)
         with self.lock:
             self.statuses["dropped" if response.drop else str(response.status)] += 1
         return response
 
-    def _route(self, method, parts, query, headers, body):
+    def _route(self, method, parts):
+        """``(label for request counts, "authinfo" | "token" | Resource | None, record id)``."""
         lowered = [p.lower() for p in parts]
-        if lowered == ["api", "authinfo"]:
-            base = f"http://{headers.get('Host', '')}"
-            return f"{method} /api/authinfo", lambda: json_response(
-                200, {"auth_url": f"{base}/auth"}
-            )
-        if lowered == ["auth", "token"]:
-            return f"{method} /auth/token", lambda: self._faulted(
-                method, "token", lambda: self._token(method, query, body)
-            )
+        if lowered in (["api", "authinfo"], ["auth", "token"]):
+            return f"{method} /{'/'.join(lowered)}", lowered[1], None
         if len(parts) in (2, 3) and lowered[0] == "api" and (res := resource(parts[1])):
             record_id = parts[2] if len(parts) == 3 else None
-            label = f"{method} /{res.name}" + ("/{id}" if record_id else "")
-            return label, lambda: self._resource_call(method, res, record_id, query, headers, body)
-        return f"{method} /{'/'.join(parts)}", lambda: self._error(
-            404, "The requested resource was not found"
-        )
+            return f"{method} /{res.name}" + ("/{id}" if record_id else ""), res, record_id
+        return f"{method} /{'/'.join(parts)}", None, None
 
     def _pause(self, seconds):
         if seconds > 0:

@@ -179,30 +179,41 @@ class Resource:
     """What one Halo resource does differently from the generic behaviour."""
 
     name: str
-    key: str | None  # list envelope key; None: lists answer a bare array
-    read_scope: str | None  # None: any valid token
+    # List envelope key; None: lists answer a bare array.
+    key: str | None
+    # None: any valid token may read.
+    read_scope: str | None
     edit_scope: str
-    required: tuple = ()  # groups of fields; each group needs one of them filled
+    # Groups of fields; each group needs one of its fields filled.
+    required: tuple = ()
     search: tuple = ("name",)
-    inactive_field: str | None = None  # "inactive" hides when true, others when false
-    filters: dict = field(
-        default_factory=dict
-    )  # query parameter -> (field, "ids"|"true"|"gte"|"lte")
-    date_search: tuple = ()  # fields allowed in datesearch=
-    defaults: dict = field(default_factory=dict)  # on create, for fields left empty
+    # "inactive" hides a record when true; "is_active" / "active" when false.
+    inactive_field: str | None = None
+    # Query parameter -> (field, "ids" | "true" | "gte" | "lte").
+    filters: dict = field(default_factory=dict)
+    # Fields allowed in datesearch=.
+    date_search: tuple = ()
+    # Set on create for fields left empty.
+    defaults: dict = field(default_factory=dict)
     created_field: str = "datecreated"
-    capped: bool = True  # unpaged lists answer at most count (default 50) rows
+    # Unpaged lists answer at most count (default 50) rows.
+    capped: bool = True
     guid_ids: bool = False
     customfields: bool = False
-    hidden: tuple = ()  # stored, never answered
-    readonly: tuple = ()  # the server computes these; values sent are ignored
-    optional: dict = field(default_factory=dict)  # name -> fn(store, record), answered on request
-    prepare: Callable | None = (
-        None  # (store, record, existing, batch): check and derive, no side effects
-    )
-    commit: Callable | None = None  # (store, record, existing): side effects once stored
-    on_delete: Callable | None = None  # (store, record)
-    refresh: Callable | None = None  # (record, now): time-dependent fields, before reads
+    # Stored, never answered.
+    hidden: tuple = ()
+    # Computed by the server; values sent are ignored.
+    readonly: tuple = ()
+    # Nested data answered only on request: name -> fn(store, record).
+    optional: dict = field(default_factory=dict)
+    # Hooks.  prepare(store, record, existing, batch) checks and derives, with no
+    # side effects; commit(store, record, existing) runs once stored;
+    # on_delete(store, record); refresh(record, now) recomputes time-dependent
+    # fields before reads.
+    prepare: Callable | None = None
+    commit: Callable | None = None
+    on_delete: Callable | None = None
+    refresh: Callable | None = None
 
     def is_inactive(self, record):
         value = record.get(self.inactive_field)
@@ -228,21 +239,26 @@ class Store:
             self._next_line_id = 1
 
     def load(self, data):
-        """Insert raw records by resource name, exactly as ``dump`` gives them."""
+        """Insert raw records by resource name, exactly as ``dump`` gives them.
+
+        Everything is checked before anything is inserted.
+        """
+        checked = []
+        for name, records in data.items():
+            res = resource(name)
+            if res is None or not isinstance(records, list):
+                raise ValueError(f"{name!r} is not a resource with a list of records")
+            for record in records:
+                if not isinstance(record, dict) or "id" not in record:
+                    raise ValueError(f"each {res.name} record must be an object with an id")
+                checked.append((res, _normalise(record)))
         with self.lock:
-            for name, records in data.items():
-                res = resource(name)
-                if res is None:
-                    raise ValueError(f"unknown resource {name!r}")
-                for record in records:
-                    record = _normalise(record)
-                    if "id" not in record:
-                        raise ValueError(f"{res.name} record without id")
-                    self.tables[res.name][record["id"]] = record
-                    if not res.guid_ids:
-                        self.next_ids[res.name] = max(self.next_ids[res.name], record["id"] + 1)
-                    for line in record.get("lines") or []:
-                        self._next_line_id = max(self._next_line_id, line["id"] + 1)
+            for res, record in checked:
+                self.tables[res.name][record["id"]] = record
+                if not res.guid_ids:
+                    self.next_ids[res.name] = max(self.next_ids[res.name], record["id"] + 1)
+                for line in record.get("lines") or []:
+                    self._next_line_id = max(self._next_line_id, line["id"] + 1)
 
     def dump(self, name=None):
         with self.lock:

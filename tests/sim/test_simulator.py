@@ -386,6 +386,11 @@ def test_invoice_totals_and_payments_move_amounts_and_status(sim, api):
     assert (paid["amountdue"], paid["paymentstatus"], paid["total"]) == (0.0, 2, 132.0)
     assert "datepaid" in paid and len(paid["payments"]) == 2 and len(paid["lines"]) == 2
     assert paid["last_modified"] > invoice["last_modified"]
+    first = paid["payments"][0]["id"]
+    assert api.delete(f"{sim.api_url}/InvoicePayment/{first}").json() == {"id": first}
+    reopened = api.get(f"{sim.api_url}/Invoice/{invoice['id']}").json()
+    assert (reopened["amountdue"], reopened["paymentstatus"]) == (32.0, 1)
+    assert "datepaid" not in reopened
     late = create_invoice(api, sim, invoice_date="2020-01-01", duedate="2020-01-31T00:00:00Z")
     assert (late["duedate"], late["paymentstatus"]) == ("2020-01-31T00:00:00", -1)
     api.post(f"{sim.api_url}/InvoicePayment", json=[{"invoice_id": late["id"], "amount": 10}])
@@ -486,6 +491,15 @@ def test_webhooks_duplicates_and_ui_changes(sim, api, receiver):
     assert receiver.received[0]["json"]["client"]["name"] == "Tailspin Toys Ltd"
 
 
+def test_webhooks_out_of_order(sim, api, receiver):
+    register_webhook(api, sim, receiver, events=["invoice created"])
+    sim.control.config(webhook_out_of_order=True)
+    created = api.post(f"{sim.api_url}/Invoice", json=[{"client_id": n} for n in (1, 2, 3)]).json()
+    sim.control.wait_for_deliveries(3)
+    delivered = [r["json"]["object_id"] for r in receiver.received]
+    assert delivered == [i["id"] for i in reversed(created)]
+
+
 def test_a_failing_receiver_does_not_break_the_api(sim, api):
     dead = {"url": "http://127.0.0.1:9/nothing", "events": [{"name": "invoice created"}]}
     assert api.post(f"{sim.api_url}/Webhook", json=[dead]).status_code == 201
@@ -521,3 +535,8 @@ def test_control_reset_state_requests_and_generate(sim, api):
             "Only One"
         ]
     assert sim.control.reset()["Invoice"] == 40
+    demo = sim.control.state()
+    sim.control.reset(seed=demo)
+    assert sim.control.state()["resources"] == demo["resources"]
+    with pytest.raises(AssertionError, match="400"):
+        sim.control.reset(seed={"Client": [{"name": "no id"}]})
