@@ -17,8 +17,8 @@ import re
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from email.message import Message
 from email.utils import parsedate_to_datetime
+from urllib.parse import unquote
 
 import requests
 from django.conf import settings
@@ -317,6 +317,9 @@ class HaloClient:
                         f"It was not retried: Halo may have created the {res.plural} already "
                         "and a retry could duplicate them. Check Halo before trying again."
                     ) from None
+                # A request Halo did not answer in time may still be working: give it as
+                # long again before looking, so a late create is seen rather than repeated.
+                self.stats.waited += retry.pause(getattr(error, "settle", 0.0), error)
                 found = self._find(res, [batch[i] for i in creates], natural_key)
                 for i, record in zip(creates, found, strict=True):
                     saved[i] = record
@@ -485,6 +488,7 @@ class HaloClient:
             raise HaloUnavailable(
                 _reason(exc, self.timeout),
                 ambiguous=not _never_sent(exc),
+                settle=self.timeout[1] if isinstance(exc, requests.ReadTimeout) else 0.0,
                 url=url.split("?")[0],
                 method=method,
                 endpoint=label.split(" ", 1)[1],
@@ -656,9 +660,12 @@ def _reason(exc, timeout):
 
 
 def _disposition_filename(header):
-    message = Message()
-    message["Content-Disposition"] = header
-    return message.get_filename()
+    """The file name of a Content-Disposition header, preferring RFC 6266 `filename*`."""
+    if match := re.search(r"filename\*\s*=\s*([\w-]*)'[^']*'([^;\s]+)", header, re.IGNORECASE):
+        return unquote(match.group(2), encoding=match.group(1) or "utf-8", errors="replace")
+    if match := re.search(r'filename\s*=\s*(?:"([^"]*)"|([^;]+))', header, re.IGNORECASE):
+        return (match.group(1) or match.group(2)).strip()
+    return None
 
 
 def _ms(started):

@@ -146,10 +146,12 @@ class HaloUnavailable(HaloError):
     transient = True
     headline = "Cannot reach {url}: {reason}. Could not {attempted}."
 
-    def __init__(self, reason, *, ambiguous=False, **kwargs):
+    def __init__(self, reason, *, ambiguous=False, settle=0.0, **kwargs):
         super().__init__("", **kwargs)
         self.reason = reason
         self.ambiguous = ambiguous
+        #: Seconds an unanswered request may still need to land in Halo (after a read timeout).
+        self.settle = settle
 
 
 def halo_message(response, limit=300):

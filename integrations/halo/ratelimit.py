@@ -136,12 +136,17 @@ class RetryBudget:
             delay = retry_after
         else:
             delay = random.uniform(0, min(self.cap, self.base * 2**self.attempts))
+        self.pause(delay, error)
+        self.attempts += 1
+        return delay
+
+    def pause(self, delay, error):
+        """Sleep `delay` seconds if the budget allows, else raise `error` saying so."""
         if delay > self.remaining():
             tries = self.attempts + 1
             raise error.note(
                 f"The portal gave up after {tries} attempt{'s' * (tries > 1)} in "
-                f"{self.clock() - self.started:.0f} s (retry budget {self.seconds:.0f} s)."
+                f"{self.clock() - self.started:.1f} s (retry budget {self.seconds:g} s)."
             )
         self.sleep(delay)
-        self.attempts += 1
         return delay

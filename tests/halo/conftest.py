@@ -1,0 +1,54 @@
+"""A Halo simulator over real HTTP for the client tests, reset before each test."""
+
+import pytest
+
+from integrations.halo_sim.testing import run_simulator
+from integrations.models import HaloConnection
+from tests import factories
+
+
+@pytest.fixture(scope="session")
+def running_sim():
+    with run_simulator() as sim:
+        yield sim
+
+
+@pytest.fixture
+def sim(running_sim):
+    running_sim.control.reset()
+    return running_sim
+
+
+@pytest.fixture(autouse=True)
+def _fast_retries(settings):
+    """Backoff scaled down so retry tests take milliseconds; timeouts short."""
+    settings.HALO_BACKOFF_BASE = 0.01
+    settings.HALO_BACKOFF_CAP = 0.05
+    settings.HALO_RETRY_BUDGET_SECONDS = 5
+    settings.HALO_CONNECT_TIMEOUT = 2
+    settings.HALO_READ_TIMEOUT = 1
+
+
+def make_connection(sim, tenant=None, *, client_id=None, secret=None, **fields):
+    tenant = tenant or factories.tenant(f"halo-{HaloConnection.objects.count() + 1}")
+    defaults = {
+        "name": "Simulator",
+        "auth_url": sim.auth_url,
+        "resource_url": sim.api_url,
+        "halo_tenant": sim.tenant,
+        "client_id": client_id or sim.demo_app.client_id,
+    }
+    connection = HaloConnection(tenant=tenant, **(defaults | fields))
+    connection.set_secret(secret or sim.demo_app.client_secret)
+    connection.save()
+    return connection
+
+
+@pytest.fixture
+def connection(db, sim):
+    return make_connection(sim)
+
+
+@pytest.fixture
+def halo(connection):
+    return connection.client()
