@@ -86,7 +86,11 @@ class HaloConnection(models.Model):
 
     @property
     def secret(self) -> str:
-        return crypto.decrypt(self.client_secret_encrypted) if self.client_secret_encrypted else ""
+        from integrations.halo.tokens import Masked
+
+        return Masked(
+            crypto.decrypt(self.client_secret_encrypted) if self.client_secret_encrypted else ""
+        )
 
     def set_secret(self, plaintext: str) -> None:
         """Encrypt and store; a no-op when unchanged (fresh ciphertext would dirty the row)."""

@@ -39,7 +39,7 @@ from integrations.halo.errors import (
     halo_message,
 )
 from integrations.halo.ratelimit import RateLimiter, RetryBudget
-from integrations.halo.tokens import TokenCache
+from integrations.halo.tokens import Masked, TokenCache
 
 logger = logging.getLogger("integrations.halo")
 
@@ -453,7 +453,7 @@ class HaloClient:
             )
             if response.status_code != 200:
                 raise self._token_error(response, url)
-            return self.tokens.store(response.json())
+            return self.tokens.store(_token_reply(response, url))
 
         return self._retrying(retry, attempt)
 
@@ -471,7 +471,7 @@ class HaloClient:
         else:
             self.stats.requests += 1
             self.stats.by_endpoint[label] += 1
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {"Authorization": Masked(f"Bearer {token}")} if token else {}
         started = time.perf_counter()
         try:
             response = self.http.request(
@@ -578,6 +578,18 @@ def _rows(res, body):
         endpoint=f"/{res.path}",
         attempted=f"list {res.plural}",
     )
+
+
+def _token_reply(response, url):
+    """Halo's token reply with the token masked, so no local or repr shows it."""
+    try:
+        reply = response.json()
+        return {**reply, "access_token": Masked(reply["access_token"])}
+    except (ValueError, KeyError, TypeError):
+        raise HaloUnexpectedResponse(
+            "the token reply has no access_token", status=response.status_code,
+            method="POST", endpoint="/token", attempted="get an access token", url=url,
+        ) from None  # fmt: skip
 
 
 def _param(value):

@@ -18,6 +18,15 @@ from portal import crypto
 EARLY_REFRESH = 60
 
 
+class Masked(str):
+    """A secret string whose repr hides it: locals on debug pages, reprs in logs."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return "'********'"
+
+
 @dataclass
 class Token:
     access_token: str = field(repr=False)
@@ -47,7 +56,8 @@ class TokenCache:
             return self._token
         entry = cache.get(self.key)
         if entry:
-            token = Token(crypto.decrypt(entry["token"]), entry["expires_at"], entry["reply"])
+            plain = Masked(crypto.decrypt(entry["token"]))
+            token = Token(plain, entry["expires_at"], entry["reply"])
             if token.fresh() and token.access_token != stale:
                 self._token = token
                 return token
@@ -56,7 +66,7 @@ class TokenCache:
     def store(self, reply):
         lifetime = float(reply.get("expires_in") or 3600)
         info = {k: v for k, v in reply.items() if k != "access_token"}
-        token = Token(reply["access_token"], time.time() + lifetime, info)
+        token = Token(Masked(reply["access_token"]), time.time() + lifetime, info)
         timeout = max(1, int(lifetime - EARLY_REFRESH))
         entry = {"token": crypto.encrypt(token.access_token), "expires_at": token.expires_at}
         cache.set(self.key, entry | {"reply": info}, timeout)
