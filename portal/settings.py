@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "portal",
     "integrations",
     "billing",
+    "integrations.invoice_sync",
 ]
 
 MIDDLEWARE = [

@@ -79,3 +79,56 @@ def halo_connection(tenant, secret="s3cret-" + "0" * 65, **kwargs):
     connection.set_secret(secret)
     connection.save()
     return connection
+
+from billing.models import AutoPayRule, Customer, Invoice  # noqa: E402  (kept beside makers)
+from integrations.invoice_sync.models import (  # noqa: E402
+    InvoiceSyncSettings,
+    SyncRun,
+    WebhookDelivery,
+)
+
+
+@maker(Customer)
+def customer(tenant, **kwargs):
+    n = next(_seq)
+    fields = {"halo_id": n, "name": f"Customer {n}", "billing_email": f"ap{n}@example.com"}
+    return Customer.objects.create(tenant=tenant, **(fields | kwargs))
+
+
+@maker(Invoice)
+def invoice(tenant, **kwargs):
+    n = next(_seq)
+    fields = {
+        "halo_id": n,
+        "invoice_number": str(n),
+        "third_party_number": f"INV-{n:05d}",
+        "total": Decimal("120.00"),
+        "amount_due": Decimal("120.00"),
+    }
+    return Invoice.objects.create(tenant=tenant, **(fields | kwargs))
+
+
+@maker(AutoPayRule)
+def autopay_rule(tenant, **kwargs):
+    n = next(_seq)
+    fields = {"halo_subtype_id": n, "subtype_name": f"Subtype {n}"}
+    return AutoPayRule.objects.create(tenant=tenant, **(fields | kwargs))
+
+
+@maker(InvoiceSyncSettings)
+def invoice_sync_settings(tenant, **kwargs):
+    return InvoiceSyncSettings.objects.update_or_create(tenant=tenant, defaults=kwargs)[0]
+
+
+@maker(SyncRun)
+def sync_run(tenant, **kwargs):
+    fields = {"kind": SyncRun.Kind.NEW, "trigger": SyncRun.Trigger.SCHEDULE} | kwargs
+    return SyncRun.objects.create(tenant=tenant, **fields)
+
+
+@maker(WebhookDelivery)
+def webhook_delivery(tenant, **kwargs):
+    n = next(_seq)
+    payload = {"id": f"delivery-{n}", "event": "invoice updated", "object_id": n}
+    return WebhookDelivery.receive(tenant, payload | kwargs)[0]
+

@@ -1,0 +1,208 @@
+from django import forms
+from django.contrib import admin
+from django.db.models import Count, Q
+
+from billing.models import AutoPayRule, Contract, Customer, Invoice, InvoiceLine
+from portal.admin_base import ReadOnlyTenantAdmin, TenantScopedAdmin
+
+
+class StatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+    options = {
+        "unpaid": ("Unpaid", lambda qs: qs.unpaid()),
+        "overdue": ("Overdue", lambda qs: qs.overdue()),
+        "paid": ("Paid", lambda qs: qs.paid()),
+        "voided": ("Voided", lambda qs: qs.filter(voided=True)),
+        "deleted": ("Deleted in Halo", lambda qs: qs.filter(deleted_in_halo=True)),
+    }
+
+    def lookups(self, request, model_admin):
+        return [(key, label) for key, (label, _) in self.options.items()]
+
+    def queryset(self, request, queryset):
+        choice = self.options.get(self.value())
+        return choice[1](queryset) if choice else queryset
+
+
+class AutoPayFilter(admin.SimpleListFilter):
+    title = "auto-pay"
+    parameter_name = "autopay"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Auto-pay"), ("no", "Not auto-pay")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(autopay_rule__isnull=self.value() == "no")
+        return queryset
+
+
+class InvoiceLineInline(admin.TabularInline):
+    model = InvoiceLine
+    fields = [
+        "code",
+        "description",
+        "quantity",
+        "unit_price",
+        "net_amount",
+        "tax_rate",
+        "tax_amount",
+        "total",
+        "start_date",
+        "end_date",
+    ]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(ReadOnlyTenantAdmin):
+    """Read-only: Halo is the master; every sync rewrites these rows."""
+
+    list_display = [
+        "number",
+        "customer",
+        "invoice_date",
+        "due_date",
+        "total",
+        "amount_due",
+        "currency",
+        "status",
+        "autopay",
+    ]
+    list_filter = [StatusFilter, AutoPayFilter, "currency", "posted"]
+    list_select_related = ["customer", "autopay_rule", "tenant__invoice_sync_settings"]
+    search_fields = ["invoice_number", "third_party_number", "customer__name", "reference"]
+    date_hierarchy = "invoice_date"
+    inlines = [InvoiceLineInline]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "customer",
+                    ("halo_id", "invoice_number", "third_party_number"),
+                    "reference",
+                    ("invoice_date", "due_date", "date_paid"),
+                    "pay_link_url",
+                ]
+            },
+        ),
+        (
+            "Amounts",
+            {"fields": ["currency", ("total", "tax_total"), ("amount_paid", "amount_due")]},
+        ),
+        (
+            "Status",
+            {"fields": ["payment_status", ("posted", "voided", "deleted_in_halo")]},
+        ),
+        (
+            "Agreement and auto-pay",
+            {"fields": ["contract_halo_id", "contract_subtype_name", "autopay_rule"]},
+        ),
+        (
+            "Sync",
+            {"fields": ["source", "halo_created", "halo_last_modified", "synced"]},
+        ),
+    ]
+
+    def get_search_results(self, request, queryset, search_term):
+        results, duplicates = super().get_search_results(request, queryset, search_term)
+        if search_term.strip().isdigit():
+            results |= queryset.filter(halo_id=int(search_term.strip()))
+        return results, duplicates
+
+    @admin.display(description="Number", ordering="halo_id")
+    def number(self, obj):
+        return obj.display_number()
+
+    @admin.display(description="Status")
+    def status(self, obj):
+        return obj.status_label
+
+    @admin.display(description="Auto-pay", boolean=True, ordering="autopay_rule")
+    def autopay(self, obj):
+        return obj.autopay_rule_id is not None
+
+
+@admin.register(Customer)
+class CustomerAdmin(ReadOnlyTenantAdmin):
+    list_display = ["name", "halo_id", "billing_email", "billing_contact", "inactive", "unpaid"]
+    list_filter = ["inactive"]
+    search_fields = ["name", "billing_email", "=halo_id"]
+    fields = [
+        "name",
+        "halo_id",
+        "billing_email",
+        ("billing_first_name", "billing_last_name"),
+        "inactive",
+        "custom_fields",
+        "halo_last_modified",
+        "synced",
+    ]
+
+    def get_queryset(self, request):
+        unpaid = Invoice.objects.unpaid().values("pk")
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(unpaid_count=Count("invoices", filter=Q(invoices__in=unpaid)))
+        )
+
+    @admin.display(description="Unpaid invoices", ordering="unpaid_count")
+    def unpaid(self, obj):
+        return obj.unpaid_count
+
+
+@admin.register(AutoPayRule)
+class AutoPayRuleAdmin(TenantScopedAdmin):
+    """Which Halo agreement subtypes (from synced contracts) turn auto-pay on."""
+
+    list_display = ["subtype_name", "halo_subtype_id", "enabled", "invoice_count"]
+    list_filter = ["enabled"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(invoice_count=Count("invoices"))
+
+    @admin.display(description="Invoices flagged", ordering="invoice_count")
+    def invoice_count(self, obj):
+        return obj.invoice_count
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        subtypes = self._known_subtypes(request)
+        if obj is not None:
+            subtypes.setdefault(obj.halo_subtype_id, obj.subtype_name)
+        if subtypes:
+            form.base_fields["halo_subtype_id"] = forms.TypedChoiceField(
+                label="Agreement subtype",
+                coerce=int,
+                choices=sorted(
+                    ((k, f"{v} ({k})") for k, v in subtypes.items()), key=lambda c: c[1]
+                ),
+                help_text="As set on ClientContracts in Halo (from the last sync).",
+            )
+        return form
+
+    def save_model(self, request, obj, form, change):
+        obj.subtype_name = self._known_subtypes(request).get(
+            obj.halo_subtype_id, obj.subtype_name or f"Subtype {obj.halo_subtype_id}"
+        )
+        super().save_model(request, obj, form, change)
+
+    def _known_subtypes(self, request):
+        contracts = Contract.objects.filter(tenant_id__in=request.access.scope()).exclude(
+            subtype_id=None
+        )
+        return dict(contracts.values_list("subtype_id", "subtype_name").distinct())
+
+    def get_fields(self, request, obj=None):
+        return ["halo_subtype_id", "enabled"]

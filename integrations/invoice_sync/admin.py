@@ -1,0 +1,227 @@
+import json
+
+from django.contrib import admin, messages
+from django.utils.html import format_html
+from django_q.tasks import async_task
+
+from integrations.halo import HaloError
+from integrations.invoice_sync import webhooks
+from integrations.invoice_sync.engine import active_connection
+from integrations.invoice_sync.models import (
+    ActionLimit,
+    InvoiceSyncSettings,
+    SyncRun,
+    SyncState,
+    WebhookDelivery,
+)
+from portal.admin_base import ReadOnlyTenantAdmin, TenantScopedAdmin
+
+FETCH_ACTIONS = {
+    "fetch_new": ActionLimit.Action.FETCH_NEW,
+    "fetch_unpaid": ActionLimit.Action.FETCH_UNPAID,
+}
+
+
+def _when(moment, tenant):
+    return f"{moment.astimezone(tenant.tz):%d %b %Y %H:%M} ({tenant.time_zone})"
+
+
+@admin.register(InvoiceSyncSettings)
+class InvoiceSyncSettingsAdmin(TenantScopedAdmin):
+    list_display = [
+        "__str__",
+        "halo_role",
+        "number_field",
+        "created_since",
+        "fetch_new_availability",
+        "fetch_unpaid_availability",
+        "webhook_status",
+    ]
+    fields = [
+        "created_since",
+        "number_field",
+        "halo_role",
+        "sync_position",
+        "webhook_url",
+        "webhook_status",
+    ]
+    readonly_fields = ["sync_position", "webhook_url", "webhook_status"]
+    actions = ["fetch_new", "fetch_unpaid", "register_webhook"]
+
+    def has_add_permission(self, request):
+        tenant = request.access.tenant
+        return (
+            super().has_add_permission(request)
+            and tenant is not None
+            and not InvoiceSyncSettings.objects.filter(tenant=tenant).exists()
+        )
+
+    def get_actions(self, request):
+        """A secondary integration is kept current by the schedule and webhooks only."""
+        actions = super().get_actions(request)
+        settings = InvoiceSyncSettings.objects.filter(tenant=request.access.tenant).first()
+        if settings is not None and not settings.is_primary:
+            for name in FETCH_ACTIONS:
+                actions.pop(name, None)
+        return actions
+
+    # -- columns and read-only fields ---------------------------------------------------
+    @admin.display(description="Fetch new data")
+    def fetch_new_availability(self, obj):
+        return self._availability(obj, ActionLimit.Action.FETCH_NEW)
+
+    @admin.display(description="Fetch unpaid invoices")
+    def fetch_unpaid_availability(self, obj):
+        return self._availability(obj, ActionLimit.Action.FETCH_UNPAID)
+
+    def _availability(self, obj, action):
+        if not obj.is_primary:
+            return "Not offered (secondary integration)"
+        allowed = ActionLimit.next_allowed(obj.tenant, action)
+        return f"Next allowed {_when(allowed, obj.tenant)}" if allowed else "Available now"
+
+    @admin.display(description="Webhook URL")
+    def webhook_url(self, obj):
+        return webhooks.webhook_url(obj.tenant)
+
+    @admin.display(description="Webhook")
+    def webhook_status(self, obj):
+        if obj.webhook_registered is None:
+            return "Not registered"
+        return f"Registered {_when(obj.webhook_registered, obj.tenant)}"
+
+    @admin.display(description="Sync position")
+    def sync_position(self, obj):
+        state = SyncState.objects.filter(tenant=obj.tenant).first()
+        if state is None:
+            return "Not synced yet"
+        initial = (
+            f"Initial sync completed {_when(state.initial_completed, obj.tenant)}"
+            if state.initial_completed
+            else "Initial sync under way (resumes where it stopped)"
+        )
+        marks = [
+            f"{feed} changed up to {_when(cursor, obj.tenant)}"
+            for feed in SyncState.FEEDS
+            if (cursor := state.position(feed)[0])
+        ]
+        return format_html("{}<br>{}", initial, "; ".join(marks) or "No data read yet")
+
+    # -- actions ------------------------------------------------------------------------
+    @admin.action(
+        description="Fetch new data from Halo (at most once an hour)", permissions=["change"]
+    )
+    def fetch_new(self, request, queryset):
+        self._start(request, queryset, ActionLimit.Action.FETCH_NEW)
+
+    @admin.action(
+        description="Fetch unpaid invoices from Halo (at most once every 12 hours)",
+        permissions=["change"],
+    )
+    def fetch_unpaid(self, request, queryset):
+        self._start(request, queryset, ActionLimit.Action.FETCH_UNPAID)
+
+    def _start(self, request, queryset, action):
+        label = ActionLimit.Action(action).label
+        for settings in queryset.select_related("tenant"):
+            tenant = settings.tenant
+            if not settings.is_primary:
+                self.message_user(
+                    request,
+                    f"{tenant}: Halo is a secondary integration, so {label} is not offered; "
+                    "the hourly schedule and webhooks keep invoices current.",
+                    messages.WARNING,
+                )
+                continue
+            if active_connection(tenant) is None:
+                self.message_user(
+                    request,
+                    f"{tenant}: no active Halo connection with invoice sync switched on.",
+                    messages.ERROR,
+                )
+                continue
+            allowed, next_allowed = ActionLimit.claim(tenant, action)
+            if not allowed:
+                self.message_user(
+                    request,
+                    f"{tenant}: {label} ran recently. It can run again from "
+                    f"{_when(next_allowed, tenant)}.",
+                    messages.WARNING,
+                )
+                continue
+            async_task("integrations.invoice_sync.tasks.sync_tenant", tenant.pk, action, "manual")
+            self.message_user(
+                request, f"{tenant}: {label} started in the background; see Sync runs."
+            )
+
+    @admin.action(description="Register webhook in Halo", permissions=["change"])
+    def register_webhook(self, request, queryset):
+        for settings in queryset.select_related("tenant"):
+            tenant = settings.tenant
+            connection = active_connection(tenant)
+            if connection is None:
+                self.message_user(
+                    request,
+                    f"{tenant}: no active Halo connection with invoice sync switched on.",
+                    messages.ERROR,
+                )
+                continue
+            try:
+                webhooks.register(settings, connection.client())
+            except HaloError as error:
+                self.message_user(request, f"{tenant}: {error}", messages.ERROR)
+                continue
+            self.message_user(
+                request,
+                f"{tenant}: webhook registered in Halo for {', '.join(webhooks.EVENTS)}, "
+                f"posting to {webhooks.webhook_url(tenant)} with new credentials.",
+            )
+
+
+@admin.register(SyncRun)
+class SyncRunAdmin(ReadOnlyTenantAdmin):
+    list_display = [
+        "started",
+        "kind",
+        "trigger",
+        "status",
+        "invoices_created",
+        "invoices_updated",
+        "invoices_skipped",
+        "invoices_deleted",
+        "customers_saved",
+        "halo_requests",
+        "duration",
+        "short_error",
+    ]
+    list_filter = ["kind", "status", "trigger"]
+    fields = [
+        ("kind", "trigger", "status"),
+        ("started", "finished"),
+        ("invoices_created", "invoices_updated", "invoices_skipped", "invoices_deleted"),
+        ("customers_saved", "contracts_saved"),
+        ("pages", "halo_requests"),
+        "error",
+    ]
+
+    @admin.display(description="Error")
+    def short_error(self, obj):
+        return obj.error[:120] + ("…" if len(obj.error) > 120 else "")
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyTenantAdmin):
+    list_display = ["received", "event", "object_id", "status", "error", "delivery_id"]
+    list_filter = ["status", "event"]
+    search_fields = ["=delivery_id", "=object_id"]
+    fields = [
+        ("delivery_id", "event", "object_id"),
+        ("halo_timestamp", "received", "processed"),
+        ("status", "attempts"),
+        "error",
+        "pretty_payload",
+    ]
+
+    @admin.display(description="Payload")
+    def pretty_payload(self, obj):
+        return format_html("<pre>{}</pre>", json.dumps(obj.payload, indent=2, ensure_ascii=False))

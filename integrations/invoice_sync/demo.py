@@ -1,0 +1,36 @@
+"""Demo step: invoice sync settings, an auto-pay rule, and an initial sync for the worker.
+
+Nothing here calls Halo: the simulator may not run yet when `manage.py demo` does, so the
+initial sync is queued and runs once `devstack` has started the worker.
+"""
+
+from django.db import transaction
+from django_q.tasks import async_task
+
+from billing.models import AutoPayRule, InvoiceNumberField
+from integrations.halo_sim.state import CONTRACT_SUBTYPES
+from integrations.invoice_sync.engine import active_connection
+from integrations.invoice_sync.models import InvoiceSyncSettings, SyncState
+from portal.demo import register
+
+AUTOPAY_SUBTYPE = "Managed Services"
+
+
+@register
+def invoice_sync(context):
+    tenant = context.tenant
+    InvoiceSyncSettings.objects.get_or_create(
+        tenant=tenant, defaults={"number_field": InvoiceNumberField.THIRD_PARTY}
+    )
+    subtype_id = next(k for k, name in CONTRACT_SUBTYPES.items() if name == AUTOPAY_SUBTYPE)
+    AutoPayRule.objects.get_or_create(
+        tenant=tenant, halo_subtype_id=subtype_id, defaults={"subtype_name": AUTOPAY_SUBTYPE}
+    )
+    context.notes.append(f"Invoice sync: auto-pay on for '{AUTOPAY_SUBTYPE}' agreements")
+    if active_connection(tenant) and not SyncState.for_tenant(tenant).initial_completed:
+        transaction.on_commit(
+            lambda: async_task(
+                "integrations.invoice_sync.tasks.sync_tenant", tenant.pk, "initial", "demo"
+            )
+        )
+        context.notes.append("Invoice sync: initial sync queued for the worker")

@@ -1,0 +1,211 @@
+"""The three syncs of a tenant's Halo clients and invoices, and the run around them.
+
+Clients and invoices are each read as a *feed* in Halo's `last_modified` order from the
+tenant's cursor (see `SyncState`). After every page is stored the query starts again from
+the newest time on it, instead of asking for page 2: an invoice changed mid-sync moves to
+the end of Halo's order, which would shift later pages and skip a record under page
+numbers, but can never hide one behind a cursor. Only records sharing one timestamp beyond
+a page (bulk imports) are paged through, with the offset remembering how far.
+
+An initial sync is the same walk from no cursor; "fetch new" walks from the cursor minus
+`OVERLAP`, so writes Halo commits late are still seen. Hence every run, failed or not,
+leaves the cursors exactly past what is stored, and the next run carries on from there.
+"""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+from itertools import islice
+
+from django.conf import settings
+from django.db import transaction
+
+from billing.models import Invoice
+from integrations.halo import HaloError, HaloNotFound
+from integrations.invoice_sync.models import InvoiceSyncSettings, SyncRun, SyncState
+from integrations.invoice_sync.store import Writer, last_modified, to_halo
+from integrations.models import HaloConnection
+
+log = logging.getLogger(__name__)
+
+OVERLAP = timedelta(minutes=5)
+#: Halo's `paymentstatuses` of invoices with money still owed: unpaid, overdue, partly paid.
+OWED_STATUSES = "0,-1,1"
+
+
+@dataclass(frozen=True)
+class Feed:
+    name: str  # a SyncState feed
+    read: Callable  # (client, start, cutoff, **paging) -> records in last_modified order
+    store: str  # the Writer method storing a page
+
+
+def _read_clients(client, start, cutoff, **paging):
+    since = {"lastupdatefromdate": to_halo(start)} if start else {}
+    return client.list_clients(includeinactive=True, order="last_modified", **since, **paging)
+
+
+def _read_invoices(client, start, cutoff, **paging):
+    since = {"datesearch": "last_modified", "start_date": to_halo(start)} if start else {}
+    if cutoff:
+        since["invoicedatestart"] = cutoff.isoformat()
+    return client.list_invoices(includelines=True, order="last_modified", **since, **paging)
+
+
+FEEDS = (Feed("clients", _read_clients, "customers"), Feed("invoices", _read_invoices, "invoices"))
+
+
+def _pages(records, size):
+    records = iter(records)
+    while page := list(islice(records, size)):
+        yield page
+
+
+class InvoiceSync:
+    """One tenant's syncs through one HaloClient; counts go to `run`."""
+
+    def __init__(self, tenant, client, run):
+        self.tenant, self.client, self.run = tenant, client, run
+        self.state = SyncState.for_tenant(tenant)
+        self.cutoff = InvoiceSyncSettings.for_tenant(tenant).cutoff
+        self.writer = Writer(tenant, client)
+        self.page_size = settings.HALO_PAGE_SIZE
+
+    def initial(self):
+        """Everything since the created-since date; resumes an unfinished initial sync."""
+        if self.state.initial_completed:
+            self.state.restart(self.cutoff)
+        self.fetch_new()
+
+    def fetch_new(self):
+        """Clients and invoices changed since the last run. Until an initial sync has
+        completed, this continues it exactly where it stopped (no overlap needed)."""
+        if self.state.needs_restart(self.cutoff):
+            self.state.restart(self.cutoff)
+        first_pass = self.state.initial_completed is None
+        if first_pass and self.state.position("invoices") == (None, 0):
+            self._store_all_contracts()
+            self.state.synced_from = self.cutoff
+            self.state.save(update_fields=["synced_from"])
+        for feed in FEEDS:
+            start, offset = self.state.position(feed.name)
+            if start and not first_pass:
+                start, offset = start - OVERLAP, 0
+            self._follow(feed, start, offset)
+        if first_pass:
+            self.state.complete_initial()
+
+    def fetch_unpaid(self):
+        """Re-read what is owed: Halo's list of owed invoices, then each invoice the portal
+        holds as owed that the list left out (paid, voided or deleted since); a 404 there
+        means deleted in Halo."""
+        self._store_all_contracts()
+        seen = set()
+        cutoff = {"invoicedatestart": self.cutoff.isoformat()} if self.cutoff else {}
+        owed = self.client.list_invoices(
+            paymentstatuses=OWED_STATUSES, includelines=True, page_size=self.page_size, **cutoff
+        )
+        for page in _pages(owed, self.page_size):
+            self._store("invoices", page)
+            seen.update(record.get("id") for record in page)
+        held = Invoice.objects.filter(tenant=self.tenant, source=Invoice.Source.HALO).unpaid()
+        for halo_id in list(held.exclude(halo_id=None).values_list("halo_id", flat=True)):
+            if halo_id in seen:
+                continue
+            try:
+                record = self.client.get_invoice(halo_id, includedetails=True)
+            except HaloNotFound:
+                self.writer.mark_deleted([halo_id])
+                self._tally()
+            else:
+                self._store("invoices", [record])
+
+    def _store_all_contracts(self):
+        contracts = self.client.list_contracts(includeinactive=True, page_size=self.page_size)
+        for page in _pages(contracts, self.page_size):
+            self._store("contracts", page)
+
+    def _follow(self, feed, start, offset):
+        """Store every record of `feed` modified at or after `start`, skipping the first
+        `offset` of them (whole pages only: any rest is read again, harmlessly)."""
+        size = self.page_size
+        while True:
+            first_page = offset // size + 1
+            position = (first_page - 1) * size
+            records = feed.read(self.client, start, self.cutoff, page_size=size, page_no=first_page)
+            for page in _pages(records, size):
+                position += len(page)
+                newest = max(filter(None, map(last_modified, page)), default=None)
+                moved = newest is not None and (start is None or newest > start)
+                if moved:
+                    start, offset = newest, sum(last_modified(r) == newest for r in page)
+                else:
+                    offset = position
+                self._store(
+                    feed.store, page, then=partial(self.state.move, feed.name, start, offset)
+                )
+                if len(page) < size:
+                    return
+                if moved:
+                    break  # ask again from the new cursor
+            else:
+                return
+
+    def _store(self, method, page, then=None):
+        """Store a page in one transaction (with `then`, e.g. moving the cursor); what the
+        page refers to and the portal lacks is read from Halo first, outside it."""
+        self.writer.prepare(page)
+        with transaction.atomic():
+            getattr(self.writer, method)(page)
+            if then:
+                then()
+        self._tally()
+
+    def _tally(self):
+        self.run.pages += 1
+        self.run.add(self.writer.counts)
+        self.writer.counts.clear()
+        self.run.halo_requests = self.client.stats.requests
+        self.run.save()
+
+
+def active_connection(tenant):
+    return HaloConnection.objects.filter(tenant=tenant, active=True, invoice_sync=True).first()
+
+
+def run_sync(tenant, kind, trigger):
+    """Run one sync of `kind` for `tenant` under its lock; the SyncRun says how it went."""
+    run = SyncRun.objects.create(tenant=tenant, kind=kind, trigger=trigger)
+    connection = active_connection(tenant)
+    if connection is None:
+        run.finish(
+            SyncRun.Status.FAILED,
+            "No active Halo connection with invoice sync switched on: add one under Halo "
+            "connections.",
+        )
+        return run
+    state = SyncState.for_tenant(tenant)
+    if not state.claim():
+        run.finish(
+            SyncRun.Status.SKIPPED,
+            f"Another invoice sync of this tenant is running (since {state.running_since:%H:%M}).",
+        )
+        return run
+    client = connection.client()
+    sync = InvoiceSync(tenant, client, run)
+    try:
+        {"initial": sync.initial, "new": sync.fetch_new, "unpaid": sync.fetch_unpaid}[kind]()
+    except HaloError as error:
+        run.finish(SyncRun.Status.FAILED, str(error))
+    except Exception as error:
+        log.exception("Invoice sync %s of %s failed", kind, tenant.slug)
+        run.finish(SyncRun.Status.FAILED, f"Unexpected error: {type(error).__name__}: {error}")
+    else:
+        run.finish(SyncRun.Status.OK)
+    finally:
+        state.release()
+    run.halo_requests = client.stats.requests
+    run.save(update_fields=["halo_requests"])
+    return run

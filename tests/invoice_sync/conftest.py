@@ -1,0 +1,75 @@
+"""A Halo simulator over HTTP for invoice sync, a tenant connected to it, and a clock."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from integrations.halo_sim.testing import run_simulator
+from integrations.invoice_sync.engine import run_sync
+from integrations.models import HaloConnection
+from tests import factories
+
+
+@pytest.fixture(scope="session")
+def running_sim():
+    with run_simulator() as sim:
+        yield sim
+
+
+@pytest.fixture
+def sim(running_sim):
+    running_sim.control.reset()
+    return running_sim
+
+
+@pytest.fixture(autouse=True)
+def _fast_retries(settings):
+    settings.HALO_BACKOFF_BASE = 0.01
+    settings.HALO_BACKOFF_CAP = 0.05
+    settings.HALO_RETRY_BUDGET_SECONDS = 2
+    settings.HALO_READ_TIMEOUT = 5
+
+
+def connect(tenant, sim):
+    connection = HaloConnection(
+        tenant=tenant,
+        name="Simulator",
+        auth_url=sim.auth_url,
+        resource_url=sim.api_url,
+        halo_tenant=sim.tenant,
+        client_id=sim.demo_app.client_id,
+    )
+    connection.set_secret(sim.demo_app.client_secret)
+    connection.save()
+    return connection
+
+
+@pytest.fixture
+def tenant(db, sim):
+    tenant = factories.tenant("northwind-msp")
+    connect(tenant, sim)
+    return tenant
+
+
+def sync(tenant, kind="new"):
+    """One run through the real engine; fails the test if the run did not succeed."""
+    run = run_sync(tenant, kind, "cli")
+    assert run.status == "ok", run.error
+    return run
+
+
+class Clock:
+    """`timezone.now` under the test's control (limits and locks read it)."""
+
+    def __init__(self, monkeypatch):
+        self.now = timezone.now()
+        monkeypatch.setattr(timezone, "now", lambda: self.now)
+
+    def advance(self, **delta):
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    return Clock(monkeypatch)
