@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "django_q",
     "portal",
     "integrations",
+    "integrations.billing_sync",
     "billing",
     "integrations.invoice_sync",
 ]

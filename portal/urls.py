@@ -11,6 +11,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/v1/", include("integrations.billing_sync.urls")),
     path("api/v1/", include("integrations.invoice_sync.urls")),
     path(
         "admin/password_reset/",

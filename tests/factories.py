@@ -132,3 +132,86 @@ def webhook_delivery(tenant, **kwargs):
     payload = {"id": f"delivery-{n}", "event": "invoice updated", "object_id": n}
     return WebhookDelivery.receive(tenant, payload | kwargs)[0]
 
+
+# -- billing sync -------------------------------------------------------------------------
+
+from integrations.billing_sync import models as billing_sync  # noqa: E402
+
+
+@maker(billing_sync.BillingSyncSettings)
+def billing_sync_settings(tenant, **kwargs):
+    return billing_sync.BillingSyncSettings.objects.update_or_create(
+        tenant=tenant, defaults=kwargs
+    )[0]
+
+
+@maker(billing_sync.HaloClientRecord)
+def halo_client_record(tenant, **kwargs):
+    n = next(_seq)
+    fields = {"halo_id": 10_000 + n, "name": f"Halo Client {n}"} | kwargs
+    return billing_sync.HaloClientRecord.objects.create(tenant=tenant, **fields)
+
+
+@maker(billing_sync.HaloItemRecord)
+def halo_item_record(tenant, **kwargs):
+    n = next(_seq)
+    fields = {"halo_id": 20_000 + n, "name": f"Halo Item {n}", "sku": f"ITEM-{n}"} | kwargs
+    return billing_sync.HaloItemRecord.objects.create(tenant=tenant, **fields)
+
+
+@maker(billing_sync.OrganisationMapping)
+def organisation_mapping(tenant, **kwargs):
+    fields = {
+        "organisation": kwargs.pop("organisation", None) or organisation(tenant),
+        "halo_client": kwargs.pop("halo_client", None) or halo_client_record(tenant),
+    }
+    return billing_sync.OrganisationMapping.objects.create(tenant=tenant, **fields, **kwargs)
+
+
+@maker(billing_sync.ProductMapping)
+def product_mapping(tenant, **kwargs):
+    fields = {
+        "product": kwargs.pop("product", None) or product(tenant),
+        "halo_item": kwargs.pop("halo_item", None) or halo_item_record(tenant),
+    }
+    return billing_sync.ProductMapping.objects.create(tenant=tenant, **fields, **kwargs)
+
+
+@maker(billing_sync.UsageCount)
+def usage_count(tenant, quantity=5, **kwargs):
+    fields = {
+        "organisation": kwargs.pop("organisation", None) or organisation(tenant),
+        "product": kwargs.pop("product", None) or product(tenant),
+    }
+    return billing_sync.UsageCount.objects.create(tenant=tenant, quantity=quantity, **fields)
+
+
+@maker(billing_sync.UsageChange)
+def usage_change(tenant):
+    submission, _ = billing_sync.UsageSubmission.objects.record(
+        tenant,
+        [(organisation(tenant), product(tenant), 7)],
+        source=billing_sync.UsageSubmission.Source.ADMIN,
+    )
+    return submission.changes.get()
+
+
+@maker(billing_sync.SyncRun)
+def billing_sync_run(tenant, **kwargs):
+    fields = {
+        "trigger": billing_sync.SyncRun.Trigger.MANUAL,
+        "status": billing_sync.SyncRun.Status.SUCCEEDED,
+    } | kwargs
+    return billing_sync.SyncRun.objects.create(tenant=tenant, **fields)
+
+
+@maker(billing_sync.SyncResult)
+def billing_sync_result(tenant, **kwargs):
+    fields = {
+        "run": kwargs.pop("run", None) or billing_sync_run(tenant),
+        "organisation_name": "Org",
+        "product_sku": "SKU",
+        "action": billing_sync.SyncResult.Action.CREATE,
+        "outcome": billing_sync.SyncResult.Outcome.DONE,
+    } | kwargs
+    return billing_sync.SyncResult.objects.create(**fields)

@@ -1,0 +1,559 @@
+"""Billing sync in the admin: settings, Halo pickers, mappings, usage, runs and results."""
+
+import csv
+from dataclasses import dataclass
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q
+from django.http import HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+from django_q.models import Schedule
+
+from integrations.billing_sync import csv_import, runner
+from integrations.billing_sync.models import (
+    BillingSyncSettings,
+    HaloClientRecord,
+    HaloItemRecord,
+    OrganisationMapping,
+    ProductMapping,
+    SyncResult,
+    SyncRun,
+    UsageChange,
+    UsageCount,
+    UsageSubmission,
+)
+from integrations.billing_sync.schedules import schedule_name
+from integrations.halo import HaloError
+from portal.admin_base import ReadOnlyTenantAdmin, TenantScopedAdmin
+
+STATUS_COLOURS = {
+    SyncRun.Status.QUEUED: "#6b7280",
+    SyncRun.Status.RUNNING: "#1d4ed8",
+    SyncRun.Status.PREVIEWED: "#0e7490",
+    SyncRun.Status.AWAITING_APPROVAL: "#b7791f",
+    SyncRun.Status.SUCCEEDED: "#1a7f37",
+    SyncRun.Status.FAILED: "#c62828",
+    SyncRun.Status.ERROR: "#c62828",
+    SyncRun.Status.INTERRUPTED: "#b7791f",
+}
+OUTCOME_COLOURS = {
+    SyncResult.Outcome.DONE: "#1a7f37",
+    SyncResult.Outcome.PREVIEW: "#0e7490",
+    SyncResult.Outcome.HELD: "#b7791f",
+    SyncResult.Outcome.FAILED: "#c62828",
+    SyncResult.Outcome.SKIPPED: "#6b7280",
+}
+
+
+def badge(text, colour):
+    return format_html(
+        '<span style="color:#fff;background:{};padding:1px 7px;border-radius:9px;'
+        'white-space:nowrap">{}</span>',
+        colour,
+        text,
+    )
+
+
+def editing_tenant(request):
+    """The active tenant, if the user may change things there; else 403."""
+    tenant = request.access.tenant
+    if tenant is None or not request.access.can_edit():
+        raise PermissionDenied("Choose a tenant you can edit first.")
+    return tenant
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A button above a change list; `post` ones are forms (they change something)."""
+
+    label: str
+    url: str
+    post: bool = False
+
+
+class ToolsMixin:
+    change_list_template = "admin/billing_sync/change_list.html"
+
+    def tools(self, request):
+        return []
+
+    def changelist_view(self, request, extra_context=None):
+        usable = request.access.tenant is not None and request.access.can_edit()
+        extra = {"billing_tools": self.tools(request) if usable else []}
+        return super().changelist_view(request, {**extra, **(extra_context or {})})
+
+    def admin_url(self, request_handler, route, name):
+        return path(route, self.admin_site.admin_view(request_handler), name=name)
+
+
+# -- settings -----------------------------------------------------------------------------
+
+
+@admin.register(BillingSyncSettings)
+class BillingSyncSettingsAdmin(TenantScopedAdmin):
+    list_display = ["__str__", "removal_policy", "approval_required", "schedule_text"]
+    readonly_fields = ["next_scheduled_sync", "halo_refreshed"]
+
+    def changelist_view(self, request, extra_context=None):
+        if request.access.tenant is not None:
+            BillingSyncSettings.for_tenant(request.access.tenant)
+        return super().changelist_view(request, extra_context)
+
+    def has_add_permission(self, request):
+        tenant = request.access.tenant
+        exists = tenant is not None and BillingSyncSettings.objects.filter(tenant=tenant).exists()
+        return super().has_add_permission(request) and not exists
+
+    @admin.display(description="Schedule")
+    def schedule_text(self, obj):
+        if obj.schedule == obj.Schedule.OFF:
+            return obj.get_schedule_display()
+        day = (
+            ""
+            if obj.schedule == obj.Schedule.DAILY
+            else f" on day {obj.get_schedule_day_display()}"
+        )
+        hour = f"{obj.schedule_hour:02d}:00 {obj.tenant.time_zone}"
+        return f"{obj.get_schedule_display()}{day} at {hour}"
+
+    @admin.display(description="Next scheduled sync")
+    def next_scheduled_sync(self, obj):
+        schedule = Schedule.objects.filter(name=schedule_name(obj.tenant_id)).first()
+        if obj.pk is None or schedule is None or schedule.repeats == 0:
+            return "None"
+        local = timezone.localtime(schedule.next_run, obj.tenant.tz)
+        return f"{local:%Y-%m-%d %H:%M} {obj.tenant.time_zone}"
+
+
+# -- Halo records (the pickers' cache) ----------------------------------------------------
+
+
+class HaloRecordAdmin(ToolsMixin, ReadOnlyTenantAdmin):
+    list_display = ["name", "halo_id", "state", "changed"]
+    list_filter = ["inactive", "missing"]
+    search_fields = ["name"]
+
+    @admin.display(description="State")
+    def state(self, obj):
+        if not obj.problem:
+            return "active"
+        return badge("gone" if obj.missing else "inactive", "#c62828")
+
+    def tools(self, request):
+        return [Tool("Refresh from Halo", reverse("admin:billing_sync_refresh"), post=True)]
+
+
+def refresh_view(request):
+    """'Refresh from Halo' on every picker and mapping list: re-reads clients and items."""
+    tenant = editing_tenant(request)
+    try:
+        clients, items = runner.refresh_from_halo(tenant, runner.halo_client_for(tenant))
+    except (HaloError, runner.NotConnected) as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(
+            request,
+            f"Refreshed from Halo: {clients['seen']} clients and {items['seen']} items "
+            f"({clients['new'] + items['new']} new, {clients['changed'] + items['changed']} "
+            "changed).",
+        )
+    back = request.META.get("HTTP_REFERER", "")
+    if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
+        back = reverse("admin:billing_sync_haloclientrecord_changelist")
+    return HttpResponseRedirect(back)
+
+
+@admin.register(HaloClientRecord)
+class HaloClientRecordAdmin(HaloRecordAdmin):
+    def get_urls(self):
+        # The one URL behind every "Refresh from Halo" button of billing sync.
+        refresh = self.admin_url(require_POST(refresh_view), "refresh/", "billing_sync_refresh")
+        return [refresh, *super().get_urls()]
+
+
+@admin.register(HaloItemRecord)
+class HaloItemRecordAdmin(HaloRecordAdmin):
+    list_display = ["name", "sku", "halo_id", "state", "changed"]
+    search_fields = ["name", "sku"]
+
+
+# -- mappings -----------------------------------------------------------------------------
+
+
+class BrokenFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [("ok", "OK"), ("broken", "Broken")]
+
+    def queryset(self, request, queryset):
+        record = queryset.model.RECORD_FIELD
+        broken = Q(**{f"{record}__inactive": True}) | Q(**{f"{record}__missing": True})
+        if self.value() == "broken":
+            return queryset.filter(broken)
+        if self.value() == "ok":
+            return queryset.exclude(broken)
+        return queryset
+
+
+class MappingAdmin(ToolsMixin, TenantScopedAdmin):
+    list_filter = [BrokenFilter, "removal_policy"]
+    readonly_fields = ["matched_by", "status"]
+
+    def __init__(self, model, admin_site):
+        self.subject, self.record = model.SUBJECT_FIELD, model.RECORD_FIELD
+        self.list_display = [self.subject, self.record, "status", "removal_policy", "matched_by"]
+        self.autocomplete_fields = self.list_select_related = [self.subject, self.record]
+        super().__init__(model, admin_site)
+
+    @admin.display(description="Status")
+    def status(self, obj):
+        if obj.pk is None:
+            return "–"
+        return badge("Broken", "#c62828") if obj.problem else badge("OK", "#1a7f37")
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields if obj else []
+
+    def render_change_form(self, request, context, *args, obj=None, **kwargs):
+        if obj is not None and obj.problem:
+            messages.warning(request, obj.problem)
+        return super().render_change_form(request, context, *args, obj=obj, **kwargs)
+
+    def tools(self, request):
+        opts = self.model._meta
+        return [
+            Tool("Suggestions", reverse(f"admin:{opts.app_label}_{opts.model_name}_suggestions")),
+            Tool("Refresh from Halo", reverse("admin:billing_sync_refresh"), post=True),
+        ]
+
+    def get_urls(self):
+        opts = self.model._meta
+        name = f"{opts.app_label}_{opts.model_name}_suggestions"
+        return [self.admin_url(self.suggestions_view, "suggestions/", name), *super().get_urls()]
+
+    def suggestions_view(self, request):
+        """Auto-match suggestions to accept in bulk, and what is still unmapped."""
+        tenant = editing_tenant(request)
+        suggestions = self.model.objects.suggestions(tenant)
+        if request.method == "POST":
+            chosen = set(request.POST.getlist("accept"))
+            accepted = [s for s in suggestions if f"{s.subject.pk}:{s.record.pk}" in chosen]
+            self.model.objects.bulk_create(
+                self.model(
+                    tenant=tenant,
+                    matched_by=s.reason,
+                    **{self.subject: s.subject, self.record: s.record},
+                )
+                for s in accepted
+            )
+            messages.success(request, f"Accepted {len(accepted)} suggested mapping(s).")
+            return HttpResponseRedirect(request.path)
+        records = self.model._meta.get_field(self.record).related_model
+        subjects = getattr(tenant, f"{self.subject}s").filter(active=True)
+        unmapped = subjects.filter(halo_mapping__isnull=True).exclude(
+            pk__in=[s.subject.pk for s in suggestions]
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Suggested {self.model._meta.verbose_name_plural}",
+            "suggestions": suggestions,
+            "unmapped": unmapped,
+            "subject_label": self.subject,
+            "add_url": reverse(
+                f"admin:{self.model._meta.app_label}_{self.model._meta.model_name}_add"
+            ),
+            "records_url": reverse(f"admin:billing_sync_{records._meta.model_name}_changelist"),
+        }
+        return TemplateResponse(request, "admin/billing_sync/suggestions.html", context)
+
+
+@admin.register(OrganisationMapping)
+class OrganisationMappingAdmin(MappingAdmin):
+    search_fields = ["organisation__name", "organisation__external_ref", "halo_client__name"]
+
+
+@admin.register(ProductMapping)
+class ProductMappingAdmin(MappingAdmin):
+    search_fields = ["product__name", "product__sku", "halo_item__name"]
+
+
+# -- usage --------------------------------------------------------------------------------
+
+
+@admin.register(UsageCount)
+class UsageCountAdmin(ToolsMixin, TenantScopedAdmin):
+    list_display = ["organisation", "product", "quantity", "updated", "history"]
+    list_filter = [("product", admin.RelatedOnlyFieldListFilter)]
+    list_select_related = ["organisation", "product"]
+    search_fields = ["organisation__name", "organisation__external_ref", "product__sku"]
+    autocomplete_fields = ["organisation", "product"]
+    fields = ["organisation", "product", "quantity"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["organisation", "product"] if obj else []
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # set the count to 0 instead: the removal policy and history then apply
+
+    @admin.display(description="History")
+    def history(self, obj):
+        url = reverse("admin:billing_sync_usagechange_changelist")
+        return format_html(
+            '<a href="{}?organisation__id__exact={}&product__id__exact={}">changes</a>',
+            url,
+            obj.organisation_id,
+            obj.product_id,
+        )
+
+    def save_model(self, request, obj, form, change):
+        """Through a submission, so the change is in the pair's history with who made it."""
+        tenant = obj.tenant if change else request.access.tenant or obj.organisation.tenant
+        UsageSubmission.objects.record(
+            tenant,
+            [(obj.organisation, obj.product, obj.quantity)],
+            source=UsageSubmission.Source.ADMIN,
+            user=request.user,
+        )
+        obj.pk = UsageCount.objects.get(organisation=obj.organisation, product=obj.product).pk
+
+    def tools(self, request):
+        return [Tool("Import CSV", reverse("admin:billing_sync_usagecount_import"))]
+
+    def get_urls(self):
+        return [
+            self.admin_url(self.import_view, "import/", "billing_sync_usagecount_import"),
+            *super().get_urls(),
+        ]
+
+    def import_view(self, request):
+        """Upload → preview with per-row errors → confirm; nothing is saved before confirm."""
+        tenant = editing_tenant(request)
+        form = csv_import.CsvImportForm(request.POST or None, request.FILES or None)
+        preview = None
+        if request.method == "POST" and form.is_valid():
+            preview = csv_import.preview(tenant, form.cleaned_data["content"])
+            if "confirm" in request.POST and preview.ok:
+                submission, _ = UsageSubmission.objects.record(
+                    tenant,
+                    preview.resolved,
+                    source=UsageSubmission.Source.CSV,
+                    user=request.user,
+                )
+                messages.success(
+                    request,
+                    f"Imported {submission.rows} rows: {submission.changed} count(s) changed.",
+                )
+                return HttpResponseRedirect(reverse("admin:billing_sync_usagecount_changelist"))
+            form = csv_import.CsvImportForm(initial={"content": form.cleaned_data["content"]})
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Import usage from CSV",
+            "form": form,
+            "preview": preview,
+        }
+        return TemplateResponse(request, "admin/billing_sync/usagecount/import.html", context)
+
+
+@admin.register(UsageChange)
+class UsageChangeAdmin(ReadOnlyTenantAdmin):
+    list_display = ["when", "organisation", "product", "previous", "new", "source", "sender"]
+    list_filter = [
+        "submission__source",
+        ("organisation", admin.RelatedOnlyFieldListFilter),
+        ("product", admin.RelatedOnlyFieldListFilter),
+    ]
+    list_select_related = ["organisation", "product", "submission__token", "submission__user"]
+    search_fields = ["organisation__name", "organisation__external_ref", "product__sku"]
+
+    @admin.display(description="When", ordering="submission__created")
+    def when(self, obj):
+        return obj.submission.created
+
+    @admin.display(description="Source")
+    def source(self, obj):
+        return obj.submission.get_source_display()
+
+    @admin.display(description="By")
+    def sender(self, obj):
+        return obj.submission.sender
+
+
+# -- runs and results ---------------------------------------------------------------------
+
+
+@admin.register(SyncRun)
+class SyncRunAdmin(ToolsMixin, ReadOnlyTenantAdmin):
+    list_display = ["__str__", "status_badge", "requested_by", "started", "took", "summary"]
+    list_filter = ["status", "trigger", "dry_run"]
+    list_select_related = ["requested_by"]
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj):
+        return badge(obj.get_status_display(), STATUS_COLOURS[obj.status])
+
+    @admin.display(description="Took")
+    def took(self, obj):
+        return f"{obj.duration.total_seconds():.1f} s" if obj.duration else "–"
+
+    def tools(self, request):
+        return [
+            Tool("Preview", reverse("admin:billing_sync_syncrun_preview"), post=True),
+            Tool("Sync now", reverse("admin:billing_sync_syncrun_sync_now"), post=True),
+        ]
+
+    def get_urls(self):
+        name = "billing_sync_syncrun_"
+        return [
+            self.admin_url(require_POST(self.sync_now_view), "sync-now/", f"{name}sync_now"),
+            self.admin_url(require_POST(self.preview_view), "preview/", f"{name}preview"),
+            self.admin_url(
+                require_POST(self.approve_view), "<int:run_id>/approve/", f"{name}approve"
+            ),
+            *super().get_urls(),
+        ]
+
+    def sync_now_view(self, request):
+        return self._start(request, SyncRun.Trigger.MANUAL)
+
+    def preview_view(self, request):
+        return self._start(request, SyncRun.Trigger.PREVIEW, dry_run=True)
+
+    def _start(self, request, trigger, dry_run=False):
+        """Queue on the worker and return at once; a second click while one runs says so."""
+        tenant = editing_tenant(request)
+        run, active = runner.start(
+            tenant, trigger, user=request.user, dry_run=dry_run, background=True
+        )
+        return self._started(request, run, active)
+
+    def approve_view(self, request, run_id):
+        tenant = editing_tenant(request)
+        run = SyncRun.objects.filter(tenant=tenant, pk=run_id).first()
+        if run is None:
+            raise PermissionDenied
+        ids = None if "all" in request.POST else request.POST.getlist("rows")
+        new, active = runner.approve(run, ids, user=request.user)
+        if new is None and active is None:
+            messages.warning(request, "Nothing to approve: tick the rows to write first.")
+            return HttpResponseRedirect(reverse("admin:billing_sync_syncrun_change", args=[run.pk]))
+        return self._started(request, new, active)
+
+    def _started(self, request, run, active):
+        if run is None:
+            if active is None:
+                messages.warning(request, "Another run has just finished; try again.")
+                return HttpResponseRedirect(reverse("admin:billing_sync_syncrun_changelist"))
+            who = f" by {active.requested_by}" if active.requested_by else ""
+            messages.warning(
+                request,
+                f"A sync is already {active.get_status_display().lower()} for this tenant "
+                f"(started{who} at {timezone.localtime(active.created):%H:%M}): this one was "
+                "not started. Its progress is shown here.",
+            )
+            run = active
+        elif run.status == SyncRun.Status.ERROR:
+            messages.error(request, run.error)
+        else:
+            messages.success(request, f"{run} queued: this page follows its progress.")
+        return HttpResponseRedirect(reverse("admin:billing_sync_syncrun_change", args=[run.pk]))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        if request.method != "GET":
+            return super().change_view(request, object_id, form_url, extra_context)
+        self._require_in_scope(request, object_id)
+        run = self.get_queryset(request).select_related("tenant", "approves").get(pk=object_id)
+        results = run.results.all()
+        attention = results.filter(
+            outcome__in=[
+                SyncResult.Outcome.FAILED,
+                SyncResult.Outcome.HELD,
+                SyncResult.Outcome.PREVIEW,
+                SyncResult.Outcome.SKIPPED,
+            ]
+        ).order_by("outcome", "organisation_name", "product_sku")
+        can_approve = (
+            request.access.can_edit(run.tenant) and not run.is_active and run.approvable().exists()
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": str(run),
+            "run": run,
+            "status_colour": STATUS_COLOURS[run.status],
+            "attention": attention[:500],
+            "attention_count": attention.count(),
+            "result_count": results.count(),
+            "results_url": reverse("admin:billing_sync_syncresult_changelist")
+            + f"?run__id__exact={run.pk}",
+            "can_approve": can_approve,
+            "outcome_colours": OUTCOME_COLOURS,
+            "progress": int(100 * run.done / run.total) if run.total else 0,
+        }
+        return TemplateResponse(request, "admin/billing_sync/syncrun/detail.html", context)
+
+
+@admin.register(SyncResult)
+class SyncResultAdmin(ReadOnlyTenantAdmin):
+    list_display = [
+        "organisation_name",
+        "product_sku",
+        "halo_client_name",
+        "licence_id",
+        "previous",
+        "new",
+        "action",
+        "outcome_badge",
+        "message",
+        "run",
+    ]
+    list_filter = [
+        "outcome",
+        "action",
+        ("organisation", admin.RelatedOnlyFieldListFilter),
+        ("product", admin.RelatedOnlyFieldListFilter),
+    ]
+    list_select_related = ["run"]
+    search_fields = ["organisation_name", "product_sku", "halo_client_name", "message"]
+    actions = ["export_csv"]
+
+    def lookup_allowed(self, lookup, value, request=None):
+        return lookup == "run__id__exact" or super().lookup_allowed(lookup, value, request)
+
+    @admin.display(description="Outcome", ordering="outcome")
+    def outcome_badge(self, obj):
+        return badge(obj.get_outcome_display(), OUTCOME_COLOURS[obj.outcome])
+
+    @admin.action(description="Export selected results as CSV")
+    def export_csv(self, request, queryset):
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="billing-sync-results.csv"'
+        columns = [
+            "run",
+            "organisation_name",
+            "product_sku",
+            "halo_client_id",
+            "halo_client_name",
+            "licence_id",
+            "previous",
+            "new",
+            "action",
+            "outcome",
+            "message",
+        ]
+        writer = csv.writer(response)
+        writer.writerow(columns)
+        for row in queryset.order_by("run_id", "organisation_name", "product_sku").values_list(
+            "run_id", *columns[1:]
+        ):
+            writer.writerow(row)
+        return response

@@ -1,0 +1,832 @@
+"""Billing sync: usage counts, their mapping to Halo, and what every sync run did.
+
+Usage arrives through the API, CSV import or the admin and lands in `UsageCount` (current
+state) with a `UsageChange` per change (history). Mappings tie organisations to Halo clients
+and products to Halo items, picked from a cache of Halo's records. A `SyncRun` plans every
+mapped pair against the licences in Halo (`engine`), writes the difference (`runner`) and
+keeps one `SyncResult` per pair.
+"""
+
+import hashlib
+import json
+import unicodedata
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator
+from django.db import IntegrityError, models, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from portal.models import ApiToken, Organisation, Product, Tenant
+
+
+class RemovalPolicy(models.TextChoices):
+    ZERO = "zero", "Set the licence count to 0"
+    DEACTIVATE = "deactivate", "Deactivate the licence"
+    LEAVE = "leave", "Leave the licence as it is"
+
+
+class BillingSyncSettings(models.Model):
+    """A tenant's billing sync choices (created with defaults on first use)."""
+
+    class Schedule(models.TextChoices):
+        OFF = "off", "Off (Sync now only)"
+        DAILY = "daily", "Daily"
+        MONTHLY = "monthly", "Monthly"
+
+    LAST_DAY = 0
+    DAY_CHOICES = [(day, str(day)) for day in range(1, 29)] + [(LAST_DAY, "Last day")]
+
+    tenant = models.OneToOneField(
+        Tenant, on_delete=models.CASCADE, related_name="billing_sync_settings"
+    )
+    client_match_field = models.CharField(
+        "Halo client field for matching",
+        max_length=100,
+        default="CFVendorCustomerId",
+        help_text="The Halo client custom field holding the organisation's external reference; "
+        "mapping suggestions match on it first, then on the name.",
+    )
+    removal_policy = models.CharField(
+        max_length=10,
+        choices=RemovalPolicy.choices,
+        default=RemovalPolicy.ZERO,
+        help_text="What happens to a licence when its count drops to 0 or its mapping is "
+        "deleted. A mapping may override it.",
+    )
+    approval_required = models.BooleanField(
+        default=False,
+        help_text="Scheduled runs stop at a preview and write nothing until staff approve it.",
+    )
+    hold_percent = models.PositiveIntegerField(
+        "hold changes above (%)",
+        null=True,
+        blank=True,
+        help_text="Hold a pair for approval when its count moves by more than this percentage "
+        "and by more than the number of units below (leave either blank to ignore it).",
+    )
+    hold_units = models.PositiveIntegerField("hold changes above (units)", null=True, blank=True)
+    schedule = models.CharField(max_length=10, choices=Schedule.choices, default=Schedule.OFF)
+    schedule_hour = models.PositiveSmallIntegerField(
+        "at hour",
+        default=2,
+        validators=[MaxValueValidator(23)],
+        help_text="0-23, in the tenant's time zone.",
+    )
+    schedule_day = models.PositiveSmallIntegerField(
+        "on day", default=1, choices=DAY_CHOICES, help_text="Monthly schedules only."
+    )
+    email_owners = models.BooleanField(
+        default=True,
+        help_text="Email the tenant's owners when a run has failed pairs or pairs held for "
+        "approval.",
+    )
+    halo_refreshed = models.DateTimeField(
+        "Halo lists refreshed", null=True, blank=True, editable=False
+    )
+
+    class Meta:
+        verbose_name = "billing sync settings"
+        verbose_name_plural = "billing sync settings"
+
+    def __str__(self):
+        return f"Billing sync settings of {self.tenant}"
+
+    @classmethod
+    def for_tenant(cls, tenant):
+        return cls.objects.get_or_create(tenant=tenant)[0]
+
+
+# -- Halo records the mappings point at ---------------------------------------------------
+
+
+class HaloRecordQuerySet(models.QuerySet):
+    def usable(self):
+        return self.filter(inactive=False, missing=False)
+
+
+class HaloRecord(models.Model):
+    """A cached Halo client or item: the admin's pickers search these, mappings point here.
+
+    A record that Halo deactivated or deleted stays (marked) so its mappings can say why
+    they are broken.
+    """
+
+    noun = ""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    halo_id = models.PositiveBigIntegerField("Halo id")
+    name = models.CharField(max_length=300)
+    inactive = models.BooleanField(default=False)
+    missing = models.BooleanField(
+        "gone from Halo", default=False, help_text="Not in Halo at the last refresh."
+    )
+    changed = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = HaloRecordQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+        ordering = ["missing", "inactive", "name"]
+
+    def __str__(self):
+        state = " – gone from Halo" if self.missing else " – inactive" if self.inactive else ""
+        return f"{self.name} (#{self.halo_id}){state}"
+
+    @property
+    def problem(self):
+        """Why pairs using this record cannot sync, or ''."""
+        where = f"Halo {self.noun} “{self.name}” (#{self.halo_id})"
+        if self.missing:
+            return f"{where} no longer exists in Halo: map to another {self.noun}."
+        if self.inactive:
+            return (
+                f"{where} is inactive in Halo: reactivate it in Halo, or map to an active "
+                f"{self.noun}."
+            )
+        return ""
+
+    @staticmethod
+    def fields_from_halo(row):
+        raise NotImplementedError
+
+    @classmethod
+    def refresh(cls, tenant, rows):
+        """Bring the cache in line with Halo's full list (inactive rows included)."""
+        now = timezone.now()
+        known = {record.halo_id: record for record in cls.objects.filter(tenant=tenant)}
+        seen, new, changed = set(), [], []
+        for row in rows:
+            halo_id = int(row["id"])
+            seen.add(halo_id)
+            fields = {**cls.fields_from_halo(row), "missing": False}
+            record = known.get(halo_id)
+            if record is None:
+                new.append(cls(tenant=tenant, halo_id=halo_id, changed=now, **fields))
+            elif any(getattr(record, name) != value for name, value in fields.items()):
+                for name, value in fields.items():
+                    setattr(record, name, value)
+                record.changed = now
+                changed.append(record)
+        for record in known.values():
+            if record.halo_id not in seen and not record.missing:
+                record.missing, record.changed = True, now
+                changed.append(record)
+        cls.objects.bulk_create(new, batch_size=500)
+        update_fields = [*cls.fields_from_halo({}).keys(), "missing", "changed"]
+        cls.objects.bulk_update(changed, update_fields, batch_size=500)
+        return {"seen": len(seen), "new": len(new), "changed": len(changed)}
+
+
+class HaloClientRecord(HaloRecord):
+    noun = "client"
+
+    custom_fields = models.JSONField(default=dict, blank=True)
+
+    class Meta(HaloRecord.Meta):
+        verbose_name = "Halo client"
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "halo_id"], name="haloclientrecord_unique")
+        ]
+
+    @staticmethod
+    def fields_from_halo(row):
+        return {
+            "name": str(row.get("name") or "")[:300],
+            "inactive": bool(row.get("inactive")),
+            "custom_fields": {
+                field["name"]: field.get("value")
+                for field in row.get("customfields") or []
+                if isinstance(field, dict) and field.get("name")
+            },
+        }
+
+    def custom_field(self, name):
+        value = self.custom_fields.get(name)
+        return "" if value is None else str(value).strip()
+
+
+class HaloItemRecord(HaloRecord):
+    noun = "item"
+
+    sku = models.CharField(
+        "SKU", max_length=100, blank=True, help_text="Halo's supplier part code."
+    )
+
+    class Meta(HaloRecord.Meta):
+        verbose_name = "Halo item"
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "halo_id"], name="haloitemrecord_unique")
+        ]
+
+    @staticmethod
+    def fields_from_halo(row):
+        sku = row.get("supplier_part_code") or row.get("internalreference") or ""
+        return {
+            "name": str(row.get("name") or "")[:300],
+            "inactive": bool(row.get("inactive")),
+            "sku": str(sku)[:100],
+        }
+
+
+# -- Mappings -----------------------------------------------------------------------------
+
+
+# Trailing words dropped before comparing names ("Contoso Ltd" matches "Contoso").
+LEGAL_SUFFIXES = frozenset(
+    "ltd limited inc incorporated llc plc gmbh co corp corporation company pty bv ag sa".split()  # noqa: SIM905
+)
+
+
+def normalise_name(name):
+    """'Blue  Yonder AIRLINES Ltd.' and 'blue yonder airlines' compare equal."""
+    text = unicodedata.normalize("NFKC", name or "").casefold()
+    words = "".join(c if c.isalnum() else " " for c in text).split()
+    while len(words) > 1 and words[-1] in LEGAL_SUFFIXES:
+        words.pop()
+    return " ".join(words)
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    subject: models.Model  # the organisation or product
+    record: HaloRecord
+    reason: str
+
+
+def suggest(subjects, records, matchers):
+    """One suggestion per subject: the first matcher that finds exactly one free record.
+
+    `matchers` are `(reason, subject_key, record_key)`; a record is suggested once at most.
+    """
+    indexes = []
+    for reason, subject_key, record_key in matchers:
+        index = {}
+        for record in records:
+            if key := record_key(record):
+                index.setdefault(key, []).append(record)
+        indexes.append((reason, subject_key, index))
+    taken, suggestions = set(), []
+    for subject in subjects:
+        for reason, subject_key, index in indexes:
+            candidates = [r for r in index.get(subject_key(subject), []) if r.pk not in taken]
+            if len(candidates) == 1:
+                taken.add(candidates[0].pk)
+                suggestions.append(Suggestion(subject, candidates[0], reason(subject)))
+                break
+    return suggestions
+
+
+class Mapping(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    removal_policy = models.CharField(
+        max_length=10,
+        choices=RemovalPolicy.choices,
+        blank=True,
+        help_text="Blank: the tenant's removal policy.",
+    )
+    matched_by = models.CharField(max_length=100, default="chosen by hand", editable=False)
+    created = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def record(self):
+        return getattr(self, self.RECORD_FIELD)
+
+    @property
+    def problem(self):
+        """Why the mapping is broken (its Halo record drifted), or ''."""
+        return self.record.problem
+
+
+class OrganisationMappingManager(models.Manager):
+    def suggestions(self, tenant):
+        field = BillingSyncSettings.for_tenant(tenant).client_match_field
+        mapped = self.filter(tenant=tenant)
+        subjects = tenant.organisations.filter(active=True).exclude(
+            pk__in=mapped.values("organisation")
+        )
+        records = HaloClientRecord.objects.usable().filter(tenant=tenant)
+        records = list(records.exclude(pk__in=mapped.values("halo_client")))
+        return suggest(
+            subjects,
+            records,
+            [
+                (
+                    lambda org: f"{field} = {org.external_ref}",
+                    lambda org: org.external_ref.strip().casefold(),
+                    lambda client: client.custom_field(field).casefold(),
+                ),
+                (
+                    lambda org: "same name",
+                    lambda org: normalise_name(org.name),
+                    lambda client: normalise_name(client.name),
+                ),
+            ],
+        )
+
+
+class OrganisationMapping(Mapping):
+    """This organisation's licences go to this Halo client."""
+
+    SUBJECT_FIELD, RECORD_FIELD = "organisation", "halo_client"
+
+    organisation = models.OneToOneField(
+        Organisation, on_delete=models.CASCADE, related_name="halo_mapping"
+    )
+    halo_client = models.ForeignKey(
+        HaloClientRecord,
+        on_delete=models.PROTECT,
+        related_name="mappings",
+        help_text="Type to search Halo's clients; use “Refresh from Halo” if one is missing.",
+    )
+
+    objects = OrganisationMappingManager()
+
+    class Meta:
+        ordering = ["organisation__name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["halo_client"],
+                name="organisationmapping_one_org_per_client",
+                violation_error_message="Another organisation is already mapped to this Halo "
+                "client: two organisations would overwrite each other's licences.",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.organisation.name} → {self.halo_client.name}"
+
+
+class ProductMappingManager(models.Manager):
+    def suggestions(self, tenant):
+        mapped = self.filter(tenant=tenant)
+        subjects = tenant.products.filter(active=True).exclude(pk__in=mapped.values("product"))
+        records = list(HaloItemRecord.objects.usable().filter(tenant=tenant))
+        return suggest(
+            subjects,
+            records,
+            [
+                (
+                    lambda product: f"SKU {product.sku}",
+                    lambda product: product.sku.strip().casefold(),
+                    lambda item: item.sku.strip().casefold(),
+                ),
+                (
+                    lambda product: "same name",
+                    lambda product: normalise_name(product.name),
+                    lambda item: normalise_name(item.name),
+                ),
+            ],
+        )
+
+
+class ProductMapping(Mapping):
+    """This product is billed in Halo as this item (the licence takes the item's name)."""
+
+    SUBJECT_FIELD, RECORD_FIELD = "product", "halo_item"
+
+    product = models.OneToOneField(Product, on_delete=models.CASCADE, related_name="halo_mapping")
+    halo_item = models.ForeignKey(
+        HaloItemRecord,
+        on_delete=models.PROTECT,
+        related_name="mappings",
+        help_text="Type to search Halo's items; use “Refresh from Halo” if one is missing.",
+    )
+
+    objects = ProductMappingManager()
+
+    class Meta:
+        ordering = ["product__name"]
+
+    def __str__(self):
+        return f"{self.product.sku} → {self.halo_item.name}"
+
+
+# -- Usage --------------------------------------------------------------------------------
+
+
+class UsageCount(models.Model):
+    """How many of a product an organisation uses now; the sync pushes this number."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    organisation = models.ForeignKey(
+        Organisation, on_delete=models.CASCADE, related_name="usage_counts"
+    )
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="usage_counts")
+    quantity = models.PositiveIntegerField(default=0)
+    updated = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["organisation__name", "product__name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organisation", "product"],
+                name="usagecount_unique_pair",
+                violation_error_message="This organisation already has a count for this "
+                "product: change that one.",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.organisation.name} · {self.product.sku}: {self.quantity}"
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key was used before for different usage."""
+
+
+class UsageSubmissionManager(models.Manager):
+    def record(self, tenant, rows, *, source, key="", token=None, user=None):
+        """Apply `rows` of (organisation, product, quantity) as one submission, all or none.
+
+        Answers `(submission, replayed)`. A key seen before answers that submission
+        unchanged (a retried request changes nothing twice); reusing a key for other usage
+        raises `IdempotencyConflict`.
+        """
+        fingerprint = hashlib.sha256(
+            json.dumps(sorted((o.pk, p.pk, q) for o, p, q in rows)).encode()
+        ).hexdigest()
+        try:
+            with transaction.atomic():
+                if key and (previous := self._previous(tenant, key, fingerprint)):
+                    return previous, True
+                submission = self.create(
+                    tenant=tenant,
+                    source=source,
+                    idempotency_key=key,
+                    fingerprint=fingerprint,
+                    token=token,
+                    user=user,
+                    rows=len(rows),
+                )
+                submission.changed = submission._apply(rows)
+                submission.save(update_fields=["changed"])
+                return submission, False
+        except IntegrityError:
+            if not key:
+                raise
+            # A concurrent request with the same key committed first.
+            return self._previous(tenant, key, fingerprint), True
+
+    def _previous(self, tenant, key, fingerprint):
+        previous = self.filter(tenant=tenant, idempotency_key=key).first()
+        if previous is not None and previous.fingerprint != fingerprint:
+            raise IdempotencyConflict(
+                f"Idempotency key “{key}” was already used on "
+                f"{previous.created:%Y-%m-%d %H:%M} UTC for different usage; send a new key."
+            )
+        return previous
+
+
+class UsageSubmission(models.Model):
+    """One API request, CSV import or admin edit: who sent which counts, when."""
+
+    class Source(models.TextChoices):
+        API = "api", "API"
+        CSV = "csv", "CSV import"
+        ADMIN = "admin", "Admin"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    source = models.CharField(max_length=10, choices=Source.choices)
+    idempotency_key = models.CharField(max_length=100, blank=True)
+    fingerprint = models.CharField(max_length=64, editable=False)
+    token = models.ForeignKey(ApiToken, null=True, blank=True, on_delete=models.SET_NULL)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created = models.DateTimeField(default=timezone.now)
+    rows = models.PositiveIntegerField(default=0)
+    changed = models.PositiveIntegerField(default=0)
+
+    objects = UsageSubmissionManager()
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="usagesubmission_unique_key",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.get_source_display()} {self.created:%Y-%m-%d %H:%M} by {self.sender}"
+
+    @property
+    def sender(self):
+        if self.token_id:
+            return f"token {self.token}"
+        return str(self.user) if self.user_id else "the portal"
+
+    def _apply(self, rows):
+        """Set each pair's count; records a change per count that moved. Returns how many."""
+        counts = {
+            (count.organisation_id, count.product_id): count
+            for count in UsageCount.objects.select_for_update().filter(
+                tenant=self.tenant,
+                organisation__in={o.pk for o, _, _ in rows},
+                product__in={p.pk for _, p, _ in rows},
+            )
+        }
+        new, moved, changes = [], [], []
+        for organisation, product, quantity in rows:
+            count = counts.get((organisation.pk, product.pk))
+            if count is not None and count.quantity == quantity:
+                continue
+            changes.append(
+                UsageChange(
+                    submission=self,
+                    organisation=organisation,
+                    product=product,
+                    previous=None if count is None else count.quantity,
+                    new=quantity,
+                )
+            )
+            if count is None:
+                count = UsageCount(tenant=self.tenant, organisation=organisation, product=product)
+                new.append(count)
+            else:
+                moved.append(count)
+            count.quantity, count.updated = quantity, self.created
+        UsageCount.objects.bulk_create(new, batch_size=500)
+        UsageCount.objects.bulk_update(moved, ["quantity", "updated"], batch_size=500)
+        UsageChange.objects.bulk_create(changes, batch_size=500)
+        return len(changes)
+
+
+class UsageChange(models.Model):
+    """Append-only history: a pair's count moved from `previous` to `new`."""
+
+    TENANT_PATH = "submission__tenant"
+
+    submission = models.ForeignKey(
+        UsageSubmission, on_delete=models.CASCADE, related_name="changes"
+    )
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="+")
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+")
+    previous = models.PositiveIntegerField(null=True, blank=True)
+    new = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["-pk"]
+
+    def __str__(self):
+        previous = "–" if self.previous is None else self.previous
+        return f"{self.organisation.name} · {self.product.sku}: {previous} → {self.new}"
+
+
+# -- Sync runs ----------------------------------------------------------------------------
+
+# A run that has not beaten its heartbeat for this long is dead (worker killed or restarted):
+# the next claim marks it interrupted and starts afresh. Longer than the Halo client's retry
+# budget, so a run waiting out Halo's rate limit is never taken for dead.
+RUN_STALE_AFTER = timedelta(minutes=10)
+# A queued run that no worker picked up for this long: the worker is down or lost the task.
+QUEUE_STALE_AFTER = timedelta(minutes=30)
+
+
+class ClaimLost(Exception):
+    """Another process declared this run dead and took over the tenant's claim."""
+
+
+class SyncRunQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(status__in=SyncRun.ACTIVE)
+
+    def finished(self):
+        return self.exclude(status__in=SyncRun.ACTIVE)
+
+
+class SyncRunManager(models.Manager.from_queryset(SyncRunQuerySet)):
+    def claim(self, tenant, trigger, *, user=None, dry_run=False, approves=None):
+        """Take the tenant's one run slot: `(run, None)`, or `(None, the active run)`.
+
+        The partial unique constraint on active runs is the lock, so this holds across
+        every process and machine sharing the database.
+        """
+        self.release_stale(tenant)
+        try:
+            with transaction.atomic():
+                run = self.create(
+                    tenant=tenant,
+                    trigger=trigger,
+                    requested_by=user,
+                    dry_run=dry_run,
+                    approves=approves,
+                )
+            return run, None
+        except IntegrityError:
+            return None, self.active().filter(tenant=tenant).first()
+
+    def release_stale(self, tenant):
+        now = timezone.now()
+        for status, stale_after, why in (
+            (
+                SyncRun.Status.QUEUED,
+                QUEUE_STALE_AFTER,
+                "No worker started this run: check that `manage.py qcluster` is running.",
+            ),
+            (
+                SyncRun.Status.RUNNING,
+                RUN_STALE_AFTER,
+                "The run stopped without finishing (worker restarted or killed). The next "
+                "run reads Halo afresh and completes the work.",
+            ),
+        ):
+            self.filter(tenant=tenant, status=status, heartbeat__lt=now - stale_after).update(
+                status=SyncRun.Status.INTERRUPTED, finished=now, error=why
+            )
+
+
+class SyncRun(models.Model):
+    class Trigger(models.TextChoices):
+        MANUAL = "manual", "Sync now"
+        PREVIEW = "preview", "Preview"
+        SCHEDULE = "schedule", "Schedule"
+        COMMAND = "command", "Command line"
+        APPROVAL = "approval", "Approval"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        PREVIEWED = "previewed", "Preview ready"
+        AWAITING_APPROVAL = "awaiting", "Awaiting approval"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Some pairs failed"
+        ERROR = "error", "Could not run"
+        INTERRUPTED = "interrupted", "Interrupted"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="sync_runs")
+    trigger = models.CharField(max_length=10, choices=Trigger.choices)
+    dry_run = models.BooleanField(default=False, help_text="Computed the rows, wrote nothing.")
+    approves = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="approval_runs",
+        help_text="The run whose rows staff approved.",
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    created = models.DateTimeField(default=timezone.now)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    heartbeat = models.DateTimeField(default=timezone.now)
+    phase = models.CharField(max_length=200, blank=True)
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    counts = models.JSONField(default=dict, blank=True)
+    halo_requests = models.PositiveIntegerField(default=0)
+    halo_calls = models.JSONField("Halo requests by endpoint", default=dict, blank=True)
+    error = models.TextField(blank=True)
+
+    objects = SyncRunManager()
+
+    class Meta:
+        ordering = ["-created"]
+        get_latest_by = "created"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant"],
+                condition=Q(status__in=["queued", "running"]),
+                name="syncrun_one_active_per_tenant",
+            )
+        ]
+
+    def __str__(self):
+        kind = "Preview" if self.dry_run else "Sync"
+        return f"{kind} #{self.pk} ({self.get_trigger_display()}, {self.created:%Y-%m-%d %H:%M})"
+
+    @property
+    def is_active(self):
+        return self.status in self.ACTIVE
+
+    @property
+    def failed(self):
+        return self.counts.get(SyncResult.Outcome.FAILED, 0)
+
+    @property
+    def held(self):
+        return self.counts.get(SyncResult.Outcome.HELD, 0)
+
+    @property
+    def duration(self):
+        if self.started and self.finished:
+            return self.finished - self.started
+        return None
+
+    def summary(self):
+        """'2 create · 4993 unchanged · 1 failed' (actions done or previewed, then problems)."""
+        labels = {**dict(SyncResult.Action.choices), **dict(SyncResult.Outcome.choices)}
+        order = [*SyncResult.Action.values, *SyncResult.Outcome.values]
+        parts = [
+            f"{self.counts[key]} {labels[key].lower()}" for key in order if self.counts.get(key)
+        ]
+        return " · ".join(parts) or ("nothing to do" if self.finished else "")
+
+    def start(self):
+        """Queued → running, unless another process declared this run dead meanwhile."""
+        now = timezone.now()
+        started = SyncRun.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
+            status=self.Status.RUNNING, started=now, heartbeat=now
+        )
+        if started:
+            self.status, self.started, self.heartbeat = self.Status.RUNNING, now, now
+        return bool(started)
+
+    def beat(self, phase=None, done=None, total=None):
+        """Record progress and prove this run is alive; raises ClaimLost if it was taken."""
+        fields = {"heartbeat": timezone.now()}
+        for name, value in (("phase", phase), ("done", done), ("total", total)):
+            if value is not None:
+                fields[name] = value
+                setattr(self, name, value)
+        if not SyncRun.objects.filter(pk=self.pk, status=self.Status.RUNNING).update(**fields):
+            raise ClaimLost(f"run {self.pk} was taken over")
+
+    def finish(self, status, *, error=""):
+        self.status, self.error, self.finished = status, error, timezone.now()
+        self.phase = ""
+        updated = SyncRun.objects.filter(pk=self.pk, status=self.Status.RUNNING).update(
+            status=status,
+            error=error,
+            finished=self.finished,
+            phase="",
+            done=self.done,
+            total=self.total,
+            counts=self.counts,
+            halo_requests=self.halo_requests,
+            halo_calls=self.halo_calls,
+        )
+        if not updated:
+            raise ClaimLost(f"run {self.pk} was taken over")
+
+    def approvable(self):
+        """Rows staff may approve: what a preview would write, and held rows."""
+        return self.results.filter(
+            outcome__in=[SyncResult.Outcome.PREVIEW, SyncResult.Outcome.HELD]
+        )
+
+
+class SyncResult(models.Model):
+    """What one run did (or would do) for one organisation/product pair."""
+
+    TENANT_PATH = "run__tenant"
+
+    class Action(models.TextChoices):
+        CREATE = "create", "Create"
+        UPDATE = "update", "Update"
+        ZERO = "zero", "Set to 0"
+        DEACTIVATE = "deactivate", "Deactivate"
+        UNCHANGED = "unchanged", "Unchanged"
+        LEAVE = "leave", "Leave"
+        SKIP = "skip", "Skip"
+
+    class Outcome(models.TextChoices):
+        DONE = "done", "Done"
+        PREVIEW = "preview", "Would write"
+        HELD = "held", "Held for approval"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Not mapped"
+
+    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="results")
+    organisation = models.ForeignKey(
+        Organisation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    product = models.ForeignKey(
+        Product, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    organisation_name = models.CharField("organisation", max_length=300)
+    product_sku = models.CharField("product SKU", max_length=64)
+    halo_client_id = models.PositiveBigIntegerField("Halo client id", null=True, blank=True)
+    halo_client_name = models.CharField("Halo client", max_length=300, blank=True)
+    licence_id = models.PositiveBigIntegerField("Halo licence id", null=True, blank=True)
+    previous = models.PositiveIntegerField("previous count", null=True, blank=True)
+    new = models.PositiveIntegerField("new count", null=True, blank=True)
+    action = models.CharField(max_length=10, choices=Action.choices)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    removal_policy = models.CharField(max_length=10, choices=RemovalPolicy.choices, blank=True)
+    message = models.TextField(blank=True)
+    approved = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["organisation_name", "product_sku"]
+        indexes = [models.Index(fields=["licence_id"])]
+
+    def __str__(self):
+        return f"{self.organisation_name} · {self.product_sku}: {self.get_action_display()}"
+
+    @property
+    def pair_key(self):
+        return (self.halo_client_id, self.product_sku.casefold())

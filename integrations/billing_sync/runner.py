@@ -1,0 +1,434 @@
+"""Running a sync: claim the tenant, read Halo, plan, write the difference, record results.
+
+Halo requests per run: one list of clients and of items (drift), the licences in pages of
+100, and the writes in arrays of 100. Nothing is remembered between runs except in Halo
+itself, so a run killed halfway is completed by the next one, which plans afresh.
+"""
+
+import logging
+from collections import Counter
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.urls import reverse
+from django.utils import timezone
+
+from integrations.billing_sync import engine
+from integrations.billing_sync.models import (
+    BillingSyncSettings,
+    ClaimLost,
+    HaloClientRecord,
+    HaloItemRecord,
+    OrganisationMapping,
+    ProductMapping,
+    SyncResult,
+    SyncRun,
+    UsageCount,
+)
+from integrations.halo import HaloClient, HaloError
+
+log = logging.getLogger(__name__)
+
+BATCH = 100  # licences per POST: Halo's (and public clients') usual array size
+# Halo answers these for one bad record in an array (a 404 is an update of a licence deleted
+# since it was read); the array is split to find it. Other errors concern every record.
+RECORD_ERRORS = (400, 404, 409, 422)
+Outcome = SyncResult.Outcome
+Status = SyncRun.Status
+
+
+class NotConnected(Exception):
+    """The tenant has no Halo connection the sync may use."""
+
+
+def halo_client_for(tenant):
+    from integrations.models import HaloConnection
+
+    connection = HaloConnection.objects.filter(tenant=tenant, active=True).first()
+    if connection is None:
+        raise NotConnected(
+            "This tenant has no active Halo connection: add one under Halo connections, "
+            "test it, then sync again."
+        )
+    if not connection.billing_sync:
+        raise NotConnected(
+            f"Billing sync is switched off on the Halo connection “{connection}”: tick "
+            "“Billing sync” there to let the portal write licences."
+        )
+    return HaloClient(connection)
+
+
+def refresh_from_halo(tenant, client):
+    """Re-read Halo's clients and items into the pickers' cache; marks drifted mappings."""
+    clients = HaloClientRecord.refresh(tenant, client.list_clients(includeinactive=True))
+    items = HaloItemRecord.refresh(tenant, client.list_items(includeinactive=True))
+    BillingSyncSettings.for_tenant(tenant)
+    BillingSyncSettings.objects.filter(tenant=tenant).update(halo_refreshed=timezone.now())
+    return clients, items
+
+
+def start(tenant, trigger, *, user=None, dry_run=False, background=False):
+    """Claim the tenant and run, here or on the worker: `(run, None)` or `(None, active)`."""
+    run, active = SyncRun.objects.claim(tenant, trigger, user=user, dry_run=dry_run)
+    if run is not None:
+        launch(run, background)
+    return run, active
+
+
+def approve(run, result_ids=None, *, user=None, background=True):
+    """Approve rows of `run` (every approvable one by default) and start a run writing them.
+
+    The new run plans afresh and writes an approved row only if it is still the same row.
+    Answers like `start`; `(None, None)` when there was nothing to approve.
+    """
+    rows = run.approvable()
+    if result_ids is not None:
+        rows = rows.filter(pk__in=result_ids)
+    if not rows.exists():
+        return None, None
+    new, active = SyncRun.objects.claim(
+        run.tenant, SyncRun.Trigger.APPROVAL, user=user, approves=run
+    )
+    if new is not None:
+        run.results.update(approved=False)
+        rows.update(approved=True)
+        launch(new, background)
+    return new, active
+
+
+def launch(run, background):
+    if not background:
+        execute(run)
+        return
+    from django_q.tasks import async_task
+
+    try:
+        async_task(
+            "integrations.billing_sync.tasks.execute_run",
+            run.pk,
+            task_name=f"billing sync {run.tenant.slug} #{run.pk}",
+            group="billing_sync",
+        )
+    except Exception as error:
+        log.exception("Could not queue billing sync run %s", run.pk)
+        SyncRun.objects.filter(pk=run.pk).update(
+            status=Status.ERROR, finished=timezone.now(), error=f"Could not queue the run: {error}"
+        )
+
+
+def execute(run, client=None):
+    """Run a claimed run to its end. Halo failures end up in the results, never raised."""
+    Runner(run, client).execute()
+    return run
+
+
+class Runner:
+    def __init__(self, run, client=None):
+        self.run = run
+        self.tenant = run.tenant
+        self.settings = BillingSyncSettings.for_tenant(self.tenant)
+        self.client = client
+        self.rows = []
+
+    def execute(self):
+        if not self.run.start():
+            log.info("Billing sync run %s was taken over before it started", self.run.pk)
+            return
+        error = ""
+        try:
+            status = self._sync()
+        except ClaimLost:
+            log.warning("Billing sync run %s lost its claim; another run took over", self.run.pk)
+            return
+        except (HaloError, NotConnected) as exc:
+            status, error = Status.ERROR, str(exc)
+        except Exception:
+            log.exception("Billing sync run %s crashed", self.run.pk)
+            status, error = (
+                Status.ERROR,
+                (
+                    "The run stopped on an unexpected error (details are in the worker log). "
+                    "Nothing after the error was written; run it again to complete the work."
+                ),
+            )
+        try:
+            self._finish(status, error)
+        except ClaimLost:
+            log.warning("Billing sync run %s lost its claim while finishing", self.run.pk)
+
+    def _sync(self):
+        self.client = self.client or halo_client_for(self.tenant)
+        self.rules = self._rules()
+        self.rows = engine.decide(self._plan(), self.rules)
+        if not self.run.dry_run:
+            self._write([row for row in self.rows if row.writes and not row.outcome])
+        return self._status()
+
+    # -- planning -----------------------------------------------------------------------
+
+    def _plan(self):
+        self.run.beat(phase="Reading Halo clients and items")
+        refresh_from_halo(self.tenant, self.client)
+        self.run.beat(phase="Reading licences in Halo")
+        licences = []
+        for licences_read, licence in enumerate(self.client.list_licences(includeinactive=True), 1):
+            licences.append(licence)
+            if licences_read % 1000 == 0:
+                self.run.beat(phase=f"Reading licences in Halo ({licences_read})")
+        self.run.beat(phase="Planning")
+        pairs, protected = self._pairs()
+        return engine.plan(
+            pairs,
+            licences,
+            default_policy=self.settings.removal_policy,
+            protected=protected,
+            remembered_policy=self._remembered_policy,
+        )
+
+    def _pairs(self):
+        """Every counted pair (active organisation and product), and the keys of licences
+        whose mapping is broken (left alone until fixed)."""
+        org_maps = {
+            m.organisation_id: m
+            for m in OrganisationMapping.objects.filter(tenant=self.tenant).select_related(
+                "halo_client", "organisation"
+            )
+        }
+        product_maps = {
+            m.product_id: m
+            for m in ProductMapping.objects.filter(tenant=self.tenant).select_related(
+                "halo_item", "product"
+            )
+        }
+        counts = UsageCount.objects.filter(
+            tenant=self.tenant, organisation__active=True, product__active=True
+        ).select_related("organisation", "product")
+        pairs = [self._pair(c, org_maps.get(c.organisation_id), product_maps.get(c.product_id))
+                 for c in counts]  # fmt: skip
+        broken_clients = {m.halo_client.halo_id for m in org_maps.values() if m.problem}
+        broken_skus = {m.product.sku.casefold() for m in product_maps.values() if m.problem}
+        return pairs, lambda key: key[0] in broken_clients or key[1] in broken_skus
+
+    def _pair(self, count, org_map, product_map):
+        organisation, product = count.organisation, count.product
+        unmapped = " ".join(
+            text
+            for text in (
+                "" if org_map else f"{organisation.name} is not mapped to a Halo client.",
+                "" if product_map else f"{product} is not mapped to a Halo item.",
+            )
+            if text
+        )
+        client = org_map.halo_client if org_map else None
+        return engine.Pair(
+            organisation_id=organisation.pk,
+            organisation_name=organisation.name,
+            product_id=product.pk,
+            sku=product.sku,
+            client_id=client.halo_id if client else None,
+            client_name=client.name if client else "",
+            licence_name=product_map.halo_item.name if product_map else product.name,
+            quantity=count.quantity,
+            policy=(
+                (org_map and org_map.removal_policy)
+                or (product_map and product_map.removal_policy)
+                or self.settings.removal_policy
+            ),
+            problem=(org_map.problem if org_map else "")
+            or (product_map.problem if product_map else ""),
+            unmapped=f"{unmapped} Map it under Billing sync to sync it." if unmapped else "",
+        )
+
+    def _remembered_policy(self, licence_ids):
+        """The removal policy each licence's last result applied (its mapping's own)."""
+        policies = {}
+        for start in range(0, len(licence_ids), 500):
+            rows = (
+                SyncResult.objects.filter(
+                    run__tenant=self.tenant, licence_id__in=licence_ids[start : start + 500]
+                )
+                .exclude(removal_policy="")
+                .order_by("licence_id", "-pk")
+                .values_list("licence_id", "removal_policy")
+            )
+            for licence_id, policy in rows:
+                policies.setdefault(licence_id, policy)
+        return policies
+
+    def _rules(self):
+        approved = None
+        if self.run.approves_id:
+            approved = {
+                row.pair_key: (row.action, row.new)
+                for row in self.run.approves.results.filter(approved=True)
+            }
+        s = self.settings
+        return engine.Rules(
+            dry_run=self.run.dry_run,
+            hold_all=s.approval_required and self.run.trigger == SyncRun.Trigger.SCHEDULE,
+            hold_percent=s.hold_percent,
+            hold_units=s.hold_units,
+            approved=approved,
+        )
+
+    # -- writing ------------------------------------------------------------------------
+
+    def _write(self, rows):
+        """Write in arrays; arrays hit by transient failures are retried once more at the
+        end, re-planned from a fresh read so a create that did land is not made twice."""
+        self.run.beat(phase="Writing to Halo", done=0, total=len(rows))
+        again = self._write_all(rows)
+        if again:
+            self.run.beat(phase=f"Retrying {len(again)} licences")
+            replanned = self._replan(again)
+            for row in self._write_all([r for r in replanned if r.writes and not r.outcome]):
+                row.outcome = Outcome.FAILED
+                row.message = f"Not written, even after retrying: {row.error}"
+
+    def _write_all(self, rows):
+        again = []
+        for start in range(0, len(rows), BATCH):
+            batch = rows[start : start + BATCH]
+            again += self._write_batch(batch)
+            self.run.beat(done=min(self.run.done + len(batch), self.run.total))
+        return again
+
+    def _write_batch(self, batch):
+        """Write one array; answers the rows to retry later (transient failures)."""
+        try:
+            saved = self.client.upsert_licences([row.payload for row in batch])
+        except HaloError as error:
+            if error.transient:
+                for row in batch:
+                    row.error = error
+                return batch
+            if error.status in RECORD_ERRORS and len(batch) > 1:
+                half = len(batch) // 2
+                return self._write_batch(batch[:half]) + self._write_batch(batch[half:])
+            if error.status not in RECORD_ERRORS and error.status is not None:
+                raise  # credentials or permissions: every other write would fail the same
+            for row in batch:
+                row.outcome, row.message = Outcome.FAILED, str(error)
+            return []
+        for row, record in zip(batch, saved, strict=True):
+            row.outcome = Outcome.DONE
+            row.licence_id = (record or {}).get("id") or row.licence_id
+        return []
+
+    def _replan(self, rows):
+        """Plan `rows` again from their clients' licences as Halo has them now."""
+        licences = [
+            licence
+            for client_id in sorted({row.pair.client_id for row in rows})
+            for licence in self.client.list_licences(client_id=client_id, includeinactive=True)
+        ]
+        policies = {row.licence_id: row.policy for row in rows if row.licence_id}
+        fresh = {
+            id(row.pair): row
+            for row in engine.plan(
+                [row.pair for row in rows],
+                licences,
+                protected=lambda key: True,  # other licences of these clients: not now
+                remembered_policy=lambda ids: policies,
+            )
+        }
+        engine.decide(list(fresh.values()), self.rules)
+        for row in rows:
+            if id(row.pair) not in fresh:  # the licence is gone: nothing left to remove
+                row.outcome, row.message = Outcome.DONE, "Nothing left to write in Halo."
+        position = {id(row.pair): i for i, row in enumerate(self.rows)}
+        for row in rows:
+            if replacement := fresh.get(id(row.pair)):
+                replacement.error = row.error
+                self.rows[position[id(row.pair)]] = replacement
+        return list(fresh.values())
+
+    # -- results ------------------------------------------------------------------------
+
+    def _status(self):
+        outcomes = {row.outcome for row in self.rows}
+        if self.run.dry_run:
+            return Status.PREVIEWED
+        if Outcome.FAILED in outcomes:
+            return Status.FAILED
+        if Outcome.HELD in outcomes:
+            return Status.AWAITING_APPROVAL
+        return Status.SUCCEEDED
+
+    def _finish(self, status, error=""):
+        for row in self.rows:
+            if not row.outcome:  # the run stopped before writing it
+                row.outcome, row.message = Outcome.FAILED, f"Not written: {error}"
+        self._record()
+        counts = Counter(
+            row.action if row.outcome in (Outcome.DONE, Outcome.PREVIEW) else row.outcome
+            for row in self.rows
+        )
+        self.run.counts = dict(counts)
+        stats = getattr(self.client, "stats", None)
+        if stats is not None:
+            self.run.halo_requests = stats.requests + getattr(stats, "token_requests", 0)
+            self.run.halo_calls = dict(stats.by_endpoint)
+        self.run.finish(status, error=error)
+        notify_owners(self.run, self.settings)
+
+    def _record(self):
+        products = {p.sku.casefold(): p for p in self.tenant.products.all()}
+        orgs = {
+            m.halo_client.halo_id: m.organisation
+            for m in OrganisationMapping.objects.filter(tenant=self.tenant).select_related(
+                "halo_client", "organisation"
+            )
+        }
+        results = []
+        for row in self.rows:
+            pair = row.pair
+            product = products.get(pair.sku.casefold()) if pair.product_id is None else None
+            organisation = orgs.get(pair.client_id) if pair.organisation_id is None else None
+            results.append(
+                SyncResult(
+                    run=self.run,
+                    organisation_id=pair.organisation_id or getattr(organisation, "pk", None),
+                    product_id=pair.product_id or getattr(product, "pk", None),
+                    organisation_name=organisation.name if organisation else pair.organisation_name,
+                    product_sku=pair.sku,
+                    halo_client_id=pair.client_id,
+                    halo_client_name=pair.client_name,
+                    licence_id=row.licence_id,
+                    previous=row.previous,
+                    new=row.new,
+                    action=row.action,
+                    outcome=row.outcome,
+                    removal_policy=row.policy,
+                    message=row.message,
+                    approved=row.approved,
+                )
+            )
+        SyncResult.objects.bulk_create(results, batch_size=500)
+
+
+def notify_owners(run, sync_settings):
+    """Email the owners about failed or held pairs of a real run (when the tenant wants it)."""
+    if run.dry_run or not (run.failed or run.held or run.status == Status.ERROR):
+        return
+    recipients = run.tenant.owner_emails() if sync_settings.email_owners else []
+    if not recipients:
+        return
+    url = settings.PORTAL_BASE_URL + reverse("admin:billing_sync_syncrun_change", args=[run.pk])
+    problems = [
+        text
+        for text in (
+            f"{run.failed} pair(s) failed" if run.failed else "",
+            f"{run.held} pair(s) are held for approval" if run.held else "",
+            run.error,
+        )
+        if text
+    ]
+    send_mail(
+        f"Billing sync for {run.tenant.name}: {run.get_status_display().lower()}",
+        f"{run} finished: {'; '.join(problems)}.\n\n"
+        f"See what to do for each pair, and approve held ones, at:\n{url}\n",
+        None,
+        recipients,
+        fail_silently=True,
+    )
