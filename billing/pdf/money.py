@@ -19,40 +19,35 @@ NBSP = "\u00a0"
 
 @dataclass(frozen=True)
 class LocaleConventions:
-    group: str
+    group: str  # thousands separator
     decimal: str
-    # How a currency symbol attaches to the number, CLDR-style.
-    money_pattern: str  # "{symbol}{number}" / "{number} {symbol}" (with NBSP)
-    percent_pattern: str
-    date_pattern: str  # str.format fields: d, dd, mm, mon, y
-    date_pattern_no_year: str  # start of a compact range, "1 Jan" in "1 Jan - 31 Jan 2025"
+    money: str  # how the currency symbol attaches: one of the *_SYMBOL patterns below
+    percent: str
+    date: str  # str.format fields: d, dd, mm, mon, y
+    date_no_year: str  # start of a compact range: the "1 Jan" of "1 Jan - 31 Jan 2025"
 
+
+SYMBOL_FIRST = "{symbol}{number}"  # £1,234.56
+SYMBOL_FIRST_SPACED = "{symbol}" + NBSP + "{number}"  # € 1.234,56
+SYMBOL_LAST = "{number}" + NBSP + "{symbol}"  # 1.234,56 €
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
-_EN_GB = LocaleConventions(",", ".", "{symbol}{number}", "{number}%", "{d} {mon} {y}", "{d} {mon}")
-_EN_US = LocaleConventions(",", ".", "{symbol}{number}", "{number}%", "{mon} {d}, {y}", "{mon} {d}")
+_EN_GB = LocaleConventions(",", ".", SYMBOL_FIRST, "{number}%", "{d} {mon} {y}", "{d} {mon}")
+_EN_US = LocaleConventions(",", ".", SYMBOL_FIRST, "{number}%", "{mon} {d}, {y}", "{mon} {d}")
+_EN_AU = LocaleConventions(",", ".", SYMBOL_FIRST, "{number}%", "{dd}/{mm}/{y}", "{dd}/{mm}")
 _DE_DE = LocaleConventions(
-    ".", ",", "{number}" + NBSP + "{symbol}", "{number}" + NBSP + "%", "{dd}.{mm}.{y}", "{dd}.{mm}."
+    ".", ",", SYMBOL_LAST, "{number}" + NBSP + "%", "{dd}.{mm}.{y}", "{dd}.{mm}."
 )
 _FR_FR = LocaleConventions(
-    "\u202f",
-    ",",
-    "{number}" + NBSP + "{symbol}",
-    "{number}" + NBSP + "%",
-    "{dd}/{mm}/{y}",
-    "{dd}/{mm}",
+    "\u202f", ",", SYMBOL_LAST, "{number}" + NBSP + "%", "{dd}/{mm}/{y}", "{dd}/{mm}"
 )
-_NL_NL = LocaleConventions(
-    ".", ",", "{symbol}" + NBSP + "{number}", "{number}%", "{dd}-{mm}-{y}", "{dd}-{mm}"
-)
+_NL_NL = LocaleConventions(".", ",", SYMBOL_FIRST_SPACED, "{number}%", "{dd}-{mm}-{y}", "{dd}-{mm}")
 
 LOCALES: dict[str, LocaleConventions] = {
     "en_GB": _EN_GB,
     "en_IE": _EN_GB,
-    "en_AU": LocaleConventions(
-        ",", ".", "{symbol}{number}", "{number}%", "{dd}/{mm}/{y}", "{dd}/{mm}"
-    ),
+    "en_AU": _EN_AU,
     "en_US": _EN_US,
     "en_CA": _EN_US,
     "de_DE": _DE_DE,
@@ -82,11 +77,7 @@ def _digits(value: Decimal, places: int | None, conv: LocaleConventions) -> str:
     whole, _, fraction = format(abs(value), "f").partition(".")
     if places is None:
         fraction = fraction.rstrip("0")
-    groups = []
-    while len(whole) > 3:
-        whole, tail = whole[:-3], whole[-3:]
-        groups.insert(0, tail)
-    number = conv.group.join([whole, *groups])
+    number = f"{int(whole):,}".replace(",", conv.group)
     return number + conv.decimal + fraction if fraction else number
 
 
@@ -95,21 +86,18 @@ def _signed(value: Decimal, text: str) -> str:
     return "-" + text if value < 0 else text
 
 
-def format_money(amount: Decimal, currency: str, locale: str, *, min_places: int = 2) -> str:
+def format_money(amount: Decimal, currency: str, locale: str) -> str:
     """Format an amount: ``£1,234.56``, ``$1,234.56``, ``1.234,56 €``, ``1,234.56 XYZ``.
 
-    ``min_places`` is the minimum number of decimals; extra significant decimals
-    are kept (unit prices such as £0.0125 per minute must show exactly).
+    At least two decimals; further significant ones are kept, because unit
+    prices such as £0.0125 per minute must show exactly.  The space before a
+    trailing symbol or code is a no-break space, as in CLDR.
     """
     conv = conventions(locale)
-    places = max(min_places, -amount.normalize().as_tuple().exponent)
+    places = max(2, -amount.normalize().as_tuple().exponent)
     number = _digits(amount, places, conv)
     symbol = CURRENCY_SYMBOLS.get(currency)
-    text = (
-        conv.money_pattern.format(symbol=symbol, number=number)
-        if symbol
-        else number + NBSP + currency
-    )
+    text = conv.money.format(symbol=symbol, number=number) if symbol else number + NBSP + currency
     return _signed(amount, text)
 
 
@@ -120,12 +108,12 @@ def format_quantity(quantity: Decimal, locale: str) -> str:
 
 def format_percent(rate: Decimal, locale: str) -> str:
     conv = conventions(locale)
-    return conv.percent_pattern.format(number=_signed(rate, _digits(rate, None, conv)))
+    return conv.percent.format(number=_signed(rate, _digits(rate, None, conv)))
 
 
 def format_date(day: date, locale: str, *, with_year: bool = True) -> str:
     conv = conventions(locale)
-    pattern = conv.date_pattern if with_year else conv.date_pattern_no_year
+    pattern = conv.date if with_year else conv.date_no_year
     return pattern.format(
         d=day.day,
         dd=f"{day.day:02d}",

@@ -277,15 +277,16 @@ def test_same_document_renders_to_identical_bytes(mixed):
     assert render_invoice_pdf(doc) == render_invoice_pdf(doc)
 
 
-def _render_digest_in_subprocess(hash_seed: str) -> str:
+def _render_digest_in_subprocess(hash_seed: str, source_date_epoch: str) -> str:
     code = (
         "import hashlib\n"
         "from tests.pdf.test_render import sample_for_subprocess\n"
         "from billing.pdf import render_invoice_pdf\n"
         "print(hashlib.sha256(render_invoice_pdf(sample_for_subprocess())).hexdigest())\n"
     )
-    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-    env.pop("SOURCE_DATE_EPOCH", None)
+    # Different hash seeds shake out set/dict-order dependence; reportlab's
+    # invariant mode would otherwise take its timestamp from SOURCE_DATE_EPOCH.
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed, "SOURCE_DATE_EPOCH": source_date_epoch}
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
     )
@@ -303,7 +304,8 @@ def sample_for_subprocess() -> InvoiceDocument:
 
 def test_same_document_renders_identically_across_processes():
     here = hashlib.sha256(render_invoice_pdf(sample_for_subprocess())).hexdigest()
-    assert _render_digest_in_subprocess("1") == _render_digest_in_subprocess("4242") == here
+    first = _render_digest_in_subprocess("1", "0")
+    assert first == _render_digest_in_subprocess("4242", "1700000000") == here
 
 
 def test_pdf_dates_come_from_the_invoice_date(mixed):
