@@ -312,7 +312,7 @@ class HaloClient:
             except HaloError as error:
                 if not (error.ambiguous and creates):
                     raise
-                if not natural_key:
+                if not all(_has_key(batch[i], natural_key) for i in creates):
                     raise error.note(
                         f"It was not retried: Halo may have created the {res.plural} already "
                         "and a retry could duplicate them. Check Halo before trying again."
@@ -325,7 +325,7 @@ class HaloClient:
                     saved[i] = record
                 pending = [i for i in pending if saved[i] is None]
                 if pending:
-                    retry.backoff(error)
+                    self._backoff(retry, error)
                 continue
             self._match(res, batch, pending, body, natural_key, saved)
             pending = []
@@ -334,9 +334,10 @@ class HaloClient:
     def _match(self, res, batch, pending, body, natural_key, saved):
         """Pair Halo's answer with what was sent: in order, or the last object only."""
         returned = body if isinstance(body, list) else [body] if isinstance(body, dict) else []
-        pairs = zip(pending, returned, strict=True) if len(returned) == len(pending) else []
-        if not pairs and returned:
-            pairs = [(pending[-1], returned[-1])]
+        if len(returned) == len(pending):
+            pairs = list(zip(pending, returned, strict=True))
+        else:
+            pairs = [(pending[-1], returned[-1])] if returned else []
         for i, record in pairs:
             sent_id = _field(batch[i], "id")
             if sent_id and str(record.get("id")) != str(sent_id):
@@ -351,16 +352,15 @@ class HaloClient:
             if saved[i] is None and not _is_create(batch[i]):
                 saved[i] = {str(k).lower(): v for k, v in batch[i].items()}
         unknown = [i for i in pending if saved[i] is None]
-        if unknown and natural_key:
+        if unknown and all(_has_key(batch[i], natural_key) for i in unknown):
             for i, record in zip(
                 unknown, self._find(res, [batch[i] for i in unknown], natural_key), strict=True
             ):
                 saved[i] = record
         if missing := [i for i in unknown if saved[i] is None]:
-            hint = "" if natural_key else " (no natural key given)"
             raise HaloUnexpectedResponse(
                 f"saved {len(pending)} {res.plural} but did not return the ids of "
-                f"{len(missing)} new ones{hint}",
+                f"{len(missing)} new ones, and no natural key was given to find them by",
                 method="POST",
                 endpoint=f"/{res.path}",
                 attempted=_describe(res, [batch[i] for i in missing]),
@@ -428,8 +428,11 @@ class HaloClient:
             except HaloError as error:
                 if not error.transient or (error.ambiguous and not replay_safe):
                     raise
-                self.stats.waited += retry.backoff(error)
-                self.stats.retries += 1
+                self._backoff(retry, error)
+
+    def _backoff(self, retry, error):
+        self.stats.waited += retry.backoff(error)
+        self.stats.retries += 1
 
     def _access_token(self, retry, stale=None):
         token = self.tokens.current(stale=stale)
@@ -612,6 +615,11 @@ def _field(record, name):
 
 def _is_create(record):
     return _field(record, "id") in (None, 0, "", "0")
+
+
+def _has_key(record, natural_key):
+    """Whether a sent record carries every natural key field (else it cannot be found)."""
+    return bool(natural_key) and all(_field(record, f) not in (None, "") for f in natural_key)
 
 
 def _key(record, natural_key):

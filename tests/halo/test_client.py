@@ -285,6 +285,13 @@ def test_lost_create_without_natural_key_is_not_retried(sim, halo):
     assert len([c for c in live(sim, "Client") if c["name"] == "Maybe Created Ltd"]) == 1
 
 
+def test_lost_create_missing_its_natural_key_is_not_retried(sim, halo):
+    sim.control.add_fault("drop_after", path="SoftwareLicence", method="POST")
+    with pytest.raises(HaloUnavailable, match="not retried"):
+        halo.upsert_licences([{"client_id": 1, "name": "No SKU"}])
+    assert halo.stats.by_endpoint["POST /SoftwareLicence"] == 1
+
+
 def test_updates_are_replayed_after_a_lost_answer(sim, halo):
     sim.control.add_fault("drop_after", path="Client", method="POST")
     [saved] = halo.upsert_clients([{"id": 1, "ref": "NW"}])
