@@ -3,7 +3,10 @@
     .venv/bin/python -m bench.pdf_render [--runs N]
 
 Targets (from the product issue): small invoice < 15 ms median, 2,500-line
-invoice < 1 s.  ``measure()`` is reusable by other benches (e.g. bench/pdf.py).
+invoice < 1 s.  The "no pay link" row shows what the QR code costs: reportlab
+encodes it in pure Python, trying all eight mask patterns.  "best" is the
+fastest run, a steadier figure than the median on a busy machine.
+``measure()`` is reusable by other benches (e.g. bench/pdf.py).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import io
 import statistics
 import time
 import tracemalloc
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pypdf import PdfReader
 
@@ -27,18 +30,15 @@ class RenderStats:
     lines: int
     pages: int
     size_bytes: int
+    best_ms: float
     median_ms: float
     p95_ms: float
     peak_mib: float
 
 
-def _pages(pdf: bytes) -> int:
-    return len(PdfReader(io.BytesIO(pdf)).pages)
-
-
 def measure(name: str, doc: InvoiceDocument, runs: int) -> RenderStats:
-    """Time ``runs`` renders after one warm-up (font registration), then
-    trace one more render for peak memory (tracemalloc slows it, so it is not timed)."""
+    """Time ``runs`` renders after one warm-up (font registration, logo decoding),
+    then trace one more for peak memory (tracemalloc slows it, so it is not timed)."""
     pdf = render_invoice_pdf(doc)
     timings = []
     for _ in range(runs):
@@ -53,19 +53,31 @@ def measure(name: str, doc: InvoiceDocument, runs: int) -> RenderStats:
     return RenderStats(
         name=name,
         lines=len(doc.lines),
-        pages=_pages(pdf),
+        pages=len(PdfReader(io.BytesIO(pdf)).pages),
         size_bytes=len(pdf),
+        best_ms=timings[0],
         median_ms=statistics.median(timings),
-        p95_ms=timings[min(len(timings) - 1, round(0.95 * (len(timings) - 1)))],
+        p95_ms=timings[round(0.95 * (len(timings) - 1))],
         peak_mib=peak / 2**20,
     )
 
 
-TARGETS_MS = {"small": 15.0, "2,500 lines": 1000.0}
+TARGETS_MS = {"small": 15, "small, no pay link": 15, "2,500 lines": 1000}
+HEADER = (
+    "invoice",
+    "lines",
+    "pages",
+    "KiB",
+    "best ms",
+    "median ms",
+    "p95 ms",
+    "target",
+    "peak MiB",
+)
 
 
 def _row(cells: tuple) -> str:
-    return f"{cells[0]:<12}" + "".join(f"{cell:>10}" for cell in cells[1:])
+    return f"{cells[0]:<20}" + "".join(f"{cell:>10}" for cell in cells[1:])
 
 
 def main() -> None:
@@ -74,13 +86,17 @@ def main() -> None:
         "--runs", type=int, default=0, help="timed renders each (default: 200 small, 20 large)"
     )
     args = parser.parse_args()
+    small = demo_invoice()
     results = [
-        measure("small", demo_invoice(), args.runs or 200),
+        measure("small", small, args.runs or 200),
+        measure(
+            "small, no pay link",
+            replace(small, payment=replace(small.payment, pay_link=None)),
+            args.runs or 200,
+        ),
         measure("2,500 lines", large_invoice(2500), args.runs or 20),
     ]
-    print(
-        _row(("invoice", "lines", "pages", "KiB", "median ms", "p95 ms", "target ms", "peak MiB"))
-    )
+    print(_row(HEADER))
     for r in results:
         print(
             _row(
@@ -89,9 +105,10 @@ def main() -> None:
                     r.lines,
                     r.pages,
                     f"{r.size_bytes / 1024:.0f}",
+                    f"{r.best_ms:.1f}",
                     f"{r.median_ms:.1f}",
                     f"{r.p95_ms:.1f}",
-                    f"< {TARGETS_MS[r.name]:.0f}",
+                    f"< {TARGETS_MS[r.name]}",
                     f"{r.peak_mib:.1f}",
                 )
             )

@@ -763,10 +763,10 @@ def _by_site(doc: InvoiceDocument, fmt: _Formats, theme: _Theme) -> Table:
 
 # --- page 2+: itemised lines with carried subtotals ---------------------------
 
-LEDGER_SIZE, LEDGER_LEADING, LEDGER_PAD = 7.5, 9.2, (3, 1.8)
+LEDGER_SIZE, LEDGER_LEADING, LEDGER_PAD = 7.5, 9.2, (CELL_PAD_X, 1.8)
 NUMERIC_WIDTHS = [12 * mm, 17 * mm, 16 * mm, 20 * mm]  # qty, unit price, tax, amount
 SITE_WIDTH = 26 * mm
-PERIOD_WIDTH = 33 * mm  # the longest en_US range, "May 28 - Aug 28, 2025", on one line
+PERIOD_WIDTH = 34 * mm  # the longest en_US range, "May 28 - Aug 28, 2025", on one line
 
 
 def _row_height(cells: Iterable[str]) -> float:
@@ -935,6 +935,11 @@ class _NumberedCanvas(Canvas):
         super().save()
 
 
+def _frame(bottom: float, top: float) -> Frame:
+    """A full-width frame between two heights, without reportlab's default padding."""
+    return Frame(MARGIN, bottom, CONTENT_WIDTH, top - bottom, 0, 0, 0, 0)
+
+
 def _fit(text: str, width: float, font: str, size: float) -> str:
     """User text on one line of at most ``width``, cut with an ellipsis if needed."""
     return _wrap(clean_text(text), width, size, font, max_lines=1)
@@ -997,9 +1002,10 @@ def _draw_first_page(canvas: Canvas, doc: InvoiceDocument, slip: Table, theme: _
     )
     canvas.restoreState()
 
-    frame_height = SLIP_HEIGHT - 11 * mm
-    Frame(MARGIN, SLIP_BOTTOM, CONTENT_WIDTH, frame_height, 0, 0, 0, 0).addFromList(
-        [KeepInFrame(CONTENT_WIDTH, frame_height, [slip], mode="shrink")], canvas
+    # Below the heading line; shrinks rather than loses over-long instructions.
+    slip_top = top - 11 * mm
+    _frame(SLIP_BOTTOM, slip_top).addFromList(
+        [KeepInFrame(CONTENT_WIDTH, slip_top - SLIP_BOTTOM, [slip], mode="shrink")], canvas
     )
 
 
@@ -1031,26 +1037,14 @@ def render_invoice_pdf(doc: InvoiceDocument) -> bytes:
     fmt, theme = _Formats(doc), _Theme.from_hex(doc.branding.accent_colour)
     slip = _remittance_slip(doc, fmt, theme)
 
-    first_frame_bottom = SLIP_BOTTOM + SLIP_HEIGHT + 6 * mm
     first = PageTemplate(
         "summary",
-        [
-            Frame(
-                MARGIN,
-                first_frame_bottom,
-                CONTENT_WIDTH,
-                PAGE_HEIGHT - 12 * mm - first_frame_bottom,
-                0,
-                0,
-                0,
-                0,
-            )
-        ],
+        [_frame(SLIP_BOTTOM + SLIP_HEIGHT + 6 * mm, PAGE_HEIGHT - 12 * mm)],
         onPage=lambda canvas, _: _draw_first_page(canvas, doc, slip, theme),
     )
     later = PageTemplate(
         "continuation",
-        [Frame(MARGIN, 14 * mm, CONTENT_WIDTH, PAGE_HEIGHT - 32 * mm, 0, 0, 0, 0)],
+        [_frame(17 * mm, PAGE_HEIGHT - 18 * mm)],
         onPage=lambda canvas, _: _draw_continuation_header(canvas, doc, theme),
     )
     out = io.BytesIO()

@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from PIL import Image as PILImage
 from pypdf import PdfReader
 from reportlab.graphics.barcode import qrencoder
 
@@ -227,6 +228,7 @@ def test_long_ledger_repeats_header_and_carries_running_totals(long_invoice):
         lines = pages[page_index].splitlines()
         assert header in pages[page_index], f"header missing on page {page_index + 1}"
         items = [int(m) for m in re.findall(r"^Item (\d{4})$", pages[page_index], re.M)]
+        assert items, "a page of the ledger without lines (e.g. a lone Total row)"
         assert items == list(range(seen, seen + len(items))), "lines out of order or missing"
         if number:
             assert _after(lines, "Brought forward") == carried
@@ -444,7 +446,28 @@ def test_invoice_uses_the_documents_currency_and_locale(currency, locale, total,
     assert period in summary
 
 
-# --- input validation and edge cases --------------------------------------------
+# --- branding and edge cases --------------------------------------------------
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG"])
+def test_logo_is_embedded_once_at_print_resolution(image_format):
+    mode = "RGBA" if image_format == "PNG" else "RGB"
+    logo = io.BytesIO()
+    PILImage.new(mode, (2000, 500), (11, 110, 110, 128)).save(logo, format=image_format)
+    doc = document(branding=replace(document().branding, logo=logo.getvalue()))
+    page = PdfReader(io.BytesIO(render_invoice_pdf(doc))).pages[0]
+    images = [x.get_object() for x in page["/Resources"]["/XObject"].values()]
+    assert [(i["/Subtype"], i["/Width"], i["/Height"]) for i in images] == [("/Image", 440, 110)]
+
+
+def test_version_label_and_nothing_to_pay():
+    doc = document([line("Refund", Category.CREDIT, price="-10.00")], version_label="Revised v2")
+    summary = pages_text(render_invoice_pdf(doc))[0]
+    assert "Invoice Revised v2" in summary
+    assert "No payment needed" in summary and "Please pay by" not in summary
+
+
+# --- input validation, empty invoice --------------------------------------------
 
 
 def test_inputs_are_validated():
