@@ -365,10 +365,11 @@ class Runner:
             for row in self.rows
         )
         self.run.counts = dict(counts)
-        stats = getattr(self.client, "stats", None)
-        if stats is not None:
-            self.run.halo_requests = stats.requests + getattr(stats, "token_requests", 0)
-            self.run.halo_calls = dict(stats.by_endpoint)
+        if stats := getattr(self.client, "stats", None):
+            calls = dict(stats.by_endpoint)
+            if stats.token_requests:
+                calls["POST /token"] = stats.token_requests
+            self.run.halo_requests, self.run.halo_calls = sum(calls.values()), calls
         self.run.finish(status, error=error)
         notify_owners(self.run, self.settings)
 

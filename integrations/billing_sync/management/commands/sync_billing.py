@@ -1,0 +1,60 @@
+"""`manage.py sync_billing <tenant-slug> [--dry-run]`: one sync in the foreground.
+
+Prints a summary table and every pair that needs a look; exits 1 when a pair failed or the
+run could not complete, 2 when another run holds the tenant.
+"""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from integrations.billing_sync import runner
+from integrations.billing_sync.models import SyncResult, SyncRun
+from portal.models import Tenant
+
+ATTENTION = [SyncResult.Outcome.FAILED, SyncResult.Outcome.HELD, SyncResult.Outcome.SKIPPED]
+
+
+class Command(BaseCommand):
+    help = "Push a tenant's usage counts to Halo as licences now (or preview with --dry-run)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("tenant", help="The tenant's slug.")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Compute the rows; write nothing to Halo."
+        )
+
+    def handle(self, *args, **options):
+        tenant = Tenant.objects.filter(slug=options["tenant"]).first()
+        if tenant is None:
+            raise CommandError(f"No tenant with the slug “{options['tenant']}”.")
+        trigger = SyncRun.Trigger.PREVIEW if options["dry_run"] else SyncRun.Trigger.COMMAND
+        run, active = runner.start(tenant, trigger, dry_run=options["dry_run"])
+        if run is None:
+            raise CommandError(
+                f"{active or 'Another run'} is already {getattr(active, 'status', 'active')} "
+                f"for {tenant.slug}: not starting another.",
+                returncode=2,
+            )
+        run.refresh_from_db()
+        self._summary(run)
+        if run.status in (SyncRun.Status.FAILED, SyncRun.Status.ERROR):
+            raise CommandError(f"{run}: {run.get_status_display().lower()}.")
+
+    def _summary(self, run):
+        width = max(len(label) for _, label in SyncResult.Action.choices) + 2
+        self.stdout.write(f"{run} for {run.tenant.slug}: {run.get_status_display()}")
+        rows = [
+            *((label, run.counts.get(key, 0)) for key, label in SyncResult.Action.choices),
+            *((label, run.counts.get(key, 0)) for key, label in SyncResult.Outcome.choices[2:]),
+            ("Halo requests", run.halo_requests),
+            ("Seconds", round(run.duration.total_seconds(), 1) if run.duration else "–"),
+        ]
+        for label, value in rows:
+            self.stdout.write(f"  {label:<{width}} {value:>8}")
+        if run.error:
+            self.stderr.write(run.error)
+        for result in run.results.filter(outcome__in=ATTENTION):
+            self.stdout.write(
+                f"  {result.get_outcome_display().upper()}: {result.organisation_name} / "
+                f"{result.product_sku} ({result.halo_client_name or 'no Halo client'}): "
+                f"{result.message}"
+            )
