@@ -135,6 +135,8 @@ class TaxBand:
 
 @dataclass(frozen=True)
 class InvoiceDocument:
+    """Everything printed on one invoice; totals are computed, never passed in."""
+
     branding: Branding
     customer: Customer
     invoice_number: str  # already allocated by the caller per the tenant's scheme
@@ -151,6 +153,8 @@ class InvoiceDocument:
 
     def __post_init__(self) -> None:
         _require_decimal(self, "amount_paid")
+        if self.amount_paid != round_money(self.amount_paid):
+            raise ValueError(f"amount_paid must be whole cents, got {self.amount_paid}")
         if not _CURRENCY_CODE.fullmatch(self.currency):
             raise ValueError(f"currency must be an ISO 4217 code, got {self.currency!r}")
         object.__setattr__(self, "lines", tuple(self.lines))

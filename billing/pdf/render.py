@@ -945,18 +945,17 @@ def _fit(text: str, width: float, font: str, size: float) -> str:
     return _wrap(clean_text(text), width, size, font, max_lines=1)
 
 
-def _draw_pair(canvas: Canvas, y: float, left: tuple, right: tuple) -> None:
-    """Draw ``(text, font, size, colour)`` flush left and flush right on one
-    baseline; the left text is shortened so the two never collide."""
-    text, font, size, colour = right
-    canvas.setFont(font, size)
-    canvas.setFillColor(colour)
-    canvas.drawRightString(PAGE_WIDTH - MARGIN, y, text)
-    room = CONTENT_WIDTH - pdfmetrics.stringWidth(text, font, size) - 6 * mm
-    text, font, size, colour = left
-    canvas.setFont(font, size)
-    canvas.setFillColor(colour)
-    canvas.drawString(MARGIN, y, _fit(text, room, font, size))
+def _draw_pair(canvas: Canvas, y: float, left: _Text, right: _Text) -> None:
+    """Draw two texts flush left and flush right on one baseline; the left one
+    is shortened so that they never collide."""
+    right_text = clean_text(right.text)
+    canvas.setFont(right.font, right.size)
+    canvas.setFillColor(right.colour)
+    canvas.drawRightString(PAGE_WIDTH - MARGIN, y, right_text)
+    room = CONTENT_WIDTH - pdfmetrics.stringWidth(right_text, right.font, right.size) - 6 * mm
+    canvas.setFont(left.font, left.size)
+    canvas.setFillColor(left.colour)
+    canvas.drawString(MARGIN, y, _fit(left.text, room, left.font, left.size))
 
 
 def _draw_footer(canvas: Canvas, doc: InvoiceDocument, page: int, pages: int) -> None:
@@ -965,8 +964,8 @@ def _draw_footer(canvas: Canvas, doc: InvoiceDocument, page: int, pages: int) ->
     _draw_pair(
         canvas,
         FOOTER_BASELINE,
-        (f"{reference} · {doc.branding.display_name}", REGULAR, 7, MUTED),
-        (f"Page {page} of {pages}", REGULAR, 7, MUTED),
+        _Text(f"{reference} · {doc.branding.display_name}", 7, colour=MUTED),
+        _Text(f"Page {page} of {pages}", 7, colour=MUTED),
     )
     canvas.restoreState()
 
@@ -989,16 +988,12 @@ def _draw_first_page(canvas: Canvas, doc: InvoiceDocument, slip: Table, theme: _
     canvas.drawRightString(
         PAGE_WIDTH - MARGIN, top + 3, "Please detach and return this slip with your payment"
     )
+    payable_to = _fit(f"Payable to {doc.branding.display_name}", 110 * mm, REGULAR, 8.5)
     _draw_pair(
         canvas,
         top - 8 * mm,
-        ("Remittance advice", BOLD, 10, theme.accent_text),
-        (
-            _fit(f"Payable to {doc.branding.display_name}", 110 * mm, REGULAR, 8.5),
-            REGULAR,
-            8.5,
-            INK,
-        ),
+        _Text("Remittance advice", 10, BOLD, theme.accent_text),
+        _Text(payable_to, 8.5),
     )
     canvas.restoreState()
 
@@ -1014,13 +1009,14 @@ def _draw_continuation_header(canvas: Canvas, doc: InvoiceDocument, theme: _Them
     canvas.setFillColor(theme.accent)
     canvas.rect(0, PAGE_HEIGHT - 2.5 * mm, PAGE_WIDTH, 2.5 * mm, stroke=0, fill=1)
     y = PAGE_HEIGHT - 11 * mm
-    invoice = f" · Invoice {doc.invoice_number}"
+    invoice = clean_text(f" · Invoice {doc.invoice_number}")
     customer_room = CONTENT_WIDTH * 0.6 - pdfmetrics.stringWidth(invoice, REGULAR, 8)
+    customer = _fit(doc.customer.billing_name, customer_room, REGULAR, 8)
     _draw_pair(
         canvas,
         y,
-        (doc.branding.display_name, BOLD, 9, theme.accent_text),
-        (_fit(doc.customer.billing_name, customer_room, REGULAR, 8) + invoice, REGULAR, 8, MUTED),
+        _Text(doc.branding.display_name, 9, BOLD, theme.accent_text),
+        _Text(customer + invoice, 8, colour=MUTED),
     )
     canvas.setStrokeColor(RULE)
     canvas.setLineWidth(0.5)

@@ -481,6 +481,8 @@ def test_inputs_are_validated():
         Period(date(2025, 3, 2), date(2025, 3, 1))
     with pytest.raises(ValueError, match="ISO 4217"):
         document(currency="pounds")
+    with pytest.raises(ValueError, match="whole cents"):
+        document(amount_paid=Decimal("10.005"))
 
 
 def test_invoice_without_lines_or_sites_still_renders():
