@@ -764,8 +764,8 @@ def _by_site(doc: InvoiceDocument, fmt: _Formats, theme: _Theme) -> Table:
 # --- page 2+: itemised lines with carried subtotals ---------------------------
 
 LEDGER_SIZE, LEDGER_LEADING, LEDGER_PAD = 7.5, 9.2, (CELL_PAD_X, 1.8)
-NUMERIC_WIDTHS = [12 * mm, 17 * mm, 16 * mm, 20 * mm]  # qty, unit price, tax, amount
-SITE_WIDTH = 26 * mm
+NUMERIC_WIDTHS = [11 * mm, 17 * mm, 16 * mm, 20 * mm]  # qty, unit price, tax, amount
+SITE_WIDTH = 27 * mm
 PERIOD_WIDTH = 34 * mm  # the longest en_US range, "May 28 - Aug 28, 2025", on one line
 
 
