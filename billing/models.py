@@ -158,6 +158,7 @@ class Invoice(models.Model):
 
     class Source(models.TextChoices):
         HALO = "halo", "Halo"
+        PORTAL = "portal", "Portal"  # issued by a portal billing run (billing.invoicing)
 
     class PaymentStatus(models.TextChoices):
         UNPAID = "unpaid", "Unpaid"
