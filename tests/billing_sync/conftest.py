@@ -3,6 +3,8 @@
 from collections import Counter
 
 import pytest
+from django_q.brokers import get_broker
+from django_q.signing import SignedPackage
 
 from integrations.billing_sync import engine, runner
 from integrations.billing_sync.models import (
@@ -131,6 +133,17 @@ class World:
 
     def licence_writes(self):
         return self.sim.control.requests()["by_endpoint"].get("POST /SoftwareLicence", 0)
+
+
+def take_queued(func):
+    """Remove the tasks queued on the broker; answers those calling `func` (packages)."""
+    broker = get_broker()
+    found = []
+    while batch := broker.dequeue():
+        for ack_id, payload in batch:
+            broker.acknowledge(ack_id)
+            found.append(SignedPackage.loads(payload))
+    return [task for task in found if task["func"] == func]
 
 
 def actions(run):

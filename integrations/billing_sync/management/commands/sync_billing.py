@@ -29,9 +29,9 @@ class Command(BaseCommand):
         trigger = SyncRun.Trigger.PREVIEW if options["dry_run"] else SyncRun.Trigger.COMMAND
         run, active = runner.start(tenant, trigger, dry_run=options["dry_run"])
         if run is None:
+            busy = f"{active} is already {active.get_status_display().lower()}" if active else ""
             raise CommandError(
-                f"{active or 'Another run'} is already {getattr(active, 'status', 'active')} "
-                f"for {tenant.slug}: not starting another.",
+                f"{busy or 'Another run just finished'} for {tenant.slug}: not starting another.",
                 returncode=2,
             )
         run.refresh_from_db()
@@ -40,14 +40,18 @@ class Command(BaseCommand):
             raise CommandError(f"{run}: {run.get_status_display().lower()}.")
 
     def _summary(self, run):
-        width = max(len(label) for _, label in SyncResult.Action.choices) + 2
+        """Counts by action (done, or previewed), then problems, requests and time."""
         self.stdout.write(f"{run} for {run.tenant.slug}: {run.get_status_display()}")
-        rows = [
-            *((label, run.counts.get(key, 0)) for key, label in SyncResult.Action.choices),
-            *((label, run.counts.get(key, 0)) for key, label in SyncResult.Outcome.choices[2:]),
-            ("Halo requests", run.halo_requests),
-            ("Seconds", round(run.duration.total_seconds(), 1) if run.duration else "–"),
+        labels = [
+            *(c for c in SyncResult.Action.choices if c[0] != SyncResult.Action.SKIP),
+            *(c for c in SyncResult.Outcome.choices if c[0] in ATTENTION),
         ]
+        rows = [
+            *((label, run.counts.get(key, 0)) for key, label in labels),
+            ("Halo requests", run.halo_requests),
+            ("Seconds", f"{run.duration.total_seconds():.1f}" if run.duration else "–"),
+        ]
+        width = max(len(label) for label, _ in rows)
         for label, value in rows:
             self.stdout.write(f"  {label:<{width}} {value:>8}")
         if run.error:

@@ -1,0 +1,116 @@
+"""Schedules fire at the tenant's local hour across DST changes, and a missed run runs once."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+from django_q import scheduler
+from django_q.brokers import get_broker
+from django_q.models import Schedule
+
+from integrations.billing_sync import schedules, tasks
+from integrations.billing_sync.models import BillingSyncSettings, SyncRun
+from tests import factories
+from tests.billing_sync.conftest import World, take_queued
+
+
+def utc(*args):
+    return datetime(*args, tzinfo=UTC)
+
+
+def sync_settings(zone, **fields):
+    tenant = factories.tenant(f"t{abs(hash((zone, *fields.values()))) % 10**8}")
+    tenant.time_zone = zone
+    tenant.save()
+    return BillingSyncSettings.objects.create(tenant=tenant, **fields)
+
+
+def slots(settings, after, n):
+    found = []
+    for _ in range(n):
+        after = schedules.next_slot(settings, after)
+        found.append(after)
+    return found
+
+
+DAILY = {"schedule": "daily", "schedule_hour": 2}
+
+
+@pytest.mark.django_db
+def test_daily_two_am_london_follows_british_summer_time():
+    london = sync_settings("Europe/London", **DAILY)
+    assert slots(london, utc(2026, 3, 27, 12), 3) == [
+        utc(2026, 3, 28, 2),  # GMT
+        utc(2026, 3, 29, 1),  # the clocks went forward at 01:00 UTC: 02:00 BST
+        utc(2026, 3, 30, 1),
+    ]
+    assert slots(london, utc(2026, 10, 24, 12), 2) == [utc(2026, 10, 25, 2), utc(2026, 10, 26, 2)]
+
+
+@pytest.mark.django_db
+def test_daily_two_am_new_york_across_both_changes():
+    new_york = sync_settings("America/New_York", **DAILY)
+    assert slots(new_york, utc(2026, 3, 6, 12), 3) == [
+        utc(2026, 3, 7, 7),  # 02:00 EST
+        utc(2026, 3, 8, 7),  # 02:00 does not exist that day: 03:00 EDT, the same instant
+        utc(2026, 3, 9, 6),  # 02:00 EDT
+    ]
+    assert slots(new_york, utc(2026, 10, 31, 12), 2) == [utc(2026, 11, 1, 7), utc(2026, 11, 2, 7)]
+
+
+@pytest.mark.django_db
+def test_monthly_on_a_day_or_the_last_day():
+    fifteenth = sync_settings("Europe/London", schedule="monthly", schedule_day=15, schedule_hour=6)
+    assert slots(fifteenth, utc(2026, 1, 20), 2) == [utc(2026, 2, 15, 6), utc(2026, 3, 15, 6)]
+    last = sync_settings("Australia/Sydney", schedule="monthly", schedule_day=0, schedule_hour=23)
+    assert slots(last, utc(2026, 1, 31, 13), 2) == [
+        utc(2026, 2, 28, 12),  # 23:00 AEDT (UTC+11)
+        utc(2026, 3, 31, 12),
+    ]
+
+
+@pytest.mark.django_db
+def test_schedule_rows_follow_the_settings_idempotently():
+    settings = sync_settings("America/New_York", **DAILY)
+    name = schedules.schedule_name(settings.tenant_id)
+    schedule = Schedule.objects.get(name=name)  # armed when the settings were saved
+    assert schedule.schedule_type == Schedule.ONCE and schedule.repeats == 1
+    assert schedule.next_run == schedules.next_slot(settings, timezone.now())
+    schedules.arm(settings)
+    schedules.arm_all()
+    assert Schedule.objects.filter(name=name).count() == 1
+    settings.schedule_hour = 5
+    settings.save()
+    assert (
+        timezone.localtime(Schedule.objects.get(name=name).next_run, settings.tenant.tz).hour == 5
+    )
+    settings.schedule = "off"
+    settings.save()
+    assert not Schedule.objects.filter(name=name).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_missed_slots_fire_once_and_the_task_rearms_the_next_one(sim):
+    world = World(factories.tenant("alpha"), sim).map_all()
+    world.set_counts(world.every_pair())
+    world.settings.schedule, world.settings.schedule_hour = "daily", 2
+    world.settings.save()
+    name = schedules.schedule_name(world.tenant.pk)
+    three_days_ago = timezone.now() - timedelta(days=3)
+    Schedule.objects.filter(name=name).update(next_run=three_days_ago)
+    schedules.arm_all()  # the safety net leaves a missed slot to fire
+    assert Schedule.objects.get(name=name).next_run == three_days_ago
+    get_broker().purge_queue()
+
+    scheduler.scheduler(get_broker())
+    scheduler.scheduler(get_broker())
+    [task] = take_queued(schedules.TASK)  # once, not once per missed day
+    assert task["kwargs"] == {"tenant_id": world.tenant.pk}
+
+    tasks.scheduled_sync(**task["kwargs"])  # what the worker does with it
+    run = SyncRun.objects.get(tenant=world.tenant)
+    assert run.trigger == SyncRun.Trigger.SCHEDULE and run.status == SyncRun.Status.SUCCEEDED
+    schedule = Schedule.objects.get(name=name)
+    assert schedule.repeats == 1
+    assert schedule.next_run == schedules.next_slot(world.settings, timezone.now())
+    assert timezone.localtime(schedule.next_run, world.tenant.tz).hour == 2
