@@ -1,4 +1,4 @@
-"""Billing sync at scale: 1,000 organisations × 5 products against the simulator at 20 ms.
+"""Billing sync at scale: 1,000 organisations x 5 products against the simulator at 20 ms.
 
     .venv/bin/python bench/billing_sync.py [--organisations 1000] [--baseline-pairs 5000]
 
