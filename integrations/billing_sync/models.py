@@ -451,27 +451,29 @@ class UsageSubmissionManager(models.Manager):
         fingerprint = hashlib.sha256(
             json.dumps(sorted((o.pk, p.pk, q) for o, p, q in rows)).encode()
         ).hexdigest()
-        try:
-            with transaction.atomic():
-                if key and (previous := self._previous(tenant, key, fingerprint)):
-                    return previous, True
-                submission = self.create(
-                    tenant=tenant,
-                    source=source,
-                    idempotency_key=key,
-                    fingerprint=fingerprint,
-                    token=token,
-                    user=user,
-                    rows=len(rows),
-                )
-                submission.changed = submission._apply(rows)
-                submission.save(update_fields=["changed"])
-                return submission, False
-        except IntegrityError:
-            if not key:
-                raise
-            # A concurrent request with the same key committed first.
-            return self._previous(tenant, key, fingerprint), True
+        for attempt in range(3):
+            try:
+                with transaction.atomic():
+                    if key and (previous := self._previous(tenant, key, fingerprint)):
+                        return previous, True
+                    submission = self.create(
+                        tenant=tenant,
+                        source=source,
+                        idempotency_key=key,
+                        fingerprint=fingerprint,
+                        token=token,
+                        user=user,
+                        rows=len(rows),
+                    )
+                    submission.changed = submission._apply(rows)
+                    submission.save(update_fields=["changed"])
+                    return submission, False
+            except IntegrityError:
+                # A concurrent submission committed this key, or a pair's first count,
+                # first: start again, now seeing it.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def _previous(self, tenant, key, fingerprint):
         previous = self.filter(tenant=tenant, idempotency_key=key).first()

@@ -33,6 +33,9 @@ BATCH = 100  # licences per POST: Halo's (and public clients') usual array size
 # Halo answers these for one bad record in an array (a 404 is an update of a licence deleted
 # since it was read); the array is split to find it. Other errors concern every record.
 RECORD_ERRORS = (400, 404, 409, 422)
+# Splitting costs requests: when Halo refuses many records (a systematic 400), stop
+# splitting after this many and fail the remaining arrays whole, inside the rate budget.
+MAX_SPLITS = 30
 Outcome = SyncResult.Outcome
 Status = SyncRun.Status
 
@@ -129,6 +132,7 @@ class Runner:
         self.settings = BillingSyncSettings.for_tenant(self.tenant)
         self.client = client
         self.rows = []
+        self.splits_left = MAX_SPLITS
 
     def execute(self):
         if not self.run.start():
@@ -302,13 +306,21 @@ class Runner:
                 for row in batch:
                     row.error = error
                 return batch
-            if error.status in RECORD_ERRORS and len(batch) > 1:
-                half = len(batch) // 2
-                return self._write_batch(batch[:half]) + self._write_batch(batch[half:])
             if error.status not in RECORD_ERRORS and error.status is not None:
                 raise  # credentials or permissions: every other write would fail the same
+            if error.status in RECORD_ERRORS and len(batch) > 1 and self.splits_left:
+                self.splits_left -= 1
+                half = len(batch) // 2
+                return self._write_batch(batch[:half]) + self._write_batch(batch[half:])
+            message = str(error)
+            if len(batch) > 1:
+                message += (
+                    f" Halo refused this array of {len(batch)} licences; after many such "
+                    "refusals the portal stops trying them one by one, to stay inside Halo's "
+                    "rate limit."
+                )
             for row in batch:
-                row.outcome, row.message = Outcome.FAILED, str(error)
+                row.outcome, row.message = Outcome.FAILED, message
             return []
         for row, record in zip(batch, saved, strict=True):
             row.outcome = Outcome.DONE

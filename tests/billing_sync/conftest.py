@@ -47,14 +47,17 @@ def _fast_retries(settings):
 class World:
     """A tenant with the demo organisations and products, connected to the simulator."""
 
-    def __init__(self, tenant, sim):
-        self.tenant, self.sim = tenant, sim
-        self.connection = make_connection(sim, tenant)
+    def __init__(self, tenant, sim, connection=None):
+        self.tenant, self.sim, self.connection = tenant, sim, connection
+        self.settings = BillingSyncSettings.for_tenant(tenant)
+
+    @classmethod
+    def build(cls, tenant, sim):
         for name, ref in demo.ORGANISATIONS:
             Organisation.objects.create(tenant=tenant, name=name, external_ref=ref)
         for name, sku, price in demo.PRODUCTS:
             Product.objects.create(tenant=tenant, name=name, sku=sku, unit_price=price)
-        self.settings = BillingSyncSettings.for_tenant(tenant)
+        return cls(tenant, sim, make_connection(sim, tenant))
 
     def map_all(self):
         """Refresh from Halo and accept every suggestion (all demo orgs and products)."""
@@ -152,7 +155,7 @@ def actions(run):
 
 @pytest.fixture
 def world(db, sim):
-    return World(factories.tenant("alpha"), sim)
+    return World.build(factories.tenant("alpha"), sim)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def slow_world(transactional_db, sim):
     """Committed data (other threads and processes see it) and a Halo slow enough that a
     run is still going when the second worker arrives."""
-    world = World(factories.tenant("alpha"), sim).map_all()
+    world = World.build(factories.tenant("alpha"), sim).map_all()
     world.set_counts(world.every_pair())
     sim.control.config(latency_ms=300)
     return world

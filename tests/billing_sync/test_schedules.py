@@ -91,7 +91,7 @@ def test_schedule_rows_follow_the_settings_idempotently():
 
 @pytest.mark.django_db(transaction=True)
 def test_missed_slots_fire_once_and_the_task_rearms_the_next_one(sim):
-    world = World(factories.tenant("alpha"), sim).map_all()
+    world = World.build(factories.tenant("alpha"), sim).map_all()
     world.set_counts(world.every_pair())
     world.settings.schedule, world.settings.schedule_hour = "daily", 2
     world.settings.save()

@@ -363,3 +363,30 @@ def test_no_halo_connection_is_a_clear_run_error(world):
     run = world.sync()
     assert run.status == Status.ERROR
     assert "no active Halo connection" in run.error
+
+
+def test_many_refused_licences_stay_inside_the_rate_budget(mapped, monkeypatch):
+    monkeypatch.setattr(runner, "BATCH", 10)
+    monkeypatch.setattr(runner, "MAX_SPLITS", 3)
+    real_payload = engine.create_payload
+    monkeypatch.setattr(engine, "create_payload", lambda pair: real_payload(pair) | {"count": "x"})
+    run = mapped.sync()
+    assert run.counts == {Outcome.FAILED: 40}
+    # 4 arrays, 3 splits of 2 more requests each: 10 POSTs, not one per licence.
+    assert run.halo_calls["POST /SoftwareLicence"] == 4 + 3 * 2
+    assert "stops trying them one by one" in run.results.last().message
+
+
+def test_missing_write_permission_stops_the_run_with_what_to_do(mapped, sim):
+    app = sim.control.add_application(
+        permissions="read:customers read:items read:softwarelicensing"
+    )
+    mapped.connection.client_id = app["client_id"]
+    mapped.connection.set_secret(app["client_secret"])
+    mapped.connection.save()
+    run = mapped.sync()
+    assert run.status == Status.ERROR
+    assert "edit:softwarelicensing" in run.error
+    assert run.halo_calls["POST /SoftwareLicence"] == 1  # not once per array or licence
+    assert run.counts == {Outcome.FAILED: 40}
+    assert run.results.first().message.startswith("Not written: Halo denied permission")
