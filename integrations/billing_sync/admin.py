@@ -217,7 +217,9 @@ class MappingAdmin(ToolsMixin, TenantScopedAdmin):
     def status(self, obj):
         if obj.pk is None:
             return "–"
-        return badge("Broken", "#c62828") if obj.problem else badge("OK", "#1a7f37")
+        if problem := obj.problem:
+            return format_html("{} {}", badge("Broken", "#c62828"), problem)
+        return badge("OK", "#1a7f37")
 
     def get_readonly_fields(self, request, obj=None):
         return self.readonly_fields if obj else []
@@ -505,6 +507,7 @@ class SyncRunAdmin(ToolsMixin, ReadOnlyTenantAdmin):
 @admin.register(SyncResult)
 class SyncResultAdmin(ReadOnlyTenantAdmin):
     list_display = [
+        "run",
         "organisation_name",
         "product_sku",
         "halo_client_name",
@@ -514,8 +517,8 @@ class SyncResultAdmin(ReadOnlyTenantAdmin):
         "action",
         "outcome_badge",
         "message",
-        "run",
     ]
+    ordering = ["-run_id", "organisation_name", "product_sku"]
     list_filter = [
         "outcome",
         "action",

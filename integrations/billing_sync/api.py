@@ -1,5 +1,6 @@
 """`POST /api/v1/usage`: a tenant's system reports current usage counts, all or nothing."""
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -19,6 +20,18 @@ from portal.models import ApiToken
 
 class UsageTokenAuthentication(TenantTokenAuthentication):
     purpose = ApiToken.Purpose.USAGE
+
+
+class UsageTokenScheme(OpenApiAuthenticationExtension):
+    target_class = UsageTokenAuthentication
+    name = "usageToken"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A usage API token, created under API tokens in the admin.",
+        }
 
 
 class UsageThrottle(TokenRateThrottle):

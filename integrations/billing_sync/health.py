@@ -1,6 +1,9 @@
 """Admin-home rows: the tenant's last billing sync, and mappings needing attention."""
 
+from datetime import timedelta
+
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.timesince import timesince
 
 from integrations.billing_sync.models import (
@@ -37,7 +40,9 @@ def _last_run(tenant):
             "Never run: map organisations and products, then Preview or Sync now",
             reverse("admin:billing_sync_syncrun_changelist"),
         )
-    when = f"{timesince(run.finished or run.created)} ago"
+    moment = run.finished or run.created
+    recent = timezone.now() - moment < timedelta(minutes=1)
+    when = "just now" if recent else f"{timesince(moment)} ago"
     text = {
         SyncRun.Status.QUEUED: "Queued, waiting for the worker",
         SyncRun.Status.RUNNING: f"Running: {run.phase or 'starting'}",
