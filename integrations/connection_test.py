@@ -70,9 +70,9 @@ def needed_permissions(connection):
     return needed
 
 
-def how_to_grant(connection, permission):
+def how_to_grant(permission):
     """Exactly what to tick in Halo for a missing permission."""
-    app = APP_PERMISSIONS.format(app=connection.name or "<application>")
+    app = APP_PERMISSIONS.format(app="<application>")
     agent = AGENT_PERMISSIONS.format(agent="<agent>")
     return (
         f"{app}: tick '{permission}'; and make sure the application's login agent has the "
@@ -97,7 +97,7 @@ def run(connection, save=True):
     except HaloError as error:
         result = Result(connection, False, str(error))
     else:
-        checks = [_check(client, connection, p, scope) for p in needed_permissions(connection)]
+        checks = [_check(client, p, scope) for p in needed_permissions(connection)]
         result = Result(connection, True, "", checks, scope)
         result.ok = not any(c.status in ("missing", "error") for c in checks)
         result.summary = _summary(checks)
@@ -111,23 +111,23 @@ def run(connection, save=True):
     return result
 
 
-def _check(client, connection, permission, scope):
+def _check(client, permission, scope):
     if permission not in PROBES:
         if scope is None:
             return Check(
                 permission,
                 "unknown",
                 "Not verifiable read-only: Halo did not report "
-                "the granted scopes. " + how_to_grant(connection, permission),
+                "the granted scopes. " + how_to_grant(permission),
             )
         if _granted(scope, permission):
             return Check(permission, "ok", "Granted (reported with the token).")
-        return Check(permission, "missing", how_to_grant(connection, permission))
+        return Check(permission, "missing", how_to_grant(permission))
     resource = PROBES[permission]
     try:
         next(client.list(resource, **({"page_size": 1} if RESOURCES[resource].paged else {})), None)
     except HaloPermissionError:
-        return Check(permission, "missing", how_to_grant(connection, permission))
+        return Check(permission, "missing", how_to_grant(permission))
     except HaloError as error:
         return Check(permission, "error", str(error))
     return Check(permission, "ok", "Read succeeded.")

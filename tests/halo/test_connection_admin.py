@@ -126,12 +126,14 @@ def test_missing_permissions_are_listed_with_what_to_tick(personas, sim):
     page = personas.client(personas.owner_a).post(run_url(connection)).content.decode()
     assert "Missing permissions: read:softwarelicensing, edit:softwarelicensing" in page
     assert (
-        "Configuration &gt; Integrations &gt; HaloPSA API &gt; Simulator &gt; Permissions: "
+        "Configuration &gt; Integrations &gt; HaloPSA API &gt; &lt;application&gt; &gt; "
+        "Permissions: "
         "tick &#x27;read:contracts&#x27;; and make sure the application&#x27;s login agent has "
         "the matching permission (Configuration &gt; Teams &amp; Agents &gt; Agents &gt; "
         "&lt;agent&gt; &gt; Permissions)"
     ) in page
     assert page.count("✗ missing") == 6 and page.count("✓ granted") == 3
+    assert f"client ID <code>{app['client_id']}</code>" in page
 
 
 def test_agent_permissions_limit_edit_scopes_reported_with_the_token(personas, sim):
