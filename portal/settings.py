@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "integrations.billing_sync",
     "billing",
     "integrations.invoice_sync",
+    "billing.payments",
 ]
 
 MIDDLEWARE = [
@@ -199,3 +200,15 @@ HALO_PAGE_SIZE = env.int("HALO_PAGE_SIZE", default=100)
 # Seconds to wait for <site>/api/authinfo when deriving a connection's URLs.
 HALO_DISCOVERY_TIMEOUT = env.float("HALO_DISCOVERY_TIMEOUT", default=3.0)
 # --- end Halo API client ------------------------------------------------------------------
+
+# --- Payments (billing.payments) -----------------------------------------------------------
+# The built-in test processor (demo cards, no real money) takes payments only where this is
+# true: off in production by default, so a tenant left on it cannot mark invoices paid.
+PAYMENTS_TEST_PROCESSOR = env.bool("PAYMENTS_TEST_PROCESSOR", default=DEBUG)
+# Pay-link lookups (/pay/<tenant>/<ref>) per client address, as a DRF rate; empty: no limit.
+PAYMENTS_LINK_RATE = env.str("PAYMENTS_LINK_RATE", default="60/min")
+# Minutes a Stripe Checkout Session stays open (Stripe allows 30 to 1440).
+PAYMENTS_STRIPE_SESSION_MINUTES = env.int("PAYMENTS_STRIPE_SESSION_MINUTES", default=60)
+# Longest wait in seconds between retries of a write to Halo (payments, pay links).
+PAYMENTS_OUTBOX_MAX_BACKOFF = env.int("PAYMENTS_OUTBOX_MAX_BACKOFF", default=3600)
+# --- end Payments ---------------------------------------------------------------------------

@@ -215,3 +215,79 @@ def billing_sync_result(tenant, **kwargs):
         "outcome": billing_sync.SyncResult.Outcome.DONE,
     } | kwargs
     return billing_sync.SyncResult.objects.create(**fields)
+
+
+# -- payments -----------------------------------------------------------------------------
+
+from billing.payments import models as payments  # noqa: E402
+
+
+@maker(payments.PaymentSettings)
+def payment_settings(tenant, **kwargs):
+    return payments.PaymentSettings.objects.update_or_create(tenant=tenant, defaults=kwargs)[0]
+
+
+@maker(payments.Payment)
+def payment(tenant, **kwargs):
+    n = next(_seq)
+    target = kwargs.pop("invoice", None) or invoice(tenant)
+    fields = {
+        "invoice_ref": target.display_number(),
+        "idempotency_key": f"key-{n}",
+        "processor": "test",
+        "amount": target.amount_due,
+        "currency": target.currency or tenant.currency,
+    } | kwargs
+    return payments.Payment.objects.create(tenant=tenant, invoice=target, **fields)
+
+
+@maker(payments.HaloOutbox)
+def halo_outbox(tenant, **kwargs):
+    fields = {"kind": payments.HaloOutbox.Kind.PAYMENT}
+    if "invoice" not in kwargs:
+        fields["payment"] = kwargs.pop("payment", None) or payment(tenant, status="succeeded")
+    return payments.HaloOutbox.objects.create(tenant=tenant, **(fields | kwargs))
+
+
+@maker(payments.SavedPaymentMethod)
+def saved_payment_method(tenant, **kwargs):
+    from django.utils import timezone
+
+    n = next(_seq)
+    fields = {
+        "customer": kwargs.pop("customer", None) or customer(tenant),
+        "processor": "test",
+        "reference": f"test_pm_4242_{n}",
+        "brand": "Visa",
+        "last4": "4242",
+        "consent_text": "I authorise charges for auto-pay invoices.",
+        "consented_at": timezone.now(),
+    } | kwargs
+    return payments.SavedPaymentMethod.objects.create(tenant=tenant, **fields)
+
+
+@maker(payments.AutoPaySkip)
+def autopay_skip(tenant, **kwargs):
+    target = kwargs.pop("invoice", None) or invoice(tenant, autopay_rule=autopay_rule(tenant))
+    return payments.AutoPaySkip.objects.create(tenant=tenant, invoice=target, **kwargs)
+
+
+@maker(payments.AutoPayAttempt)
+def autopay_attempt(tenant, **kwargs):
+    from django.utils import timezone
+
+    target = kwargs.pop("invoice", None) or invoice(tenant, autopay_rule=autopay_rule(tenant))
+    fields = {"day": timezone.localdate()} | kwargs
+    return payments.AutoPayAttempt.objects.create(tenant=tenant, invoice=target, **fields)
+
+
+@maker(payments.ProcessorEvent)
+def processor_event(tenant, **kwargs):
+    n = next(_seq)
+    fields = {
+        "processor": "stripe",
+        "event_id": f"evt_{n}",
+        "type": "checkout.session.completed",
+        "payload": {"id": f"evt_{n}"},
+    } | kwargs
+    return payments.ProcessorEvent.objects.create(tenant=tenant, **fields)

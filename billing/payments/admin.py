@@ -1,0 +1,408 @@
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.views.decorators.http import require_http_methods
+
+from billing.models import Invoice
+from billing.payments import autopay, display, tasks
+from billing.payments.models import (
+    AutoPayAttempt,
+    AutoPaySkip,
+    HaloOutbox,
+    Payment,
+    PaymentEvent,
+    PaymentSettings,
+    ProcessorEvent,
+    SavedPaymentMethod,
+)
+from portal.admin_base import ReadOnlyTenantAdmin, TenantScopedAdmin, TenantScopedForm
+
+
+def _editor(request):
+    return request.user.is_active and request.user.is_staff and request.access.can_edit()
+
+
+class PaymentSettingsForm(TenantScopedForm):
+    stripe_secret_key = forms.CharField(
+        label="Stripe secret key",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="sk_live_… (or sk_test_… to try it out), or a restricted rk_ key. Stored "
+        "encrypted, never shown again; leave blank to keep the stored key.",
+    )
+    stripe_webhook_secret = forms.CharField(
+        label="Stripe webhook signing secret",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="whsec_…, from a Stripe webhook endpoint pointing at the URL below with the "
+        "events checkout.session.* , payment_intent.* and charge.refunded. Stored encrypted.",
+    )
+
+    class Meta:
+        model = PaymentSettings
+        fields = [
+            "processor",
+            "use_halo_pdf",
+            "pdf_fallback",
+            "allow_partial",
+            "halo_pay_buttons",
+            "pay_unknown_invoices",
+            "autopay_hour",
+            "autopay_charge_on",
+            "autopay_retry_days",
+            "autopay_max_attempts",
+        ]
+
+    def clean(self):
+        cleaned = super().clean()
+        key, hook = cleaned.get("stripe_secret_key"), cleaned.get("stripe_webhook_secret")
+        if key and not key.startswith(("sk_live_", "sk_test_", "rk_live_", "rk_test_")):
+            self.add_error("stripe_secret_key", "A Stripe secret key starts with sk_ or rk_.")
+        if hook and not hook.startswith("whsec_"):
+            self.add_error("stripe_webhook_secret", "A signing secret starts with whsec_.")
+        if cleaned.get("processor") == PaymentSettings.Processor.STRIPE:
+            if not (key or self.instance.stripe_secret_key_encrypted):
+                self.add_error("stripe_secret_key", "Stripe needs its secret key.")
+            if not (hook or self.instance.stripe_webhook_secret_encrypted):
+                self.add_error(
+                    "stripe_webhook_secret",
+                    "Stripe needs the signing secret: payments are confirmed by its webhook.",
+                )
+        return cleaned
+
+    def save(self, commit=True):
+        self.instance.set_stripe_secrets(
+            self.cleaned_data.get("stripe_secret_key", ""),
+            self.cleaned_data.get("stripe_webhook_secret", ""),
+        )
+        return super().save(commit)
+
+
+@admin.register(PaymentSettings)
+class PaymentSettingsAdmin(TenantScopedAdmin):
+    form = PaymentSettingsForm
+    list_display = ["__str__", "processor", "processor_status", "halo_pay_buttons", "allow_partial"]
+    readonly_fields = ["pay_link", "stripe_webhook_url", "processor_status", "autopay_forecast"]
+    actions = ["add_pay_links"]
+    fieldsets = [
+        (
+            "Processor",
+            {
+                "fields": [
+                    "processor",
+                    "processor_status",
+                    "stripe_secret_key",
+                    "stripe_webhook_secret",
+                    "stripe_webhook_url",
+                ]
+            },
+        ),
+        ("Pay links", {"fields": ["pay_link", "halo_pay_buttons", "pay_unknown_invoices"]}),
+        ("Pay page", {"fields": ["allow_partial", "use_halo_pdf", "pdf_fallback"]}),
+        (
+            "Auto-pay",
+            {
+                "fields": [
+                    "autopay_forecast",
+                    "autopay_hour",
+                    "autopay_charge_on",
+                    "autopay_retry_days",
+                    "autopay_max_attempts",
+                ]
+            },
+        ),
+    ]
+
+    def has_add_permission(self, request):
+        tenant = request.access.tenant
+        return (
+            super().has_add_permission(request)
+            and tenant is not None
+            and not PaymentSettings.objects.filter(tenant=tenant).exists()
+        )
+
+    # -- read-only fields -----------------------------------------------------------------
+    @admin.display(description="Link for Halo's invoice email")
+    def pay_link(self, obj):
+        if obj.pk is None:
+            return "Shown once saved."
+        return format_html(
+            '<code class="once-secret">{}</code><div class="help">Paste into the invoice email '
+            "template in Halo (Configuration &gt; Email &gt; Email Templates): Halo puts in the "
+            "invoice's number as it sends the email. Matches the invoice number setting of "
+            "Invoice sync.</div>",
+            obj.pay_link_template(),
+        )
+
+    @admin.display(description="Stripe webhook URL")
+    def stripe_webhook_url(self, obj):
+        return obj.stripe_webhook_url() if obj.pk else "Shown once saved."
+
+    @admin.display(description="Status")
+    def processor_status(self, obj):
+        processor = obj.processor_impl()
+        if reason := processor.unavailable_reason():
+            return f"✗ {reason}"
+        if not processor.takes_real_money:
+            return "Test mode: demo cards only, no real money is taken."
+        return "✓ Live" if processor.is_live else "✓ Stripe test mode (sk_test_ key)"
+
+    @admin.display(description="Forecast")
+    def autopay_forecast(self, obj):
+        url = reverse("admin:payments_paymentsettings_autopay_forecast")
+        return format_html('<a href="{}">What the next auto-pay run charges and skips</a>', url)
+
+    # -- actions --------------------------------------------------------------------------
+    @admin.action(description="Add payment links to open invoices", permissions=["change"])
+    def add_pay_links(self, request, queryset):
+        for settings in queryset.select_related("tenant"):
+            tasks.queue("add_pay_links", settings.tenant_id)
+            self.message_user(
+                request,
+                f"{settings.tenant}: writing pay links into Halo for every unpaid invoice that "
+                "lacks one, in batches; see the Halo outbox.",
+            )
+
+    # -- auto-pay forecast ----------------------------------------------------------------
+    def get_urls(self):
+        forecast = self.admin_site.admin_view(require_http_methods(["GET", "POST"])(self.forecast))
+        return [
+            path("autopay-forecast/", forecast, name="payments_paymentsettings_autopay_forecast"),
+            *super().get_urls(),
+        ]
+
+    def forecast(self, request):
+        """What the next run will charge and skip, with a Skip button per invoice."""
+        tenant = request.access.tenant
+        if tenant is None or not self.has_view_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            if not _editor(request):
+                raise PermissionDenied
+            invoice = get_object_or_404(Invoice, pk=request.POST.get("invoice"), tenant=tenant)
+            if request.POST.get("do") == "skip":
+                AutoPaySkip.objects.get_or_create(
+                    invoice=invoice,
+                    defaults={
+                        "tenant": tenant,
+                        "reason": request.POST.get("reason", "")[:200],
+                        "created_by": request.user,
+                    },
+                )
+                self.message_user(request, f"Invoice {invoice.display_number()} is skipped.")
+            else:
+                AutoPaySkip.objects.filter(invoice=invoice).delete()
+                self.message_user(request, f"Invoice {invoice.display_number()} is back in.")
+            return redirect(request.path)
+        settings = PaymentSettings.for_tenant(tenant)
+        day = autopay.next_run(settings, timezone.now())
+        plans = autopay.plan(tenant, day)
+        rows = [
+            {
+                "plan": plan,
+                "number": plan.invoice.display_number(),
+                "amount": display.money(
+                    plan.amount or plan.invoice.amount_due, plan.invoice.currency, tenant
+                ),
+                "skipped": hasattr(plan.invoice, "autopay_skip"),
+            }
+            for plan in plans
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Auto-pay forecast",
+            "tenant": tenant,
+            "day": display.day(day, tenant),
+            "hour": settings.autopay_hour,
+            "charges": [row for row in rows if row["plan"].charges],
+            "skips": [row for row in rows if not row["plan"].charges],
+            "can_edit": _editor(request),
+        }
+        return TemplateResponse(request, "admin/payments/autopay_forecast.html", context)
+
+
+class PaymentEventInline(admin.TabularInline):
+    model = PaymentEvent
+    fields = ["at", "from_status", "to_status", "source", "detail", "processor_event"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Payment)
+class PaymentAdmin(ReadOnlyTenantAdmin):
+    list_display = [
+        "created",
+        "invoice_ref",
+        "money",
+        "status",
+        "kind",
+        "processor",
+        "recorded",
+        "payer_email",
+    ]
+    list_filter = ["status", "kind", "processor"]
+    search_fields = ["invoice_ref", "=reference", "payer_email", "=public_id"]
+    date_hierarchy = "created"
+    inlines = [PaymentEventInline]
+    fields = [
+        ("invoice", "invoice_ref"),
+        ("amount", "currency"),
+        ("status", "kind", "processor"),
+        ("reference", "checkout_session"),
+        ("failure_code", "failure_message"),
+        ("card_brand", "card_last4"),
+        ("payer_email", "client_ip"),
+        ("save_method", "consent_text"),
+        ("created", "succeeded_at", "recorded"),
+        "receipt",
+    ]
+    readonly_fields = ["receipt"]
+
+    @admin.display(description="Amount", ordering="amount")
+    def money(self, obj):
+        return display.money(obj.amount, obj.currency, obj.tenant)
+
+    @admin.display(description="Customer's page")
+    def receipt(self, obj):
+        return format_html('<a href="{0}">{0}</a>', obj.get_absolute_url())
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("tenant")
+
+
+class RetryableAdmin(ReadOnlyTenantAdmin):
+    def has_retry_permission(self, request):
+        return self.has_module_permission(request) and _editor(request)
+
+
+@admin.register(HaloOutbox)
+class HaloOutboxAdmin(RetryableAdmin):
+    """What the portal owes Halo; failed rows say what Halo answered and can be retried."""
+
+    list_display = ["created", "kind", "subject", "status", "attempts", "next_attempt", "error"]
+    list_filter = ["status", "kind"]
+    fields = [
+        ("kind", "status"),
+        ("payment", "invoice"),
+        "url",
+        ("attempts", "next_attempt"),
+        "last_error",
+        ("created", "delivered", "halo_id"),
+    ]
+    actions = ["retry_now"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("payment", "invoice__tenant")
+
+    @admin.display(description="For")
+    def subject(self, obj):
+        if obj.payment_id:
+            return (
+                f"{obj.payment.amount} {obj.payment.currency} on invoice {obj.payment.invoice_ref}"
+            )
+        return f"Invoice {obj.invoice.display_number()}" if obj.invoice else ""
+
+    @admin.display(description="Last error")
+    def error(self, obj):
+        return obj.last_error[:160] + ("…" if len(obj.last_error) > 160 else "")
+
+    @admin.action(description="Retry now", permissions=["retry"])
+    def retry_now(self, request, queryset):
+        ids = [row.pk for row in queryset if row.retry()]
+        if ids:
+            tasks.queue("deliver_outbox", ids)
+        self.message_user(request, f"{len(ids)} queued to be sent to Halo again.")
+
+
+@admin.register(SavedPaymentMethod)
+class SavedPaymentMethodAdmin(ReadOnlyTenantAdmin):
+    list_display = ["__str__", "customer", "processor", "active", "consented_at", "consent_email"]
+    list_filter = ["active", "processor"]
+    search_fields = ["customer__name", "consent_email", "last4"]
+    fields = [
+        ("customer", "processor", "active"),
+        ("brand", "last4"),
+        ("reference", "processor_customer"),
+        "consent_text",
+        ("consented_at", "consent_email", "consent_ip"),
+        ("source_payment", "revoked"),
+    ]
+    actions = ["revoke"]
+
+    def has_revoke_permission(self, request):
+        return self.has_module_permission(request) and _editor(request)
+
+    @admin.action(description="Revoke: stop charging these cards", permissions=["revoke"])
+    def revoke(self, request, queryset):
+        methods = list(queryset.filter(active=True))
+        for method in methods:
+            method.revoke()
+        self.message_user(request, f"{len(methods)} saved cards revoked.", messages.SUCCESS)
+
+
+class AutoPaySkipForm(TenantScopedForm):
+    class Meta:
+        model = AutoPaySkip
+        fields = ["invoice", "reason"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "invoice" in self.fields:
+            self.fields["invoice"].queryset = self.fields["invoice"].queryset.filter(
+                autopay_rule__isnull=False
+            )
+
+
+@admin.register(AutoPaySkip)
+class AutoPaySkipAdmin(TenantScopedAdmin):
+    """Invoices staff took out of auto-pay; delete a row to put its invoice back."""
+
+    form = AutoPaySkipForm
+    list_display = ["invoice", "reason", "created_by", "created"]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = request.user
+            obj.tenant = obj.invoice.tenant
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(AutoPayAttempt)
+class AutoPayAttemptAdmin(ReadOnlyTenantAdmin):
+    list_display = ["day", "invoice", "payment", "outcome"]
+    list_filter = ["day"]
+    fields = ["day", "invoice", "payment", "outcome", "note"]
+    readonly_fields = ["outcome"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("invoice__tenant", "payment")
+
+
+@admin.register(ProcessorEvent)
+class ProcessorEventAdmin(ReadOnlyTenantAdmin):
+    list_display = ["received", "type", "event_id", "payment", "outcome"]
+    list_filter = ["type"]
+    search_fields = ["=event_id"]
+    fields = [("event_id", "type", "received"), ("payment", "outcome"), "pretty_payload"]
+    readonly_fields = ["pretty_payload"]
+
+    @admin.display(description="Payload")
+    def pretty_payload(self, obj):
+        return format_html("<pre>{}</pre>", json.dumps(obj.payload, indent=2, ensure_ascii=False))

@@ -1,0 +1,75 @@
+"""Emails: the payer's receipt, and the tenant's notice of a failed auto-pay charge."""
+
+from email.utils import formataddr, parseaddr
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.template.loader import render_to_string
+
+from billing.payments import display
+from billing.payments.models import Balance
+
+
+def _send(tenant, to, subject, template, context):
+    context |= {"tenant": tenant, "brand": display.brand(tenant)}
+    message = EmailMultiAlternatives(
+        subject=subject,
+        body=render_to_string(f"payments/email/{template}.txt", context),
+        from_email=formataddr((tenant.brand_name, parseaddr(settings.DEFAULT_FROM_EMAIL)[1])),
+        to=to,
+        reply_to=[tenant.support_email] if tenant.support_email else None,
+    )
+    message.attach_alternative(
+        render_to_string(f"payments/email/{template}.html", context), "text/html"
+    )
+    message.send()
+
+
+def send_receipt(payment):
+    """To the payer's address, else the invoice's billing contact; nowhere when neither."""
+    invoice = payment.invoice
+    customer = invoice.customer if invoice else None
+    to = payment.payer_email or (customer.billing_email if customer else "")
+    if not to:
+        return False
+    tenant = payment.tenant
+    due = Balance(invoice).due if invoice else None
+    _send(
+        tenant,
+        [to],
+        f"Receipt: invoice {payment.invoice_ref} paid – {tenant.brand_name}",
+        "receipt",
+        {
+            "payment": payment,
+            "amount": display.money(payment.amount, payment.currency, tenant),
+            "when": display.moment(payment.succeeded_at or payment.created, tenant),
+            "still_due": display.money(due, payment.currency, tenant) if due else "",
+            "url": payment.public_url(),
+        },
+    )
+    return True
+
+
+def send_autopay_failure(payment):
+    """To the tenant's owners and support address: a customer's card was not charged."""
+    tenant = payment.tenant
+    to = set(tenant.owner_emails())
+    if tenant.support_email:
+        to.add(tenant.support_email)
+    if not to:
+        return False
+    invoice = payment.invoice
+    _send(
+        tenant,
+        sorted(to),
+        f"Auto-pay failed: invoice {payment.invoice_ref} ({invoice.customer or 'no customer'})",
+        "autopay_failed",
+        {
+            "payment": payment,
+            "invoice": invoice,
+            "amount": display.money(payment.amount, payment.currency, tenant),
+            "retry_days": tenant.payment_settings.autopay_retry_days,
+            "max_attempts": tenant.payment_settings.autopay_max_attempts,
+        },
+    )
+    return True

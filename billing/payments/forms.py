@@ -1,0 +1,135 @@
+"""The customer's pay form: which fields show depends on the processor and the settings."""
+
+import re
+import secrets
+from decimal import Decimal
+
+from django import forms
+from django.utils import timezone
+
+from billing.payments.processors import CardDetails
+
+EXPIRY = re.compile(r"^\s*(\d{1,2})\s*/\s*(\d{2}|\d{4})\s*$")
+
+
+def luhn_ok(number):
+    digits = [int(d) for d in reversed(number)]
+    total = sum(digits[0::2]) + sum(sum(divmod(2 * d, 10)) for d in digits[1::2])
+    return total % 10 == 0
+
+
+class PayForm(forms.Form):
+    """`attempt` is a fresh random key per render: a resubmitted form replays its payment
+    instead of charging again (see `checkout.pay`)."""
+
+    attempt = forms.CharField(widget=forms.HiddenInput, max_length=64)
+    email = forms.EmailField(
+        label="Email for your receipt",
+        required=False,
+        help_text="Optional: without it the receipt goes to the billing contact we hold.",
+        widget=forms.EmailInput(attrs={"autocomplete": "email"}),
+    )
+
+    def __init__(self, *args, partial_up_to=None, collects_card=False, consent="", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["attempt"].initial = secrets.token_urlsafe(24)
+        self.consent = consent
+        if partial_up_to is not None:
+            self.fields["amount"] = forms.DecimalField(
+                label="Amount to pay",
+                max_digits=14,
+                decimal_places=2,
+                min_value=Decimal("0.01"),
+                initial=partial_up_to,
+                help_text="Pay the amount due in full, or part of it.",
+                widget=forms.TextInput(attrs={"inputmode": "decimal", "autocomplete": "off"}),
+            )
+        if collects_card:
+            self.fields.update(card_fields())
+        if consent:
+            self.fields["save_method"] = forms.BooleanField(
+                label="Save this card to pay future invoices automatically", required=False
+            )
+
+    def clean_card_number(self):
+        number = re.sub(r"[\s-]", "", self.cleaned_data["card_number"])
+        if not number.isdigit() or not 12 <= len(number) <= 19 or not luhn_ok(number):
+            raise forms.ValidationError("Enter the card number as printed on your card.")
+        return number
+
+    def clean_card_expiry(self):
+        match = EXPIRY.match(self.cleaned_data["card_expiry"])
+        if not match or not 1 <= int(match[1]) <= 12:
+            raise forms.ValidationError("Enter the expiry date as MM/YY, for example 04/29.")
+        month, year = int(match[1]), int(match[2]) % 100 + 2000
+        today = timezone.localdate()
+        if (year, month) < (today.year, today.month):
+            raise forms.ValidationError("This card has expired.")
+        return month, year
+
+    def clean_card_cvc(self):
+        cvc = self.cleaned_data["card_cvc"].strip()
+        if not cvc.isdigit() or len(cvc) not in (3, 4):
+            raise forms.ValidationError("Enter the 3 or 4 digit security code.")
+        return cvc
+
+    def card(self):
+        if "card_number" not in self.cleaned_data:
+            return None
+        month, year = self.cleaned_data["card_expiry"]
+        return CardDetails(
+            number=self.cleaned_data["card_number"],
+            exp_month=month,
+            exp_year=year,
+            cvc=self.cleaned_data["card_cvc"],
+            name=self.cleaned_data.get("card_name", ""),
+        )
+
+    def payment_details(self, request):
+        saving = bool(self.cleaned_data.get("save_method"))
+        return {
+            "payer_email": self.cleaned_data.get("email", ""),
+            "save_method": saving,
+            "consent_text": self.consent if saving else "",
+            "client_ip": request.META.get("REMOTE_ADDR") or None,
+        }
+
+
+class UnlistedPayForm(PayForm):
+    """For a link naming an invoice the portal does not know (when the tenant allows it):
+    the payer states the amount, and leaves an email so staff can reach them."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["amount"] = forms.DecimalField(
+            label="Amount to pay",
+            max_digits=14,
+            decimal_places=2,
+            min_value=Decimal("1.00"),
+            help_text="As shown on your invoice.",
+            widget=forms.TextInput(attrs={"inputmode": "decimal", "autocomplete": "off"}),
+        )
+        self.fields["email"].required = True
+        self.fields["email"].help_text = "We send the receipt here."
+        self.order_fields(["attempt", "amount", "email"])
+
+
+def card_fields():
+    def text(label, autocomplete, **attrs):
+        return forms.CharField(
+            label=label,
+            max_length=40,
+            widget=forms.TextInput(attrs={"autocomplete": autocomplete, **attrs}),
+        )
+
+    return {
+        "card_name": forms.CharField(
+            label="Name on card",
+            max_length=100,
+            required=False,
+            widget=forms.TextInput(attrs={"autocomplete": "cc-name"}),
+        ),
+        "card_number": text("Card number", "cc-number", inputmode="numeric"),
+        "card_expiry": text("Expiry (MM/YY)", "cc-exp", inputmode="numeric", placeholder="MM/YY"),
+        "card_cvc": text("Security code (CVC)", "cc-csc", inputmode="numeric"),
+    }

@@ -1,0 +1,752 @@
+"""Online payment of invoices: settings, pay pages, payments, and what Halo must be told.
+
+Exactly-once is enforced by the schema, not only by code paths: one payment in flight per
+invoice (a conditional unique constraint), one payment per pay-page form render (a unique
+idempotency key), one stored copy per processor webhook event, one auto-pay attempt per
+invoice per day, and status moves that only go forward under a row lock.
+"""
+
+import secrets
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import IntegrityError, models, transaction
+from django.db.models import F, Q
+from django.urls import reverse
+from django.utils import timezone
+
+from billing.models import Customer, Invoice, InvoiceNumberField, number_field
+from portal import crypto
+from portal.models import Tenant
+
+CENT = Decimal("0.01")
+#: Smallest partial payment (a processor's own minimum may be higher).
+MIN_PARTIAL = Decimal("1.00")
+
+
+def new_token():
+    """192 random bits, URL-safe: for pay pages and payments' public ids."""
+    return secrets.token_urlsafe(24)
+
+
+class PaymentSettings(models.Model):
+    """A tenant's choices for online payment; created with safe defaults on first use."""
+
+    class Processor(models.TextChoices):
+        TEST = "test", "Test processor (demo cards, no real money)"
+        STRIPE = "stripe", "Stripe"
+
+    class ChargeOn(models.TextChoices):
+        INVOICE_DATE = "invoice_date", "On the invoice date"
+        DUE_DATE = "due_date", "On the due date"
+
+    tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="payment_settings")
+    processor = models.CharField(max_length=10, choices=Processor.choices, default=Processor.TEST)
+    stripe_secret_key_encrypted = models.TextField(editable=False, default="")
+    stripe_webhook_secret_encrypted = models.TextField(editable=False, default="")
+    use_halo_pdf = models.BooleanField(
+        "use Halo invoice PDF",
+        default=False,
+        help_text="Show customers the PDF Halo made instead of the portal's own PDF.",
+    )
+    pdf_fallback = models.BooleanField(
+        "fall back to the other PDF",
+        default=True,
+        help_text="When the chosen PDF is unavailable, show the other one.",
+    )
+    allow_partial = models.BooleanField(
+        "allow partial payments",
+        default=False,
+        help_text="Off: customers pay the amount due in full. On: they may pay less.",
+    )
+    halo_pay_buttons = models.BooleanField(
+        "add pay button to Halo invoices",
+        default=False,
+        help_text="Write each unpaid invoice's pay link into Halo "
+        "(generic_online_invoice_payment_url), so Halo's portal shows a Pay button; new "
+        "invoices get it within minutes of arriving.",
+    )
+    pay_unknown_invoices = models.BooleanField(
+        "take payments for unknown invoices",
+        default=False,
+        help_text="A link naming an invoice the portal does not know shows a form for any "
+        "amount. Leave off: a generic pay form invites double and mistaken payments.",
+    )
+    autopay_hour = models.PositiveSmallIntegerField(
+        "auto-pay hour",
+        default=9,
+        validators=[MaxValueValidator(23)],
+        help_text="Hour of the day (the tenant's time zone) auto-pay runs.",
+    )
+    autopay_charge_on = models.CharField(
+        "charge auto-pay invoices",
+        max_length=12,
+        choices=ChargeOn.choices,
+        default=ChargeOn.INVOICE_DATE,
+    )
+    autopay_retry_days = models.PositiveSmallIntegerField(
+        "days between retries",
+        default=3,
+        validators=[MinValueValidator(1), MaxValueValidator(30)],
+        help_text="After a failed auto-pay charge, wait this many days before trying again.",
+    )
+    autopay_max_attempts = models.PositiveSmallIntegerField(
+        "attempts per invoice",
+        default=3,
+        validators=[MinValueValidator(1), MaxValueValidator(10)],
+        help_text="Auto-pay gives up on an invoice after this many failed charges.",
+    )
+    autopay_last_run = models.DateField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "payment settings"
+        verbose_name_plural = "payment settings"
+
+    def __str__(self):
+        return f"Payments of {self.tenant}"
+
+    @classmethod
+    def for_tenant(cls, tenant):
+        try:
+            return tenant.payment_settings
+        except cls.DoesNotExist:
+            try:
+                with transaction.atomic():
+                    return cls.objects.create(tenant=tenant)
+            except IntegrityError:  # created by a concurrent request
+                return cls.objects.get(tenant=tenant)
+
+    # -- Stripe secrets (Fernet ciphertext at rest) ----------------------------------------
+    @property
+    def stripe_secret_key(self):
+        return _decrypted(self.stripe_secret_key_encrypted)
+
+    @property
+    def stripe_webhook_secret(self):
+        return _decrypted(self.stripe_webhook_secret_encrypted)
+
+    def set_stripe_secrets(self, secret_key="", webhook_secret=""):
+        """Encrypt and store the keys given; blanks keep what is stored."""
+        if secret_key:
+            self.stripe_secret_key_encrypted = crypto.encrypt(secret_key)
+        if webhook_secret:
+            self.stripe_webhook_secret_encrypted = crypto.encrypt(webhook_secret)
+
+    # -- behaviour ---------------------------------------------------------------------------
+    def processor_impl(self, name=None):
+        from billing.payments.processors import get_processor
+
+        return get_processor(name or self.processor, self)
+
+    def amount_to_charge(self, due, requested=None):
+        """What to charge against `due`: always all of it unless partial payments are on, and
+        then the requested amount when it is between the minimum and `due`. Raises ValueError
+        with a customer-facing message otherwise. Never trusts more than the server's `due`."""
+        if not self.allow_partial or requested is None:
+            return due
+        requested = Decimal(requested).quantize(CENT)
+        if requested > due:
+            raise ValueError("You cannot pay more than the amount due.")
+        if requested < min(MIN_PARTIAL, due):
+            raise ValueError(f"The smallest payment is {min(MIN_PARTIAL, due)}.")
+        return requested
+
+    def pay_link_template(self):
+        """The link to paste into Halo's invoice email template (Halo fills in the variable)."""
+        variable = (
+            "$THIRDPARTYINVOICENUMBER"
+            if number_field(self.tenant) == InvoiceNumberField.THIRD_PARTY
+            else "$INVOICEID"
+        )
+        return settings.PORTAL_BASE_URL + reverse(
+            "payments:link", args=[self.tenant.slug, "REF"]
+        ).replace("REF", variable)
+
+    def stripe_webhook_url(self):
+        return settings.PORTAL_BASE_URL + reverse(
+            "payments:stripe-webhook", args=[self.tenant.slug]
+        )
+
+    def autopay_day_due(self, now=None):
+        """The tenant's local date when auto-pay should run now, or None (not its hour yet,
+        or already run today)."""
+        local = (now or timezone.now()).astimezone(self.tenant.tz)
+        if local.hour < self.autopay_hour:
+            return None
+        day = local.date()
+        return day if self.autopay_last_run is None or self.autopay_last_run < day else None
+
+    def claim_autopay_run(self, day):
+        """Mark `day`'s run as taken; exactly one worker wins (a conditional UPDATE)."""
+        free = Q(autopay_last_run__isnull=True) | Q(autopay_last_run__lt=day)
+        return bool(PaymentSettings.objects.filter(free, pk=self.pk).update(autopay_last_run=day))
+
+
+def _decrypted(ciphertext):
+    return crypto.decrypt(ciphertext) if ciphertext else ""
+
+
+def invoice_for_ref(tenant, ref):
+    """The one invoice a customer-facing `ref` names: an open one if any, else the latest;
+    None when unknown or when several open invoices share the number (the customer asks)."""
+    found = list(Invoice.objects.for_ref(tenant, ref).filter(deleted_in_halo=False)[:10])
+    open_ = [invoice for invoice in found if invoice.is_open]
+    if len(open_) > 1:
+        return None
+    return open_[0] if open_ else (found[0] if found else None)
+
+
+class PayPageQuerySet(models.QuerySet):
+    def for_invoices(self, invoices):
+        """The pay page of each invoice (created where missing), by invoice id."""
+        invoices = list(invoices)
+        self.bulk_create(
+            [PayPage(tenant_id=i.tenant_id, invoice=i) for i in invoices], ignore_conflicts=True
+        )
+        return {page.invoice_id: page for page in self.filter(invoice__in=invoices)}
+
+
+class PayPage(models.Model):
+    """An invoice's pay page, at an unguessable URL (Halo ids and invoice numbers are
+    sequential, so the page is never addressed by them)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    invoice = models.OneToOneField(Invoice, on_delete=models.CASCADE, related_name="pay_page")
+    token = models.CharField(max_length=64, unique=True, default=new_token, editable=False)
+    created = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = PayPageQuerySet.as_manager()
+
+    def __str__(self):
+        return f"Pay page of {self.invoice}"
+
+    def get_absolute_url(self):
+        return reverse("payments:pay", args=[self.invoice.tenant.slug, self.token])
+
+    @classmethod
+    def for_invoice(cls, invoice):
+        return cls.objects.for_invoices([invoice])[invoice.pk]
+
+    def public_url(self):
+        return settings.PORTAL_BASE_URL + self.get_absolute_url()
+
+
+class Balance:
+    """What is still owed on an invoice from the payer's point of view: Halo's amount due,
+    less payments taken but not yet recorded in Halo, and any payment still in flight."""
+
+    def __init__(self, invoice):
+        self.invoice = invoice
+        active = list(
+            Payment.objects.filter(invoice=invoice).filter(
+                Q(status__in=Payment.IN_FLIGHT)
+                | Q(status=Payment.Status.SUCCEEDED, recorded__isnull=True)
+            )
+        )
+        self.in_flight = next((p for p in active if p.is_in_flight), None)
+        self.unrecorded = sum(
+            (p.amount for p in active if p.status == Payment.Status.SUCCEEDED), Decimal(0)
+        )
+        open_due = invoice.amount_due - self.unrecorded if invoice.is_open else Decimal(0)
+        self.due = max(open_due, Decimal(0))
+
+    @property
+    def payable(self):
+        return self.invoice.is_open and self.due > 0 and self.in_flight is None
+
+
+class PaymentQuerySet(models.QuerySet):
+    def in_flight(self):
+        return self.filter(status__in=Payment.IN_FLIGHT)
+
+    def succeeded(self):
+        return self.filter(status=Payment.Status.SUCCEEDED)
+
+    def stale_checkouts(self):
+        """Hosted checkouts still open well past their expiry: the processor's expiry
+        webhook never arrived, so ask the processor (see `checkout.close_checkout`)."""
+        age = timedelta(minutes=settings.PAYMENTS_STRIPE_SESSION_MINUTES + 15)
+        return self.filter(status=Payment.Status.PENDING, created__lt=timezone.now() - age).exclude(
+            checkout_session=""
+        )
+
+    def abandoned(self, age=timedelta(minutes=10)):
+        """In flight without any processor answer for `age`: the process starting them
+        died, so the customer never reached the processor."""
+        return self.in_flight().filter(
+            reference="", checkout_session="", updated__lt=timezone.now() - age
+        )
+
+
+class Payment(models.Model):
+    """One attempt to pay an invoice, whichever way it started; its moves are in `events`."""
+
+    class Status(models.TextChoices):
+        CREATED = "created", "Created"
+        PENDING = "pending", "Pending"
+        FAILED = "failed", "Failed"
+        SUCCEEDED = "succeeded", "Succeeded"
+        REFUNDED = "refunded", "Refunded"
+
+    class Kind(models.TextChoices):
+        PAY_PAGE = "pay_page", "Pay page"
+        AUTOPAY = "autopay", "Auto-pay"
+        UNLISTED = "unlisted", "Unknown invoice"
+
+    #: Moves only go up this order; a late or repeated processor message never undoes one.
+    #: Failed ranks below succeeded: a success the processor reports after a failure means
+    #: money was taken, and must be recorded.
+    RANK = {
+        Status.CREATED: 0,
+        Status.PENDING: 1,
+        Status.FAILED: 2,
+        Status.SUCCEEDED: 3,
+        Status.REFUNDED: 4,
+    }
+    IN_FLIGHT = (Status.CREATED, Status.PENDING)
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="payments")
+    invoice = models.ForeignKey(
+        Invoice, null=True, blank=True, on_delete=models.PROTECT, related_name="payments"
+    )
+    invoice_ref = models.CharField(
+        "invoice number", max_length=64, help_text="As the customer saw it."
+    )
+    public_id = models.CharField(max_length=64, unique=True, default=new_token, editable=False)
+    idempotency_key = models.CharField(max_length=64, unique=True, editable=False)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.PAY_PAGE)
+    processor = models.CharField(max_length=10, choices=PaymentSettings.Processor.choices)
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.CREATED)
+    reference = models.CharField(
+        "processor reference",
+        max_length=255,
+        blank=True,
+        help_text="The processor's id of the charge; sent to Halo as thirdpartyid.",
+    )
+    checkout_session = models.CharField(max_length=255, blank=True)
+    checkout_url = models.URLField(max_length=1000, blank=True)
+    failure_code = models.CharField(max_length=64, blank=True)
+    failure_message = models.CharField(max_length=500, blank=True)
+    card_brand = models.CharField(max_length=20, blank=True)
+    card_last4 = models.CharField(max_length=4, blank=True)
+    payer_email = models.EmailField(blank=True)
+    save_method = models.BooleanField(
+        "consented to auto-pay", default=False, help_text="The payer ticked the consent box."
+    )
+    consent_text = models.TextField(blank=True)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    updated = models.DateTimeField(auto_now=True)
+    succeeded_at = models.DateTimeField(null=True, blank=True)
+    recorded = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the invoice took it into account (in Halo, or the portal's invoice).",
+    )
+
+    objects = PaymentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["invoice"],
+                condition=Q(status__in=["created", "pending"]),
+                name="payment_one_in_flight_per_invoice",
+            ),
+            models.UniqueConstraint(
+                fields=["tenant", "processor", "reference"],
+                condition=~Q(reference=""),
+                name="payment_unique_processor_reference",
+            ),
+        ]
+        indexes = [models.Index(fields=["tenant", "status", "-created"])]
+
+    def __str__(self):
+        return f"{self.get_status_display()} payment of {self.amount} {self.currency}"
+
+    def get_absolute_url(self):
+        return reverse("payments:payment", args=[self.tenant.slug, self.public_id])
+
+    @property
+    def is_in_flight(self):
+        return self.status in self.IN_FLIGHT
+
+    def public_url(self):
+        return settings.PORTAL_BASE_URL + self.get_absolute_url()
+
+    def halo_reference(self):
+        """Halo's `thirdpartyid`: the processor's id, unique per payment (the natural key
+        that keeps a retried create from recording a payment twice)."""
+        return self.reference or f"portal-{self.public_id}"
+
+    def move(self, status, *, source, detail="", event_id="", **fields):
+        """Move forward to `status` under a row lock, filling `fields`; answers whether it
+        moved. The same status only fills fields still blank; a lower one changes nothing."""
+        with transaction.atomic():
+            current = Payment.objects.select_for_update().get(pk=self.pk)
+            before = current.status
+            moved = self.RANK[status] > self.RANK[before]
+            if moved:
+                changes = {**fields, "status": status}
+                if status == self.Status.SUCCEEDED:
+                    changes.update(succeeded_at=timezone.now(), failure_code="", failure_message="")
+            elif status == before:
+                changes = {k: v for k, v in fields.items() if v and not getattr(current, k)}
+            else:
+                changes = {}
+            for name, value in changes.items():
+                setattr(current, name, value)
+            if changes:
+                current.save()
+            if moved:
+                current.events.create(
+                    from_status=before,
+                    to_status=status,
+                    source=source,
+                    detail=detail[:500],
+                    processor_event=event_id,
+                )
+                current._moved(status)
+        self.refresh_from_db()
+        return moved
+
+    def apply(self, outcome, *, source, event_id=""):
+        """Apply a processor's `Outcome`; keeps the card when the payer consented."""
+        with transaction.atomic():
+            moved = self.move(
+                outcome.status,
+                source=source,
+                detail=outcome.detail,
+                event_id=event_id,
+                **outcome.fields(),
+            )
+            if moved and self.status == self.Status.SUCCEEDED and self.save_method:
+                if outcome.method is not None:
+                    SavedPaymentMethod.save_from(self, outcome.method)
+        return moved
+
+    def _moved(self, status):
+        from billing.payments import tasks
+
+        if status == self.Status.SUCCEEDED:
+            self._record_success()
+            transaction.on_commit(lambda: tasks.queue("send_receipt", self.pk))
+        elif status == self.Status.FAILED and self.kind == self.Kind.AUTOPAY:
+            transaction.on_commit(lambda: tasks.queue("send_autopay_failure", self.pk))
+
+    def _record_success(self):
+        """Tell the invoice: through the Halo outbox, or at once for a portal invoice that
+        Halo does not hold."""
+        from billing.payments import tasks
+
+        if self.invoice is not None and self.invoice.halo_id is None:
+            self.mark_recorded(locally=True)
+            return
+        outbox = HaloOutbox.objects.create(
+            tenant_id=self.tenant_id, kind=HaloOutbox.Kind.PAYMENT, payment=self
+        )
+        transaction.on_commit(lambda: tasks.queue("deliver_outbox", [outbox.pk]))
+
+    def mark_recorded(self, *, locally):
+        """The invoice now counts this payment. `locally`: take it off the portal's copy of
+        the invoice by hand (a portal invoice, or Halo's updated invoice could not be read)."""
+        if locally:
+            invoice = Invoice.objects.select_for_update().get(pk=self.invoice_id)
+            invoice.amount_paid += self.amount
+            invoice.amount_due = max(invoice.amount_due - self.amount, Decimal(0))
+            invoice.payment_status = (
+                Invoice.PaymentStatus.PAID
+                if invoice.amount_due <= 0
+                else Invoice.PaymentStatus.PARTLY_PAID
+            )
+            invoice.save(update_fields=["amount_paid", "amount_due", "payment_status"])
+        self.recorded = timezone.now()
+        Payment.objects.filter(pk=self.pk).update(recorded=self.recorded)
+
+
+class PaymentEvent(models.Model):
+    """One status move of a payment: who or what moved it, and why."""
+
+    TENANT_PATH = "payment__tenant"
+
+    class Source(models.TextChoices):
+        CUSTOMER = "customer", "Customer"
+        PROCESSOR = "processor", "Processor answer"
+        WEBHOOK = "webhook", "Processor webhook"
+        AUTOPAY = "autopay", "Auto-pay"
+        SYSTEM = "system", "Portal"
+
+    payment = models.ForeignKey(Payment, on_delete=models.CASCADE, related_name="events")
+    from_status = models.CharField(max_length=10, choices=Payment.Status.choices)
+    to_status = models.CharField(max_length=10, choices=Payment.Status.choices)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    detail = models.CharField(max_length=500, blank=True)
+    processor_event = models.CharField("processor event ID", max_length=255, blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["at", "pk"]
+
+    def __str__(self):
+        return f"{self.from_status} → {self.to_status}"
+
+
+class ProcessorEvent(models.Model):
+    """A verified processor webhook event, stored once: processors repeat and reorder them."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    processor = models.CharField(max_length=10, choices=PaymentSettings.Processor.choices)
+    event_id = models.CharField("event ID", max_length=255)
+    type = models.CharField(max_length=100)
+    payment = models.ForeignKey(
+        Payment, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    outcome = models.CharField(max_length=300, blank=True)
+    payload = models.JSONField()
+    received = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-received"]
+        verbose_name = "processor webhook event"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "processor", "event_id"], name="processorevent_unique_id"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.type} {self.event_id}"
+
+
+class HaloOutboxQuerySet(models.QuerySet):
+    def due(self, now=None):
+        return self.filter(
+            status=HaloOutbox.Status.PENDING, next_attempt__lte=now or timezone.now()
+        )
+
+
+class HaloOutbox(models.Model):
+    """A write the portal owes Halo, retried until it lands: a payment to record, or a pay
+    link to put on an invoice. Rows stay for the record; failures show Halo's message."""
+
+    class Kind(models.TextChoices):
+        PAYMENT = "payment", "Record payment"
+        PAY_LINK = "pay_link", "Add pay link"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed: needs attention"
+
+    #: A claimed row is not retried by another worker for this long (it may be mid-call).
+    LEASE = timedelta(minutes=10)
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    payment = models.OneToOneField(
+        Payment, null=True, blank=True, on_delete=models.CASCADE, related_name="outbox"
+    )
+    invoice = models.ForeignKey(
+        Invoice, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    url = models.URLField("pay link", max_length=500, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt = models.DateTimeField(default=timezone.now)
+    last_error = models.TextField(blank=True)
+    halo_id = models.CharField("Halo record ID", max_length=64, blank=True)
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    delivered = models.DateTimeField(null=True, blank=True)
+
+    objects = HaloOutboxQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name = "Halo outbox entry"
+        verbose_name_plural = "Halo outbox"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["invoice"],
+                condition=Q(kind="pay_link") & ~Q(status="delivered"),
+                name="halooutbox_one_open_pay_link_per_invoice",
+            )
+        ]
+        indexes = [models.Index(fields=["status", "next_attempt"])]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} ({self.get_status_display().lower()})"
+
+    def claim(self):
+        """Take the row for one delivery attempt; False when another worker has it. The
+        attempt is counted before Halo is called, so a worker killed mid-call leaves a
+        trace and the next attempt checks Halo before creating anything."""
+        now = timezone.now()
+        taken = HaloOutbox.objects.due(now).filter(pk=self.pk)
+        if not taken.update(next_attempt=now + self.LEASE, attempts=F("attempts") + 1):
+            return False
+        self.refresh_from_db()
+        return True
+
+    def succeed(self, halo_id=""):
+        self._set(status=self.Status.DELIVERED, delivered=timezone.now(), halo_id=str(halo_id))
+
+    def defer(self, error):
+        """A transient failure: try again after a backoff doubling from a minute."""
+        delay = min(60 * 2 ** max(self.attempts - 1, 0), settings.PAYMENTS_OUTBOX_MAX_BACKOFF)
+        self._set(next_attempt=timezone.now() + timedelta(seconds=delay), last_error=str(error))
+
+    def fail(self, error):
+        """A permanent failure: it waits for staff (Retry in the admin) after a fix."""
+        self._set(status=self.Status.FAILED, last_error=str(error))
+
+    def retry(self):
+        if self.status == self.Status.DELIVERED:
+            return False
+        self._set(status=self.Status.PENDING, next_attempt=timezone.now())
+        return True
+
+    def _set(self, **fields):
+        for name, value in fields.items():
+            setattr(self, name, value)
+        HaloOutbox.objects.filter(pk=self.pk).update(**fields)
+
+
+class SavedPaymentMethodQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(active=True)
+
+
+class SavedPaymentMethod(models.Model):
+    """A card a customer saved on a pay page, with the consent they gave, for auto-pay.
+
+    Only the processor's token is kept (never a card number). One is active per customer:
+    saving another replaces it.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, related_name="saved_payment_methods"
+    )
+    processor = models.CharField(max_length=10, choices=PaymentSettings.Processor.choices)
+    reference = models.CharField(
+        "processor token", max_length=255, blank=True, help_text="E.g. Stripe's pm_…"
+    )
+    processor_customer = models.CharField(max_length=255, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    brand = models.CharField(max_length=20, blank=True)
+    last4 = models.CharField(max_length=4, blank=True)
+    consent_text = models.TextField()
+    consented_at = models.DateTimeField()
+    consent_email = models.EmailField(blank=True)
+    consent_ip = models.GenericIPAddressField(null=True, blank=True)
+    source_payment = models.ForeignKey(
+        Payment, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    active = models.BooleanField(default=True)
+    revoked = models.DateTimeField(null=True, blank=True)
+
+    objects = SavedPaymentMethodQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-consented_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer"],
+                condition=Q(active=True),
+                name="savedpaymentmethod_one_active_per_customer",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.brand or 'Card'} •••• {self.last4 or '????'}"
+
+    @classmethod
+    def save_from(cls, payment, method):
+        """Keep the method a payment with consent used; it replaces the customer's last."""
+        customer = payment.invoice.customer if payment.invoice else None
+        if customer is None:
+            return None
+        cls.objects.filter(customer=customer, active=True).update(
+            active=False, revoked=timezone.now()
+        )
+        return cls.objects.create(
+            tenant_id=payment.tenant_id,
+            customer=customer,
+            processor=payment.processor,
+            reference=method.reference,
+            processor_customer=method.processor_customer,
+            details=method.details,
+            brand=method.brand or payment.card_brand,
+            last4=method.last4 or payment.card_last4,
+            consent_text=payment.consent_text,
+            consented_at=payment.created,
+            consent_email=payment.payer_email,
+            consent_ip=payment.client_ip,
+            source_payment=payment,
+        )
+
+    def revoke(self):
+        self.active, self.revoked = False, timezone.now()
+        self.save(update_fields=["active", "revoked"])
+
+
+class AutoPaySkip(models.Model):
+    """Staff took one invoice out of auto-pay (delete the row to put it back)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    invoice = models.OneToOneField(Invoice, on_delete=models.CASCADE, related_name="autopay_skip")
+    reason = models.CharField(max_length=200, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, editable=False
+    )
+    created = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = "auto-pay skip"
+
+    def __str__(self):
+        return f"Skip auto-pay of {self.invoice}"
+
+
+class AutoPayAttemptQuerySet(models.QuerySet):
+    def failed(self):
+        return self.filter(payment__status=Payment.Status.FAILED)
+
+
+class AutoPayAttempt(models.Model):
+    """One auto-pay charge of an invoice; at most one per invoice per day (the constraint).
+    How it went is its payment's status (a Stripe charge may settle later, by webhook)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="autopay_attempts")
+    day = models.DateField(help_text="In the tenant's time zone.")
+    payment = models.OneToOneField(
+        Payment, null=True, blank=True, on_delete=models.SET_NULL, related_name="autopay_attempt"
+    )
+    note = models.CharField(max_length=500, blank=True, help_text="Why nothing was charged.")
+    created = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = AutoPayAttemptQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-day", "-created"]
+        verbose_name = "auto-pay attempt"
+        constraints = [
+            models.UniqueConstraint(fields=["invoice", "day"], name="autopayattempt_once_a_day")
+        ]
+
+    def __str__(self):
+        return f"Auto-pay of {self.invoice} on {self.day}"
+
+    @property
+    def outcome(self):
+        if self.payment is None:
+            return f"Not charged: {self.note}" if self.note else "Not charged"
+        if self.payment.status == Payment.Status.FAILED:
+            return f"Failed: {self.payment.failure_message or self.payment.failure_code}"
+        return self.payment.get_status_display()

@@ -1,0 +1,174 @@
+"""Delivering what the portal owes Halo, from the `HaloOutbox`, until it lands.
+
+A payment the processor took is never lost: its row waits (retried with backoff) while Halo
+is down, the connection is missing or the invoice has not arrived yet, and fails for staff
+only on an answer that will not change by itself (Halo refusing the data). Creates are
+keyed by (invoice_id, thirdpartyid), and a row tried before is first looked up in Halo, so
+a response lost on the way back, or a worker killed mid-call, never records a payment twice.
+"""
+
+import logging
+from itertools import groupby
+
+from django.conf import settings
+from django.db import transaction
+
+from billing.models import Invoice
+from billing.payments.models import HaloOutbox, PayPage, invoice_for_ref
+from integrations.halo import HaloError
+from integrations.invoice_sync.store import Writer, to_halo
+from integrations.models import HaloConnection
+
+log = logging.getLogger(__name__)
+
+NO_CONNECTION = (
+    "No active Halo connection with Payments switched on: turn it on under Halo connections."
+)
+
+
+def connection_for(tenant_id):
+    return HaloConnection.objects.filter(tenant_id=tenant_id, active=True, payments=True).first()
+
+
+def deliver(ids=None):
+    """Deliver due rows (only `ids`, when given), per tenant; answers how many landed."""
+    rows = HaloOutbox.objects.due().select_related("tenant", "payment__invoice", "invoice")
+    if ids is not None:
+        rows = rows.filter(pk__in=ids)
+    landed = 0
+    for tenant_id, group in groupby(rows.order_by("tenant_id", "created"), lambda r: r.tenant_id):
+        claimed = [row for row in group if row.claim()]
+        if not claimed:
+            continue
+        connection = connection_for(tenant_id)
+        if connection is None:
+            for row in claimed:
+                row.defer(NO_CONNECTION)
+            continue
+        client = connection.client()
+        for row in claimed:
+            if row.kind == HaloOutbox.Kind.PAYMENT:
+                landed += _attempt(row, _record_payment, client, row)
+        links = [row for row in claimed if row.kind == HaloOutbox.Kind.PAY_LINK]
+        for start in range(0, len(links), settings.HALO_BATCH_SIZE):
+            landed += _write_pay_links(client, links[start : start + settings.HALO_BATCH_SIZE])
+    return landed
+
+
+def _attempt(row, func, *args):
+    try:
+        func(*args)
+    except Waiting as waiting:
+        row.defer(waiting)
+        return 0
+    except HaloError as error:
+        row.fail(error) if error.permanent else row.defer(error)
+        return 0
+    except Exception as error:
+        log.exception("Halo outbox row %s failed", row.pk)
+        row.defer(f"Unexpected error: {type(error).__name__}: {error}")
+        return 0
+    return 1
+
+
+# -- payments -------------------------------------------------------------------------------
+
+
+def _record_payment(client, row):
+    payment = row.payment
+    invoice = payment.invoice or _match_unknown(payment)
+    if invoice is None:
+        raise Waiting(
+            f"No invoice {payment.invoice_ref} in the portal yet: the payment is recorded in "
+            "Halo once invoice sync brings that invoice."
+        )
+    record = {
+        "invoice_id": invoice.halo_id,
+        "amount": float(payment.amount),
+        "date": to_halo(payment.succeeded_at or payment.created),
+        "thirdpartyid": payment.halo_reference(),
+    }
+    saved = (row.attempts > 1 and _already_in_halo(client, record)) or (
+        client.create_invoice_payments([record])[0]
+    )
+    try:
+        current = client.get_invoice(invoice.halo_id)
+    except HaloError:
+        current = None  # recorded; the next sync brings Halo's figures
+    with transaction.atomic():
+        if current is not None:
+            Writer(invoice.tenant, client).invoices([current])
+        payment.mark_recorded(locally=current is None)
+        row.succeed(saved.get("id", ""))
+
+
+def _match_unknown(payment):
+    """An unknown-invoice payment's invoice, once invoice sync has brought it."""
+    invoice = invoice_for_ref(payment.tenant, payment.invoice_ref)
+    if invoice is not None and invoice.halo_id is not None:
+        type(payment).objects.filter(pk=payment.pk).update(invoice=invoice)
+        payment.invoice = invoice
+        return invoice
+    return None
+
+
+def _already_in_halo(client, record):
+    """The payment Halo holds for this record's natural key (an earlier try landed)."""
+    for existing in client.list_invoice_payments(invoice_id=record["invoice_id"]):
+        if str(existing.get("thirdpartyid") or "") == record["thirdpartyid"]:
+            return existing
+    return None
+
+
+class Waiting(Exception):
+    """Nothing can be sent yet; try again later."""
+
+
+# -- pay links ------------------------------------------------------------------------------
+
+
+def queue_pay_links(tenant):
+    """Queue a pay link for every unpaid Halo invoice not carrying its link yet (idempotent:
+    invoices with the link, or a row on the way, are left alone); answers how many."""
+    invoices = list(
+        Invoice.objects.filter(tenant=tenant)
+        .unpaid()
+        .exclude(halo_id=None)
+        .select_related("tenant")
+    )
+    pages = PayPage.objects.for_invoices(invoices)
+    waiting = set(
+        HaloOutbox.objects.filter(tenant=tenant, kind=HaloOutbox.Kind.PAY_LINK)
+        .exclude(status=HaloOutbox.Status.DELIVERED)
+        .values_list("invoice_id", flat=True)
+    )
+    rows = []
+    for invoice in invoices:
+        url = pages[invoice.pk].public_url()
+        if invoice.pay_link_url != url and invoice.pk not in waiting:
+            rows.append(
+                HaloOutbox(tenant=tenant, kind=HaloOutbox.Kind.PAY_LINK, invoice=invoice, url=url)
+            )
+    HaloOutbox.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
+
+
+def _write_pay_links(client, rows):
+    """One POST for the batch; when Halo refuses it, each row alone, so one bad invoice
+    cannot hold back the rest."""
+    records = [
+        {"id": row.invoice.halo_id, "generic_online_invoice_payment_url": row.url} for row in rows
+    ]
+    try:
+        client.upsert_invoices(records)
+    except HaloError as error:
+        if error.permanent and len(rows) > 1:
+            return sum(_write_pay_links(client, [row]) for row in rows)
+        for row in rows:
+            row.fail(error) if error.permanent else row.defer(error)
+        return 0
+    with transaction.atomic():
+        for row in rows:
+            Invoice.objects.filter(pk=row.invoice_id).update(pay_link_url=row.url)
+            row.succeed(row.invoice.halo_id)
+    return len(rows)

@@ -1,0 +1,107 @@
+"""The one interface every payment processor implements (like healthchecks' transports).
+
+A processor turns a `Payment` the portal created into an `Outcome`; it never decides the
+amount (the payment carries what the server computed) and never moves the payment itself:
+the caller applies the outcome, so every path records status moves the same way.
+"""
+
+from dataclasses import dataclass, field
+
+
+class ProcessorError(Exception):
+    """The processor could not be asked (network, configuration): nothing was charged."""
+
+
+class InvalidWebhook(Exception):
+    """A webhook that is not provably from the processor (bad or missing signature)."""
+
+
+@dataclass(frozen=True)
+class SavedMethod:
+    """What the processor lets the portal keep to charge a card again later."""
+
+    reference: str = ""  # the processor's payment method token
+    processor_customer: str = ""
+    brand: str = ""
+    last4: str = ""
+    details: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # a Payment.Status: pending, succeeded or failed
+    reference: str = ""  # the processor's id of the charge
+    checkout_session: str = ""
+    checkout_url: str = ""  # where the customer completes the payment (hosted checkout)
+    failure_code: str = ""
+    failure_message: str = ""  # shown to the customer
+    card_brand: str = ""
+    card_last4: str = ""
+    detail: str = ""  # for the payment's history
+    method: SavedMethod | None = None
+
+    def fields(self):
+        names = (
+            "reference",
+            "checkout_session",
+            "checkout_url",
+            "failure_code",
+            "failure_message",
+            "card_brand",
+            "card_last4",
+        )
+        return {name: getattr(self, name) for name in names if getattr(self, name)}
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """A verified processor event, reduced to what the portal acts on."""
+
+    id: str
+    type: str
+    payload: dict
+    payment_id: str = ""  # the Payment's public_id, from the metadata the portal sent
+    reference: str = ""  # or the processor's charge id, for events about an earlier charge
+    outcome: Outcome | None = None  # None: nothing to do for this type
+
+
+@dataclass(frozen=True)
+class CardDetails:
+    """A card typed into the built-in form (the test processor only)."""
+
+    number: str
+    exp_month: int
+    exp_year: int
+    cvc: str
+    name: str = ""
+
+
+class Processor:
+    name = ""
+    #: The pay page shows the portal's own card form (else the processor hosts checkout).
+    collects_card = False
+    takes_real_money = True
+
+    def __init__(self, settings):
+        self.settings = settings
+
+    def unavailable_reason(self):
+        """Why this processor cannot take payments now (for staff), or ''."""
+        return ""
+
+    def start(self, payment, *, card=None, return_url="", cancel_url=""):
+        """Ask for the payment: an Outcome (succeeded/failed at once, or pending with a
+        `checkout_url` to send the customer to)."""
+        raise NotImplementedError
+
+    def charge_saved(self, payment, method):
+        """Charge a saved method without the customer present (auto-pay)."""
+        raise NotImplementedError
+
+    def cancel(self, payment):
+        """Give up a pending checkout the customer left; True when it can no longer be paid."""
+        return False
+
+    def parse_webhook(self, body, headers):
+        """Verify and read a webhook delivery; raises InvalidWebhook."""
+        raise InvalidWebhook(f"{self.name} sends no webhooks")

@@ -1,0 +1,229 @@
+"""Stripe through its official SDK: Checkout Sessions on the pay page, off-session
+PaymentIntents for auto-pay.
+
+A Checkout payment is believed complete only from a webhook whose signature checks with
+the tenant's signing secret, never from the customer's browser coming back. Every create
+carries an idempotency key derived from the payment's own key, so a retried request (by the
+SDK or by a double click) can never open a second session or make a second charge.
+"""
+
+import json
+import time
+from decimal import Decimal
+
+import stripe
+from django.conf import settings as django_settings
+
+from billing.payments.processors.base import (
+    InvalidWebhook,
+    Outcome,
+    Processor,
+    ProcessorError,
+    SavedMethod,
+    WebhookEvent,
+)
+
+UNREACHABLE = "We could not reach the card processor. Nothing was charged: try again shortly."
+
+
+class StripeProcessor(Processor):
+    name = "stripe"
+
+    def unavailable_reason(self):
+        if not self.settings.stripe_secret_key_encrypted:
+            return "Enter the Stripe secret key in the payment settings."
+        if not self.settings.stripe_webhook_secret_encrypted:
+            return (
+                "Enter the Stripe webhook signing secret in the payment settings: without it "
+                "no payment can be confirmed."
+            )
+        return ""
+
+    @property
+    def is_live(self):
+        return self.settings.stripe_secret_key.startswith(("sk_live_", "rk_live_"))
+
+    def client(self):
+        return stripe.StripeClient(
+            self.settings.stripe_secret_key,
+            http_client=stripe.RequestsClient(),
+            max_network_retries=2,
+        )
+
+    # -- pay page ------------------------------------------------------------------------
+    def start(self, payment, *, card=None, return_url="", cancel_url=""):
+        metadata = _metadata(payment)
+        intent = {"metadata": metadata, "description": _description(payment)}
+        params = {
+            "mode": "payment",
+            "line_items": [
+                {
+                    "quantity": 1,
+                    "price_data": {
+                        "currency": payment.currency.lower(),
+                        "unit_amount": minor_units(payment.amount),
+                        "product_data": {"name": f"Invoice {payment.invoice_ref}"},
+                    },
+                }
+            ],
+            "client_reference_id": payment.public_id,
+            "metadata": metadata,
+            "payment_intent_data": intent,
+            "success_url": return_url,
+            "cancel_url": cancel_url,
+            "expires_at": int(time.time()) + 60 * django_settings.PAYMENTS_STRIPE_SESSION_MINUTES,
+        }
+        if payment.payer_email:
+            params["customer_email"] = payment.payer_email
+        if payment.save_method:
+            params["customer_creation"] = "always"
+            intent["setup_future_usage"] = "off_session"
+        try:
+            session = self.client().v1.checkout.sessions.create(
+                params, {"idempotency_key": f"checkout-{payment.idempotency_key}"}
+            )
+        except stripe.StripeError as error:
+            raise ProcessorError(f"Stripe refused the Checkout Session: {error}") from error
+        return Outcome(
+            "pending",
+            checkout_session=session.id,
+            checkout_url=session.url,
+            detail=f"Checkout Session {session.id} created",
+        )
+
+    def cancel(self, payment):
+        try:
+            session = self.client().v1.checkout.sessions.expire(payment.checkout_session)
+        except stripe.StripeError:
+            return False  # completed meanwhile, or already expired: the webhook says which
+        return session.status == "expired"
+
+    # -- auto-pay ------------------------------------------------------------------------
+    def charge_saved(self, payment, method):
+        client = self.client()
+        params = {
+            "amount": minor_units(payment.amount),
+            "currency": payment.currency.lower(),
+            "customer": method.processor_customer,
+            "payment_method": method.reference or self._method_of(client, method),
+            "off_session": True,
+            "confirm": True,
+            "metadata": _metadata(payment),
+            "description": _description(payment),
+        }
+        try:
+            intent = client.v1.payment_intents.create(
+                params, {"idempotency_key": f"autopay-{payment.idempotency_key}"}
+            )
+        except stripe.CardError as error:
+            return Outcome(
+                "failed",
+                failure_code=error.code or "card_error",
+                failure_message=error.user_message or "The card was declined.",
+                detail=str(error),
+            )
+        except stripe.StripeError as error:
+            raise ProcessorError(f"Stripe refused the charge: {error}") from error
+        if intent.status == "succeeded":
+            return Outcome("succeeded", reference=intent.id, detail="charged off-session")
+        if intent.status == "processing":
+            return Outcome("pending", reference=intent.id, detail="Stripe is processing it")
+        return Outcome(
+            "failed",
+            reference=intent.id,
+            failure_code=intent.status,
+            failure_message="The bank asked the customer to approve this charge: they must "
+            "pay on the pay page.",
+            detail=f"PaymentIntent {intent.status}",
+        )
+
+    def _method_of(self, client, method):
+        """The card a Checkout payment saved (Stripe names it on the PaymentIntent)."""
+        try:
+            intent = client.v1.payment_intents.retrieve(method.details["payment_intent"])
+        except (KeyError, stripe.StripeError) as error:
+            raise ProcessorError(f"Cannot find the saved card at Stripe: {error}") from error
+        method.reference = intent.payment_method
+        method.save(update_fields=["reference"])
+        return method.reference
+
+    # -- webhooks ------------------------------------------------------------------------
+    def parse_webhook(self, body, headers):
+        secret = self.settings.stripe_webhook_secret
+        if not secret:
+            raise InvalidWebhook("no signing secret is configured")
+        try:
+            stripe.Webhook.construct_event(body, headers.get("Stripe-Signature"), secret)
+        except (ValueError, stripe.SignatureVerificationError) as error:
+            raise InvalidWebhook(str(error)) from error
+        payload = json.loads(body)
+        obj = payload.get("data", {}).get("object", {})
+        metadata = obj.get("metadata") or {}
+        return WebhookEvent(
+            id=payload["id"],
+            type=payload.get("type", ""),
+            payload=payload,
+            payment_id=obj.get("client_reference_id") or metadata.get("payment", ""),
+            reference=obj.get("payment_intent") or "",
+            outcome=_outcome(payload.get("type", ""), obj, metadata),
+        )
+
+
+def _outcome(kind, obj, metadata):
+    """What a Stripe event means for the payment it names (None: nothing)."""
+    paid = Outcome(
+        "succeeded",
+        reference=obj.get("payment_intent") or obj.get("id", ""),
+        detail=f"{kind}: {obj.get('amount_total')} {obj.get('currency', '')}".strip(),
+        method=_saved_method(obj),
+    )
+    if kind == "checkout.session.completed":
+        if obj.get("payment_status") == "paid":
+            return paid
+        return Outcome("pending", reference=obj.get("payment_intent") or "", detail=kind)
+    if kind == "checkout.session.async_payment_succeeded":
+        return paid
+    if kind == "checkout.session.async_payment_failed":
+        message = "Your bank payment did not go through. Nothing was taken: please pay again."
+        return Outcome("failed", failure_code="async_payment_failed", failure_message=message)
+    if kind == "checkout.session.expired":
+        message = "The checkout expired before payment. Nothing was charged."
+        return Outcome("failed", failure_code="expired", failure_message=message, detail=kind)
+    if kind.startswith("payment_intent.") and metadata.get("kind") == "autopay":
+        if kind == "payment_intent.succeeded":
+            return Outcome("succeeded", reference=obj["id"], detail=kind)
+        if kind == "payment_intent.payment_failed":
+            error = obj.get("last_payment_error") or {}
+            return Outcome(
+                "failed",
+                reference=obj["id"],
+                failure_code=error.get("code") or "payment_failed",
+                failure_message=error.get("message") or "The card was declined.",
+                detail=kind,
+            )
+    if kind == "charge.refunded" and obj.get("refunded"):
+        return Outcome("refunded", detail="refunded in full at Stripe")
+    return None
+
+
+def _saved_method(session):
+    """A card Checkout saved for later (only when the portal asked it to, with consent)."""
+    if not session.get("customer") or not session.get("payment_intent"):
+        return None
+    return SavedMethod(
+        processor_customer=session["customer"],
+        details={"payment_intent": session["payment_intent"]},
+    )
+
+
+def _metadata(payment):
+    return {"payment": payment.public_id, "kind": payment.kind, "tenant": payment.tenant.slug}
+
+
+def _description(payment):
+    return f"{payment.tenant.brand_name}: invoice {payment.invoice_ref}"
+
+
+def minor_units(amount):
+    """Pence or cents (every currency the portal offers has two decimals)."""
+    return int((Decimal(amount) * 100).to_integral_value())

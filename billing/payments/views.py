@@ -1,0 +1,415 @@
+"""What customers see: the pay link, pay pages, receipts; and the Stripe webhook.
+
+Nothing here needs a login. Pay pages and receipts live at unguessable URLs under the tenant
+code, and a token of one tenant under another's code is not found. Every page is rendered on
+the server (no JavaScript), sent with `Cache-Control: no-store`, no referrer (the URL is the
+secret) and a strict Content-Security-Policy.
+"""
+
+import json
+import re
+import secrets
+from functools import wraps
+
+from django.db import IntegrityError, transaction
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from rest_framework.exceptions import Throttled
+from rest_framework.renderers import TemplateHTMLRenderer
+from rest_framework.response import Response
+from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.views import APIView
+
+from billing.models import Invoice
+from billing.payments import checkout, display
+from billing.payments.forms import PayForm, UnlistedPayForm
+from billing.payments.models import (
+    Balance,
+    Payment,
+    PaymentEvent,
+    PaymentSettings,
+    PayPage,
+    ProcessorEvent,
+    invoice_for_ref,
+)
+from billing.payments.processors import InvalidWebhook, StripeProcessor
+from portal.models import Tenant
+
+#: A Halo template variable left in the link: Halo did not substitute it.
+UNSUBSTITUTED = re.compile(r"^\$[A-Za-z_]+$")
+CSP = (
+    "default-src 'none'; style-src 'self' 'nonce-{nonce}'; img-src 'self'; "
+    "form-action 'self' https://checkout.stripe.com; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def harden(request, response):
+    response["Cache-Control"] = "no-store"
+    response["Referrer-Policy"] = "no-referrer"
+    response["X-Robots-Tag"] = "noindex, nofollow"
+    response["Content-Security-Policy"] = CSP.format(nonce=request.csp_nonce)
+    return response
+
+
+def customer_page(view):
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        request.csp_nonce = secrets.token_urlsafe(16)
+        return harden(request, view(request, *args, **kwargs))
+
+    return wrapped
+
+
+def page(request, template, tenant, status=200, **context):
+    context |= {"tenant": tenant, "brand": display.brand(tenant), "csp_nonce": request.csp_nonce}
+    return render(request, template, context, status=status)
+
+
+def not_found(request, tenant=None):
+    return page(request, "payments/not_found.html", tenant, status=404)
+
+
+# -- the link in Halo's invoice email -----------------------------------------------------------
+
+
+class PayLinkThrottle(SimpleRateThrottle):
+    """Per client address: Halo invoice ids are sequential, so slow down anyone walking them."""
+
+    scope = "pay_link"
+
+    def get_rate(self):
+        from django.conf import settings
+
+        return settings.PAYMENTS_LINK_RATE or None
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class PayLinkView(APIView):
+    """`GET /pay/<tenant code>/<ref>`: the invoice a Halo id or third-party number names,
+    per the tenant's setting, redirected to its pay page (which shows paid and voided
+    invoices' status). Redirects only ever go to a URL the portal built."""
+
+    authentication_classes = []
+    permission_classes = []
+    renderer_classes = [TemplateHTMLRenderer]
+    throttle_classes = [PayLinkThrottle]
+
+    def initial(self, request, *args, **kwargs):
+        request.csp_nonce = secrets.token_urlsafe(16)
+        super().initial(request, *args, **kwargs)
+
+    def get(self, request, tenant_code, ref):
+        tenant = (
+            Tenant.objects.select_related("invoice_sync_settings", "payment_settings")
+            .filter(slug=tenant_code)
+            .first()
+        )
+        if tenant is None:
+            return self.show("payments/link_unknown.html", None, status=404)
+        if UNSUBSTITUTED.match(ref):
+            pay_link = PaymentSettings.for_tenant(tenant).pay_link_template()
+            return self.show(
+                "payments/link_unsubstituted.html", tenant, status=404, ref=ref, pay_link=pay_link
+            )
+        invoice = invoice_for_ref(tenant, ref)
+        if invoice is not None:
+            return HttpResponseRedirect(PayPage.for_invoice(invoice).get_absolute_url())
+        if PaymentSettings.for_tenant(tenant).pay_unknown_invoices:
+            form = UnlistedPayForm(collects_card=_collects_card(tenant))
+            return self.show("payments/unlisted.html", tenant, ref=ref, form=form)
+        return self.show("payments/link_unknown.html", tenant, status=404)
+
+    def show(self, template, tenant, status=200, **context):
+        context |= {"tenant": tenant, "brand": display.brand(tenant)}
+        context["csp_nonce"] = self.request.csp_nonce
+        return Response(context, status=status, template_name=template)
+
+    def handle_exception(self, exc):
+        if isinstance(exc, Throttled):
+            return self.show("payments/throttled.html", None, status=429)
+        return super().handle_exception(exc)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        return harden(request, response)
+
+
+def _collects_card(tenant):
+    return PaymentSettings.for_tenant(tenant).processor_impl().collects_card
+
+
+@customer_page
+@require_POST
+def pay_unlisted(request, tenant_code):
+    """The form for an invoice the portal does not know (only when the tenant allows it)."""
+    tenant = Tenant.objects.filter(slug=tenant_code).first()
+    settings = tenant and PaymentSettings.for_tenant(tenant)
+    if settings is None or not settings.pay_unknown_invoices:
+        return not_found(request, tenant)
+    ref = request.POST.get("ref", "")[:64].strip()
+    form = UnlistedPayForm(request.POST, collects_card=_collects_card(tenant))
+    error = ""
+    if ref and form.is_valid():
+        try:
+            payment = checkout.pay(
+                tenant,
+                None,
+                key=form.cleaned_data["attempt"],
+                kind=Payment.Kind.UNLISTED,
+                requested=form.cleaned_data["amount"],
+                card=form.card(),
+                invoice_ref=ref,
+                **form.payment_details(request),
+            )
+        except checkout.CannotPay as refusal:
+            error = refusal.message
+        else:
+            return after_start(payment)
+    return page(request, "payments/unlisted.html", tenant, ref=ref, form=form, error=error)
+
+
+# -- pay page ------------------------------------------------------------------------------------
+
+
+def _pay_page(tenant_code, token):
+    return (
+        PayPage.objects.select_related(
+            "invoice__tenant__invoice_sync_settings",
+            "invoice__tenant__payment_settings",
+            "invoice__customer",
+        )
+        .filter(token=token, invoice__tenant__slug=tenant_code)
+        .first()
+    )
+
+
+@customer_page
+@require_http_methods(["GET", "POST"])
+def pay(request, tenant_code, token):
+    pay_page = _pay_page(tenant_code, token)
+    if pay_page is None or pay_page.invoice.deleted_in_halo:
+        return not_found(request, Tenant.objects.filter(slug=tenant_code).first())
+    invoice = pay_page.invoice
+    tenant = invoice.tenant
+    settings = PaymentSettings.for_tenant(tenant)
+    processor = settings.processor_impl()
+    if cancelled := request.GET.get("cancelled"):
+        return _back_from_checkout(pay_page, cancelled)
+    balance = Balance(invoice)
+    form = PayForm(
+        request.POST or None,
+        partial_up_to=balance.due if settings.allow_partial else None,
+        collects_card=processor.collects_card,
+        consent=consent_text(invoice) if invoice.autopay_rule_id else "",
+    )
+    error = ""
+    if request.method == "POST" and form.is_valid():
+        try:
+            payment = checkout.pay(
+                tenant,
+                invoice,
+                key=form.cleaned_data["attempt"],
+                requested=form.cleaned_data.get("amount"),
+                card=form.card(),
+                **form.payment_details(request),
+            )
+        except checkout.CannotPay as refusal:
+            error = refusal.message
+            balance = Balance(invoice)
+        else:
+            return after_start(payment, pay_page)
+    failed = None
+    if failed_id := request.GET.get("failed"):
+        failed = invoice.payments.filter(public_id=failed_id, status=Payment.Status.FAILED).first()
+    status = 400 if request.method == "POST" else 200
+    return page(
+        request,
+        "payments/pay.html",
+        tenant,
+        status=status,
+        pay_page=pay_page,
+        invoice=_invoice_view(invoice, balance),
+        balance=balance,
+        form=form,
+        error=error,
+        failed=failed,
+        unavailable=processor.unavailable_reason(),
+        test_mode=not processor.takes_real_money,
+        receipts=invoice.payments.filter(status=Payment.Status.SUCCEEDED)[:5],
+    )
+
+
+def after_start(payment, pay_page=None):
+    """Where a started (or replayed) payment sends the customer: the processor's hosted
+    checkout, the pay page again with the decline (so a refresh retries nothing), or the
+    payment's page (receipt, or "confirming" while pending)."""
+    if payment.status == Payment.Status.PENDING and payment.checkout_url:
+        return HttpResponseRedirect(payment.checkout_url)  # the processor's own URL
+    if payment.status == Payment.Status.FAILED and pay_page is not None:
+        return redirect(f"{pay_page.get_absolute_url()}?failed={payment.public_id}")
+    return redirect(payment.get_absolute_url())
+
+
+def _back_from_checkout(pay_page, public_id):
+    """The customer backed out of the hosted checkout: close it, so the invoice can be paid
+    again, and show that nothing was charged."""
+    payment = pay_page.invoice.payments.in_flight().filter(public_id=public_id).first()
+    if payment is not None and checkout.close_checkout(payment, "customer left the checkout"):
+        return redirect(f"{pay_page.get_absolute_url()}?failed={payment.public_id}")
+    return redirect(pay_page.get_absolute_url())
+
+
+def consent_text(invoice):
+    tenant = invoice.tenant
+    customer = invoice.customer.name if invoice.customer else "my organisation"
+    contact = tenant.support_email or tenant.support_phone or tenant.brand_name
+    return (
+        f"I authorise {tenant.brand_name} to charge this card for {customer}'s future invoices "
+        f"that are set to auto-pay, for the amount due on each, until I withdraw this consent "
+        f"by contacting {contact}."
+    )
+
+
+def _invoice_view(invoice, balance):
+    """The invoice's figures as the customer reads them (the tenant's locale)."""
+    tenant = invoice.tenant
+
+    def money(amount):
+        return display.money(amount, invoice.currency, tenant)
+
+    return {
+        "number": invoice.display_number(),
+        "customer": invoice.customer.name if invoice.customer else "",
+        "reference": invoice.reference,
+        "invoice_date": display.day(invoice.invoice_date, tenant),
+        "due_date": display.day(invoice.due_date, tenant),
+        "status": invoice.status_label,
+        "overdue": invoice.status_label == Invoice.PaymentStatus.OVERDUE.label,
+        "voided": invoice.voided,
+        "total": money(invoice.total),
+        "tax": money(invoice.tax_total),
+        "net": money(invoice.total - invoice.tax_total),
+        "paid": money(invoice.total - balance.due) if invoice.total > balance.due else "",
+        "due": money(balance.due),
+        "lines": [
+            {
+                "description": line.description or line.code,
+                "detail": line.long_description,
+                "quantity": f"{line.quantity.normalize():f}",
+                "total": money(line.total),
+            }
+            for line in invoice.lines.all()
+        ],
+    }
+
+
+# -- a payment's own page: receipt, confirming, failed -------------------------------------------
+
+
+@customer_page
+@require_GET
+def payment(request, tenant_code, public_id):
+    found = (
+        Payment.objects.select_related("tenant", "invoice__pay_page", "invoice__customer")
+        .filter(public_id=public_id, tenant__slug=tenant_code)
+        .first()
+    )
+    if found is None:
+        return not_found(request, Tenant.objects.filter(slug=tenant_code).first())
+    tenant = found.tenant
+    pay_page = getattr(found.invoice, "pay_page", None) if found.invoice else None
+    if found.status == Payment.Status.FAILED and pay_page is not None:
+        return redirect(f"{pay_page.get_absolute_url()}?failed={found.public_id}")
+    balance = Balance(found.invoice) if found.invoice else None
+    return page(
+        request,
+        "payments/payment.html",
+        tenant,
+        payment=found,
+        pay_page=pay_page,
+        amount=display.money(found.amount, found.currency, tenant),
+        when=display.moment(found.succeeded_at or found.created, tenant),
+        still_due=display.money(balance.due, found.currency, tenant) if balance else "",
+        balance=balance,
+    )
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+
+@require_GET
+def logo(request, tenant_code):
+    tenant = Tenant.objects.filter(slug=tenant_code).exclude(logo="").first()
+    if tenant is None:
+        raise Http404
+    response = FileResponse(tenant.logo.open("rb"))
+    response["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+# -- Stripe webhook ------------------------------------------------------------------------------
+
+
+@csrf_exempt
+@require_POST
+def stripe_webhook(request, tenant_code):
+    """Verified with the tenant's signing secret, stored once per event id, applied in the
+    same transaction (a crash makes Stripe deliver again; a repeat changes nothing). Every
+    refusal looks the same, whether the tenant exists or not."""
+    settings = (
+        PaymentSettings.objects.select_related("tenant").filter(tenant__slug=tenant_code).first()
+    )
+    try:
+        if settings is None:
+            raise InvalidWebhook("unknown tenant")
+        event = StripeProcessor(settings).parse_webhook(request.body, request.headers)
+    except InvalidWebhook:
+        return HttpResponse("Invalid signature", status=400, content_type="text/plain")
+    result = receive_event(settings.tenant, StripeProcessor.name, event)
+    return HttpResponse(json.dumps({"result": result}), content_type="application/json")
+
+
+def receive_event(tenant, processor, event):
+    """Apply a verified processor event once; answers what happened, for the record."""
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                record = ProcessorEvent.objects.create(
+                    tenant=tenant,
+                    processor=processor,
+                    event_id=event.id,
+                    type=event.type,
+                    payload=event.payload,
+                )
+        except IntegrityError:
+            return "duplicate: already received"
+        record.payment = _payment_of(tenant, processor, event)
+        if event.outcome is None:
+            record.outcome = "ignored: not an event the portal acts on"
+        elif record.payment is None:
+            record.outcome = "ignored: no payment of this tenant matches"
+        else:
+            before = record.payment.status
+            moved = record.payment.apply(
+                event.outcome, source=PaymentEvent.Source.WEBHOOK, event_id=event.id
+            )
+            record.outcome = (
+                f"{before} → {record.payment.status}"
+                if moved
+                else f"no change: the payment is already {record.payment.status}"
+            )
+        record.save(update_fields=["payment", "outcome"])
+        return record.outcome
+
+
+def _payment_of(tenant, processor, event):
+    payments = Payment.objects.filter(tenant=tenant, processor=processor)
+    if event.payment_id:
+        return payments.filter(public_id=event.payment_id).first()
+    if event.reference:
+        return payments.filter(reference=event.reference).first()
+    return None
