@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "integrations",
     "integrations.billing_sync",
     "billing",
+    "billing.invoicing",
     "integrations.invoice_sync",
     "billing.payments",
 ]
@@ -212,3 +213,12 @@ PAYMENTS_STRIPE_SESSION_MINUTES = env.int("PAYMENTS_STRIPE_SESSION_MINUTES", def
 # Longest wait in seconds between retries of a write to Halo (payments, pay links).
 PAYMENTS_OUTBOX_MAX_BACKOFF = env.int("PAYMENTS_OUTBOX_MAX_BACKOFF", default=3600)
 # --- end Payments ---------------------------------------------------------------------------
+
+# --- Invoice PDFs (billing.invoicing) -------------------------------------------------------
+# Requests each PDF secret may make to GET /api/v1/invoices/<ref>/pdf (DRF rate syntax).
+INVOICE_PDF_RATE = env.str("INVOICE_PDF_RATE", default="600/min")
+# Seconds a PDF fetched from Halo (the "halo" source) is served before Halo is asked again.
+INVOICE_PDF_HALO_TTL = env.int("INVOICE_PDF_HALO_TTL", default=600)
+# Most seconds one PDF request spends on Halo (retries included) before using another source.
+INVOICE_PDF_HALO_BUDGET = env.float("INVOICE_PDF_HALO_BUDGET", default=10.0)
+# --- end Invoice PDFs -----------------------------------------------------------------------

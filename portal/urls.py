@@ -13,6 +13,7 @@ urlpatterns = [
     path("api/docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("integrations.billing_sync.urls")),
     path("api/v1/", include("integrations.invoice_sync.urls")),
+    path("api/v1/", include("billing.invoicing.urls")),
     path(
         "admin/password_reset/",
         auth_views.PasswordResetView.as_view(),

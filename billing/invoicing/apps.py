@@ -1,0 +1,11 @@
+from django.apps import AppConfig
+
+
+class InvoicingConfig(AppConfig):
+    name = "billing.invoicing"
+    label = "invoicing"
+    verbose_name = "Invoicing"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from billing.invoicing import demo, health  # noqa: F401  (registers them)

@@ -1,0 +1,190 @@
+"""Any invoice, from Halo or the portal, as the renderer's `InvoiceDocument`.
+
+Both sources map the same way, so every invoice gets the same telecom layout. `document_key`
+hashes the normalised document: the version key of stored PDFs (same data, same PDF).
+"""
+
+import dataclasses
+import enum
+import functools
+import hashlib
+import json
+import logging
+from datetime import date
+from decimal import Decimal
+
+from django.core.files.storage import default_storage
+from django.utils import timezone
+
+from billing import pdf
+
+log = logging.getLogger(__name__)
+
+# Everything `build_document` reads besides the lines: one query for the API's hot path.
+RELATED = [
+    "tenant__invoicing_settings",
+    "tenant__invoice_sync_settings",
+    "customer",
+    "portal__organisation",
+    "portal__credit_note_of",
+    "portal__credit_note",
+]
+DEFAULT_INSTRUCTIONS = "Please quote invoice {number} with your payment."
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+
+
+def document_line(line):
+    """A `billing.InvoiceLine` (saved or not) as a document line.
+
+    Halo lines carry no category, so both sources derive it the same way: a line that
+    takes money off is a credit, one billed for a service period is a recurring service,
+    anything else is a one-off charge.
+    """
+    quantity, unit_price = Decimal(line.quantity), Decimal(line.unit_price)
+    period = None
+    if line.start_date and line.end_date and line.end_date >= line.start_date:
+        period = pdf.Period(line.start_date, line.end_date)
+    if quantity * unit_price < 0:
+        category = pdf.Category.CREDIT
+    else:
+        category = pdf.Category.RECURRING if period else pdf.Category.ONE_OFF
+    name = line.description or line.code or "Charge"
+    return pdf.InvoiceLine(
+        description=" – ".join(filter(None, [name, line.long_description.strip()])),
+        product_name=name,
+        sku=line.code,
+        category=category,
+        quantity=quantity,
+        unit_price=unit_price,
+        tax_rate=Decimal(line.tax_rate),
+        period=period,
+    )
+
+
+def invoice_number(invoice):
+    """The number printed on the PDF: the portal's own for portal invoices (whatever Halo
+    numbers them once exported), else the tenant's choice of Halo number."""
+    details = getattr(invoice, "portal", None)
+    if details is not None:
+        return details.number or "Draft"
+    return invoice.display_number() or f"#{invoice.pk}"
+
+
+def build_document(invoice, invoicing):
+    """The document for `invoice` with its tenant's `invoicing` settings.
+
+    Reads the invoice's related rows (select `RELATED` to read them in one query) and
+    its lines; raises ValueError for data the renderer cannot print (a bad currency...).
+    """
+    tenant = invoice.tenant
+    details = getattr(invoice, "portal", None)
+    number = invoice_number(invoice)
+    lines = tuple(document_line(line) for line in invoice.lines.all())
+    issued_on = invoice.invoice_date or _fallback_date(invoice, details)
+    if details is not None:
+        period = pdf.Period(details.period_start, details.period_end)
+    else:
+        period = _period_of(lines) or pdf.Period(issued_on, issued_on)
+    pay_link = None
+    if invoicing.pay_link_in_pdf and invoice.amount_due > 0 and not invoice.voided:
+        pay_link = invoice.pay_link_url or None
+    return pdf.InvoiceDocument(
+        branding=branding(tenant),
+        customer=_customer(invoice, details),
+        invoice_number=number,
+        invoice_date=issued_on,
+        due_date=invoice.due_date or invoicing.due_date(issued_on),
+        billing_period=period,
+        currency=invoice.currency or tenant.currency,
+        locale=tenant.locale,
+        lines=lines,
+        payment=pdf.Payment(
+            instructions=invoicing.payment_instructions.strip()
+            or DEFAULT_INSTRUCTIONS.format(number=number),
+            pay_link=pay_link,
+        ),
+        amount_paid=pdf.round_money(Decimal(invoice.amount_paid)),
+        tax_label=invoicing.tax_label or "Tax",
+        version_label=details.version_label if details is not None else _halo_label(invoice),
+    )
+
+
+def branding(tenant):
+    return pdf.Branding(
+        display_name=tenant.brand_name,
+        accent_colour=tenant.accent_colour,
+        logo=_logo(tenant.logo.name) if tenant.logo else None,
+        address_lines=tuple(tenant.address_lines()),
+        support_email=tenant.support_email or None,
+        support_phone=tenant.support_phone or None,
+    )
+
+
+def document_key(doc):
+    """SHA-256 of the normalised document: equal for equal data, whatever the Decimal
+    exponents (42 and 42.0000) or the logo's identity (hashed by content)."""
+    canonical = json.dumps(_plain(doc), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _plain(value):
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f") if value else "0"
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return hashlib.sha256(value).hexdigest()
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+@functools.lru_cache(maxsize=64)
+def _logo(name):
+    """A stored logo's bytes, read once per process (uploads never overwrite a name).
+    None for a missing file or a format the renderer cannot embed."""
+    try:
+        with default_storage.open(name) as file:
+            data = file.read()
+    except OSError:
+        log.warning("Tenant logo %s is missing: invoices are rendered without it", name)
+        return None
+    if not data.startswith(_IMAGE_MAGIC):
+        log.warning("Tenant logo %s is not PNG or JPEG: invoices are rendered without it", name)
+        return None
+    return data
+
+
+def _customer(invoice, details):
+    customer = invoice.customer
+    contact = (
+        tuple(filter(None, [customer.billing_contact, customer.billing_email])) if customer else ()
+    )
+    if details is not None:
+        organisation = details.organisation
+        return pdf.Customer(organisation.name, organisation.external_ref, contact)
+    if customer is not None:
+        return pdf.Customer(customer.name, str(customer.halo_id), contact)
+    return pdf.Customer("Customer", "–")
+
+
+def _fallback_date(invoice, details):
+    """An invoice date for invoices without one: today for a draft, else when created."""
+    if details is not None and details.is_draft:
+        return timezone.localdate(timezone=invoice.tenant.tz)
+    return (invoice.halo_created or invoice.created).date()
+
+
+def _period_of(lines):
+    periods = [line.period for line in lines if line.period]
+    if not periods:
+        return None
+    return pdf.Period(min(p.start for p in periods), max(p.end for p in periods))
+
+
+def _halo_label(invoice):
+    return "Void" if invoice.voided else None

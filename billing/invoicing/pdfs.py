@@ -1,0 +1,167 @@
+"""Which PDF an invoice gets: `resolve_pdf`, the one resolver the API, pay pages, the admin
+and export all use.
+
+Two sources:
+
+* "portal": the telecom layout rendered from the invoice's current data (portal invoices,
+  and Halo invoices from their synced data). Rendered once per version of the data
+  (`documents.document_key`), stored, and served byte for byte after that.
+* "halo": the PDF attached to the invoice in Halo (`pdf_attachment_id`, else its newest PDF
+  attachment), fetched through the Halo client and cached as a version; Halo is asked
+  again after `INVOICE_PDF_HALO_TTL` seconds.
+
+The preferred source goes first. When it cannot give a PDF (a rendering error, Halo
+unreachable or holding none) the other is used, the answer says why (`fallback_reason`),
+and so does the served log in the admin.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.core.cache import cache
+
+from billing.invoicing.documents import build_document, document_key, invoice_number
+from billing.invoicing.models import InvoicingSettings, PdfServed, PdfVersion
+from billing.pdf import render_invoice_pdf
+from integrations.halo import HaloError
+from integrations.invoice_sync.engine import active_connection
+
+log = logging.getLogger(__name__)
+
+PORTAL, HALO = PdfVersion.Source.PORTAL, PdfVersion.Source.HALO
+HALO_INVOICE_ATTACHMENT = 3  # Halo's attachment owner type for invoices
+
+
+class PdfUnavailable(Exception):
+    """No source could produce the invoice's PDF; the message says why for each."""
+
+
+class _SourceFailed(Exception):
+    """One source could not produce the PDF (the next one may)."""
+
+
+@dataclass(frozen=True)
+class ResolvedPdf:
+    content: bytes
+    source: str  # "portal" or "halo"
+    filename: str
+    etag: str  # quoted SHA-256 of the bytes
+    last_modified: datetime
+    version: PdfVersion | None
+    fallback_reason: str = ""
+
+
+def resolve_pdf(invoice, channel, prefer=PORTAL, fallback=True):
+    """The PDF to serve for `invoice` on `channel` (a `PdfServed.Channel`), from the
+    `prefer`red source or, with `fallback`, the other. Raises `PdfUnavailable`."""
+    if prefer not in _SOURCES:
+        raise ValueError(f"prefer must be one of {', '.join(_SOURCES)}, not {prefer!r}")
+    details = getattr(invoice, "portal", None)
+    if details is not None and details.is_draft:
+        raise PdfUnavailable(f"{details} is a draft: it has no PDF until it is issued.")
+    order = [prefer, *(s for s in _SOURCES if s != prefer and fallback)]
+    reasons = []
+    for source in order:
+        try:
+            version, note = _SOURCES[source](invoice)
+        except _SourceFailed as error:
+            reasons.append(f"{PdfVersion.Source(source).label}: {error}")
+            continue
+        reason = "; ".join(filter(None, [*reasons, note]))
+        if reason:
+            log.warning("Invoice %s PDF on %s from %s: %s", invoice.pk, channel, source, reason)
+        PdfServed.record(version, channel, reason)
+        return ResolvedPdf(
+            content=bytes(version.content),
+            source=version.source,
+            filename=pdf_filename(invoice),
+            etag=version.etag,
+            last_modified=version.created,
+            version=version,
+            fallback_reason=reason,
+        )
+    raise PdfUnavailable("; ".join(reasons))
+
+
+def store_portal_pdf(invoice, *, force=False):
+    """`(version, created)` of the invoice's current data, rendered and stored if new.
+
+    `force` renders again although a version exists (say, after a renderer upgrade): the
+    same bytes keep that version, different ones make the next.
+    """
+    doc = build_document(invoice, InvoicingSettings.for_tenant(invoice.tenant))
+    key = document_key(doc)
+    if not force and (version := PdfVersion.objects.current(invoice, PORTAL, key)):
+        return version, False
+    return PdfVersion.objects.store(invoice, PORTAL, key, render_invoice_pdf(doc))
+
+
+def preview_pdf(invoice):
+    """Render without storing: drafts, which change until they are issued."""
+    return render_invoice_pdf(build_document(invoice, InvoicingSettings.for_tenant(invoice.tenant)))
+
+
+def pdf_filename(invoice):
+    number = invoice_number(invoice).replace("/", "-").replace("\\", "-")
+    return f"Invoice {number}.pdf"
+
+
+def _from_portal(invoice):
+    try:
+        version, _ = store_portal_pdf(invoice)
+    except Exception as error:  # bad data or a renderer bug: another source may still serve
+        log.exception("Rendering the PDF of invoice %s failed", invoice.pk)
+        raise _SourceFailed(f"rendering failed ({type(error).__name__}: {error})") from error
+    return version, ""
+
+
+def _from_halo(invoice):
+    """The cached Halo PDF while fresh, else fetched again; a stale copy beats none."""
+    if invoice.halo_id is None:
+        raise _SourceFailed("the invoice is not in Halo")
+    cached = invoice.pdf_versions.filter(source=HALO).order_by("-number").first()
+    checked = f"invoicing:halo-pdf-checked:{invoice.pk}"
+    if cached is not None and cache.get(checked):
+        return cached, ""
+    try:
+        version = _fetch_from_halo(invoice, cached)
+    except (HaloError, _SourceFailed) as error:
+        if cached is None:
+            raise _SourceFailed(str(error)) from error
+        return cached, f"Halo: {error} Served the copy fetched {cached.created:%Y-%m-%d %H:%M} UTC."
+    cache.set(checked, True, settings.INVOICE_PDF_HALO_TTL)
+    return version, ""
+
+
+def _fetch_from_halo(invoice, cached):
+    connection = active_connection(invoice.tenant)
+    if connection is None:
+        raise _SourceFailed("no active Halo connection with invoice sync switched on")
+    client = connection.client(retry_budget=settings.INVOICE_PDF_HALO_BUDGET)
+    attachment_id = halo_pdf_attachment_id(client, invoice.halo_id)
+    if attachment_id is None:
+        raise _SourceFailed(f"Halo has no PDF attached to invoice {invoice.halo_id}")
+    if cached is not None and cached.halo_attachment_id == attachment_id:
+        return cached
+    content, _, _ = client.get_attachment_bytes(attachment_id)
+    if not content.startswith(b"%PDF-"):
+        raise _SourceFailed(f"Halo attachment {attachment_id} is not a PDF")
+    version, _ = PdfVersion.objects.store(
+        invoice, HALO, f"attachment:{attachment_id}", content, halo_attachment_id=attachment_id
+    )
+    return version
+
+
+def halo_pdf_attachment_id(client, halo_invoice_id):
+    """The invoice's PDF in Halo: its `pdf_attachment_id`, else its newest PDF attachment."""
+    record = client.get_invoice(halo_invoice_id, includedetails=False) or {}
+    if record.get("pdf_attachment_id"):
+        return int(record["pdf_attachment_id"])
+    attachments = client.list_attachments(type=HALO_INVOICE_ATTACHMENT, unique_id=halo_invoice_id)
+    ids = [int(a["id"]) for a in attachments if str(a.get("filename", "")).lower().endswith(".pdf")]
+    return max(ids, default=None)
+
+
+_SOURCES = {PORTAL: _from_portal, HALO: _from_halo}
