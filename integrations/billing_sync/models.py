@@ -473,7 +473,6 @@ class UsageSubmissionManager(models.Manager):
                 # first: start again, now seeing it.
                 if attempt == 2:
                     raise
-        raise AssertionError("unreachable")
 
     def _previous(self, tenant, key, fingerprint):
         previous = self.filter(tenant=tenant, idempotency_key=key).first()
@@ -600,9 +599,6 @@ class ClaimLost(Exception):
 class SyncRunQuerySet(models.QuerySet):
     def active(self):
         return self.filter(status__in=SyncRun.ACTIVE)
-
-    def finished(self):
-        return self.exclude(status__in=SyncRun.ACTIVE)
 
 
 class SyncRunManager(models.Manager.from_queryset(SyncRunQuerySet)):

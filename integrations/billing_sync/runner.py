@@ -117,20 +117,21 @@ def launch(run, background):
         SyncRun.objects.filter(pk=run.pk).update(
             status=Status.ERROR, finished=timezone.now(), error=f"Could not queue the run: {error}"
         )
+        run.refresh_from_db()
 
 
-def execute(run, client=None):
+def execute(run):
     """Run a claimed run to its end. Halo failures end up in the results, never raised."""
-    Runner(run, client).execute()
+    Runner(run).execute()
     return run
 
 
 class Runner:
-    def __init__(self, run, client=None):
+    def __init__(self, run):
         self.run = run
         self.tenant = run.tenant
         self.settings = BillingSyncSettings.for_tenant(self.tenant)
-        self.client = client
+        self.client = self.rules = None
         self.rows = []
         self.splits_left = MAX_SPLITS
 
@@ -161,7 +162,7 @@ class Runner:
             log.warning("Billing sync run %s lost its claim while finishing", self.run.pk)
 
     def _sync(self):
-        self.client = self.client or halo_client_for(self.tenant)
+        self.client = halo_client_for(self.tenant)
         self.rules = self._rules()
         self.rows = engine.decide(self._plan(), self.rules)
         if not self.run.dry_run:
