@@ -111,7 +111,7 @@ def run(tenant, day):
             attempt.payment = checkout.pay(
                 tenant,
                 item.invoice,
-                key=f"autopay-{item.invoice.pk}-{day.isoformat()}",
+                key=f"invoice-{item.invoice.pk}-{day.isoformat()}",
                 kind=Payment.Kind.AUTOPAY,
                 method=item.method,
                 payer_email=customer.billing_email or item.method.consent_email,

@@ -1,0 +1,206 @@
+"""Recording payments in Halo through the outbox, against the simulator over HTTP: Halo
+down and recovering, lost answers, killed workers, refusals staff must see and retry."""
+
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from billing.models import Invoice, InvoiceNumberField
+from billing.payments import outbox
+from billing.payments.models import HaloOutbox, Payment
+from integrations.invoice_sync.engine import run_sync
+from tests import factories
+from tests.payments.conftest import card_form, connect, pay_url, settings_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def halo_tenant(personas, sim):
+    tenant = personas.tenant_a
+    connect(tenant, sim)
+    return tenant
+
+
+def sync(tenant, kind="initial"):
+    run = run_sync(tenant, kind, "cli")
+    assert run.status == "ok", run.error
+    return run
+
+
+def halo_invoice(sim, halo_id):
+    return next(i for i in sim.control.state("Invoice") if i["id"] == halo_id)
+
+
+def halo_payments(sim, thirdpartyid):
+    return [
+        p
+        for p in sim.control.state("InvoicePayment")
+        if p.get("thirdpartyid") == thirdpartyid and not p.get("_deleted")
+    ]
+
+
+def unpaid_synced_invoice(tenant, sim):
+    sync(tenant)
+    record = next(i for i in sim.control.state("Invoice") if i["paymentstatus"] == 0)
+    return Invoice.objects.get(tenant=tenant, halo_id=record["id"])
+
+
+def pay(client, invoice):
+    page = client.get(pay_url(invoice))
+    response = client.post(pay_url(invoice), card_form(page))
+    assert response.status_code == 302
+    return Payment.objects.get(invoice=invoice, status="succeeded")
+
+
+def make_due():
+    HaloOutbox.objects.filter(status="pending").update(next_attempt=timezone.now())
+
+
+def test_payment_lands_in_halo_and_updates_the_invoice(client, halo_tenant, sim):
+    invoice = unpaid_synced_invoice(halo_tenant, sim)
+    due = invoice.amount_due
+
+    payment = pay(client, invoice)
+
+    row = HaloOutbox.objects.get(payment=payment)
+    assert (row.status, row.attempts) == ("delivered", 1)
+    [recorded] = halo_payments(sim, payment.reference)
+    assert (recorded["invoice_id"], Decimal(str(recorded["amount"]))) == (invoice.halo_id, due)
+    assert str(recorded["id"]) == row.halo_id
+    assert halo_invoice(sim, invoice.halo_id)["paymentstatus"] == 2
+    invoice.refresh_from_db()
+    assert (invoice.payment_status, invoice.amount_due, invoice.amount_paid) == ("paid", 0, due)
+    payment.refresh_from_db()
+    assert payment.recorded is not None
+
+
+def test_payment_taken_while_halo_is_down_lands_once_it_recovers(
+    client, halo_tenant, sim, settings
+):
+    settings.HALO_RETRY_BUDGET_SECONDS = 0.2
+    invoice = unpaid_synced_invoice(halo_tenant, sim)
+    sim.control.add_fault("500", path="InvoicePayment", times=10_000)
+
+    payment = pay(client, invoice)
+
+    row = HaloOutbox.objects.get(payment=payment)
+    assert (row.status, row.attempts) == ("pending", 1)
+    assert "internal error" in row.last_error and row.next_attempt > timezone.now()
+    # The customer sees it paid, and a sync while Halo still says "unpaid" changes nothing.
+    sync(halo_tenant, "unpaid")
+    assert Invoice.objects.get(pk=invoice.pk).amount_due == invoice.amount_due
+    assert "This invoice is paid in full" in client.get(pay_url(invoice)).content.decode()
+    # A day of retries: each one backs off further, never beyond the cap.
+    for _ in range(4):
+        make_due()
+        assert outbox.deliver() == 0
+    row.refresh_from_db()
+    assert row.attempts == 5 and row.status == "pending"
+    wait = (row.next_attempt - timezone.now()).total_seconds()
+    assert 15 * 60 - 5 <= wait <= settings.PAYMENTS_OUTBOX_MAX_BACKOFF
+
+    sim.control.clear_faults()
+    make_due()
+    assert outbox.deliver() == 1
+
+    assert len(halo_payments(sim, payment.reference)) == 1
+    assert halo_invoice(sim, invoice.halo_id)["paymentstatus"] == 2
+    assert Invoice.objects.get(pk=invoice.pk).payment_status == "paid"
+    make_due()
+    assert outbox.deliver() == 0
+
+
+def test_a_lost_answer_does_not_record_twice(client, halo_tenant, sim):
+    invoice = unpaid_synced_invoice(halo_tenant, sim)
+    sim.control.add_fault("drop_after", path="InvoicePayment", method="POST")
+    payment = pay(client, invoice)
+    assert HaloOutbox.objects.get(payment=payment).status == "delivered"
+    assert len(halo_payments(sim, payment.reference)) == 1
+
+
+def test_a_worker_killed_mid_call_does_not_record_twice(halo_tenant, sim):
+    invoice = unpaid_synced_invoice(halo_tenant, sim)
+    payment = factories.payment(
+        halo_tenant, invoice=invoice, status="succeeded", reference="test_ch_killed",
+        succeeded_at=timezone.now(),
+    )  # fmt: skip
+    # The killed worker had claimed the row, and its POST had reached Halo.
+    row = HaloOutbox.objects.create(tenant=halo_tenant, kind="payment", payment=payment, attempts=1)
+    halo_tenant.halo_connections.get().client().create_invoice_payments(
+        [{"invoice_id": invoice.halo_id, "amount": float(invoice.amount_due),
+          "thirdpartyid": "test_ch_killed"}]
+    )  # fmt: skip
+    sim.control.clear_requests()
+
+    assert outbox.deliver() == 1
+
+    assert len(halo_payments(sim, "test_ch_killed")) == 1
+    assert "POST /InvoicePayment" not in sim.control.requests()["by_endpoint"]
+    row.refresh_from_db()
+    assert row.status == "delivered" and row.attempts == 2
+
+
+def test_halo_refusing_the_payment_is_shown_to_staff_who_can_retry(
+    client, halo_tenant, sim, personas
+):
+    invoice = unpaid_synced_invoice(halo_tenant, sim)
+    # Someone recorded a cheque in Halo that the portal has not synced yet.
+    halo = halo_tenant.halo_connections.get().client()
+    [cheque] = halo.create_invoice_payments(
+        [{"invoice_id": invoice.halo_id, "amount": float(invoice.amount_due),
+          "thirdpartyid": "cheque-1"}]
+    )  # fmt: skip
+
+    payment = pay(client, invoice)
+
+    row = HaloOutbox.objects.get(payment=payment)
+    assert row.status == "failed" and "exceeds the amount due" in row.last_error
+    staff = personas.client(personas.owner_a)
+    listing = staff.get(reverse("admin:payments_halooutbox_changelist")).content.decode()
+    assert "Failed: needs attention" in listing and "exceeds the amount due" in listing
+    viewer = personas.client(personas.viewer_a)
+    changelist = reverse("admin:payments_halooutbox_changelist")
+    viewer.post(changelist, {"action": "retry_now", "_selected_action": [row.pk]})
+    row.refresh_from_db()
+    assert row.status == "failed"  # viewers cannot retry
+
+    halo.delete("InvoicePayment", cheque["id"])  # the partner refunds the cheque
+    staff.post(changelist, {"action": "retry_now", "_selected_action": [row.pk]})
+
+    row.refresh_from_db()
+    assert row.status == "delivered"
+    assert len(halo_payments(sim, payment.reference)) == 1
+
+
+def test_no_connection_with_payments_on_waits(client, halo_tenant, sim):
+    invoice = unpaid_synced_invoice(halo_tenant, sim)
+    halo_tenant.halo_connections.update(payments=False)
+    payment = pay(client, invoice)
+    row = HaloOutbox.objects.get(payment=payment)
+    assert row.status == "pending" and "Payments switched on" in row.last_error
+    halo_tenant.halo_connections.update(payments=True)
+    make_due()
+    assert outbox.deliver() == 1
+
+
+def test_unknown_invoice_payment_lands_once_the_invoice_arrives(client, halo_tenant, sim):
+    factories.invoice_sync_settings(halo_tenant, number_field=InvoiceNumberField.THIRD_PARTY)
+    settings_for(halo_tenant, pay_unknown_invoices=True)
+    record = next(i for i in sim.control.state("Invoice") if i["paymentstatus"] == 0)
+    ref = record["thirdpartyinvoicenumber"]
+    form = client.get(f"/pay/{halo_tenant.slug}/{ref}")
+    data = card_form(form, amount=str(record["amountdue"]), ref=ref)
+    client.post(f"/pay/{halo_tenant.slug}/-/pay", data)
+    payment = Payment.objects.get()
+    row = HaloOutbox.objects.get(payment=payment)
+    assert row.status == "pending" and f"No invoice {ref} in the portal yet" in row.last_error
+
+    sync(halo_tenant)
+    make_due()
+    assert outbox.deliver() == 1
+    payment.refresh_from_db()
+    assert payment.invoice.halo_id == record["id"]
+    assert halo_invoice(sim, record["id"])["paymentstatus"] == 2

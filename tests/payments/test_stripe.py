@@ -1,0 +1,293 @@
+"""Stripe: Checkout Sessions created once (idempotency keys), completion believed only from a
+webhook signed with the tenant's secret, repeats and reordering harmless. Stripe's API is
+never called: `responses` answers the SDK's HTTP requests; events are signed with the SDK's
+own `WebhookSignature.generate_signature_header`."""
+
+import json
+import time
+from datetime import date
+
+import pytest
+import responses
+import stripe
+
+from billing.payments import autopay
+from billing.payments.models import HaloOutbox, Payment, PaymentSettings, ProcessorEvent
+from tests import factories
+from tests.payments.conftest import open_invoice, pay_url
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SECRET_KEY = "sk_test_51Portal"
+SIGNING_SECRET = "whsec_portal_test_secret"
+API = "https://api.stripe.com/v1"
+
+
+@pytest.fixture
+def stripe_tenant(tenant):
+    settings = PaymentSettings.for_tenant(tenant)
+    settings.processor = PaymentSettings.Processor.STRIPE
+    settings.set_stripe_secrets(SECRET_KEY, SIGNING_SECRET)
+    settings.save()
+    return tenant
+
+
+@pytest.fixture
+def stripe_api():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.post(
+            f"{API}/checkout/sessions",
+            json={
+                "id": "cs_test_1",
+                "object": "checkout.session",
+                "status": "open",
+                "url": "https://checkout.stripe.com/c/pay/cs_test_1",
+            },
+        )
+        yield mock
+
+
+def start_checkout(client, invoice):
+    page = client.get(pay_url(invoice))
+    assert "card_number" not in page.context["form"].fields  # Stripe hosts the card form
+    data = {"attempt": page.context["form"]["attempt"].value(), "email": "payer@example.com"}
+    return client.post(pay_url(invoice), data), data
+
+
+def event(kind, obj, event_id="evt_1"):
+    return {"id": event_id, "object": "event", "type": kind, "data": {"object": obj}}
+
+
+def completed(payment, event_id="evt_1", **extra):
+    session = {
+        "id": payment.checkout_session,
+        "object": "checkout.session",
+        "client_reference_id": payment.public_id,
+        "payment_intent": "pi_test_1",
+        "payment_status": "paid",
+        "amount_total": 12000,
+        "currency": "gbp",
+        "metadata": {"payment": payment.public_id},
+    }
+    return event("checkout.session.completed", session | extra, event_id)
+
+
+def deliver(client, tenant, payload, secret=SIGNING_SECRET, timestamp=None):
+    body = json.dumps(payload)
+    header = stripe.WebhookSignature.generate_signature_header(body, secret, timestamp)
+    return client.post(
+        f"/pay/{tenant.slug}/-/stripe/webhook",
+        body,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=header,
+    )
+
+
+def test_checkout_session_is_created_with_the_servers_amount_and_a_key(
+    client, stripe_tenant, stripe_api
+):
+    invoice = open_invoice(stripe_tenant, amount="120.00")
+    response, data = start_checkout(client, invoice)
+
+    payment = Payment.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == "https://checkout.stripe.com/c/pay/cs_test_1"
+    assert (payment.status, payment.checkout_session) == ("pending", "cs_test_1")
+    [call] = stripe_api.calls
+    assert call.request.headers["Idempotency-Key"] == f"checkout-{data['attempt']}"
+    assert call.request.headers["Authorization"] == f"Bearer {SECRET_KEY}"
+    sent = call.request.body
+    assert "line_items[0][price_data][unit_amount]=12000" in sent
+    assert "line_items[0][price_data][currency]=gbp" in sent
+    assert f"client_reference_id={payment.public_id}" in sent
+    assert "setup_future_usage" not in sent  # no consent, no saved card
+
+    # A double click replays the payment: no second session.
+    assert client.post(pay_url(invoice), data)["Location"] == response["Location"]
+    assert len(stripe_api.calls) == 1 and Payment.objects.count() == 1
+
+
+def test_the_browser_coming_back_does_not_complete_the_payment(client, stripe_tenant, stripe_api):
+    invoice = open_invoice(stripe_tenant)
+    start_checkout(client, invoice)
+    payment = Payment.objects.get()
+    back = client.get(payment.get_absolute_url())  # Stripe's success_url
+    assert "Confirming your payment" in back.content.decode()
+    assert '<meta http-equiv="refresh"' in back.content.decode()
+    payment.refresh_from_db()
+    assert payment.status == "pending" and not HaloOutbox.objects.exists()
+
+
+def test_signed_webhook_completes_the_payment_once(client, stripe_tenant, stripe_api, mailoutbox):
+    invoice = open_invoice(stripe_tenant)
+    start_checkout(client, invoice)
+    payment = Payment.objects.get()
+
+    first = deliver(client, stripe_tenant, completed(payment))
+    again = deliver(client, stripe_tenant, completed(payment))
+    other_id = deliver(client, stripe_tenant, completed(payment, event_id="evt_2"))
+
+    assert first.status_code == again.status_code == other_id.status_code == 200
+    assert first.json()["result"] == "pending → succeeded"
+    assert again.json()["result"].startswith("duplicate")
+    assert other_id.json()["result"] == "no change: the payment is already succeeded"
+    payment.refresh_from_db()
+    assert (payment.status, payment.reference) == ("succeeded", "pi_test_1")
+    assert payment.events.filter(to_status="succeeded").count() == 1
+    assert HaloOutbox.objects.filter(payment=payment).count() == 1
+    assert ProcessorEvent.objects.count() == 2 and len(mailoutbox) == 1
+    assert "Payment received" in client.get(payment.get_absolute_url()).content.decode()
+
+
+def test_out_of_order_events_never_undo_a_success(client, stripe_tenant, stripe_api):
+    invoice = open_invoice(stripe_tenant)
+    start_checkout(client, invoice)
+    payment = Payment.objects.get()
+    session = {"id": "cs_test_1", "client_reference_id": payment.public_id}
+    deliver(client, stripe_tenant, completed(payment, event_id="evt_done"))
+    late = deliver(client, stripe_tenant, event("checkout.session.expired", session, "evt_exp"))
+    assert late.json()["result"] == "no change: the payment is already succeeded"
+    payment.refresh_from_db()
+    assert payment.status == "succeeded"
+
+
+def test_a_success_after_a_failure_is_still_recorded(client, stripe_tenant, stripe_api):
+    """Money the processor took is never lost, whatever order the events come in."""
+    invoice = open_invoice(stripe_tenant)
+    start_checkout(client, invoice)
+    payment = Payment.objects.get()
+    session = {"id": "cs_test_1", "client_reference_id": payment.public_id}
+    deliver(client, stripe_tenant, event("checkout.session.expired", session, "evt_exp"))
+    deliver(client, stripe_tenant, completed(payment, event_id="evt_done"))
+    payment.refresh_from_db()
+    assert payment.status == "succeeded" and HaloOutbox.objects.filter(payment=payment).exists()
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["wrong-secret", "no-header", "edited-body", "stale-timestamp", "unknown-tenant"],
+)
+def test_bad_signatures_are_rejected(client, stripe_tenant, stripe_api, tamper):
+    invoice = open_invoice(stripe_tenant)
+    start_checkout(client, invoice)
+    payment = Payment.objects.get()
+    payload = completed(payment)
+    body = json.dumps(payload)
+    url = f"/pay/{stripe_tenant.slug}/-/stripe/webhook"
+    header = stripe.WebhookSignature.generate_signature_header(body, SIGNING_SECRET)
+    if tamper == "wrong-secret":
+        header = stripe.WebhookSignature.generate_signature_header(body, "whsec_attacker")
+    elif tamper == "no-header":
+        header = ""
+    elif tamper == "edited-body":
+        body = body.replace("pi_test_1", "pi_attacker")
+    elif tamper == "stale-timestamp":
+        header = stripe.WebhookSignature.generate_signature_header(
+            body, SIGNING_SECRET, int(time.time()) - 3600
+        )
+    elif tamper == "unknown-tenant":
+        url = "/pay/no-such-tenant/-/stripe/webhook"
+
+    response = client.post(url, body, content_type="application/json", HTTP_STRIPE_SIGNATURE=header)
+
+    assert response.status_code == 400
+    payment.refresh_from_db()
+    assert payment.status == "pending" and not ProcessorEvent.objects.exists()
+
+
+def test_events_cannot_reach_another_tenants_payment(client, stripe_tenant, stripe_api):
+    invoice = open_invoice(stripe_tenant)
+    start_checkout(client, invoice)
+    payment = Payment.objects.get()
+    other = factories.tenant("bravo")
+    settings = PaymentSettings.for_tenant(other)
+    settings.set_stripe_secrets(SECRET_KEY, "whsec_bravo")
+    settings.save()
+    answer = deliver(client, other, completed(payment), secret="whsec_bravo")
+    assert answer.json()["result"] == "ignored: no payment of this tenant matches"
+    payment.refresh_from_db()
+    assert payment.status == "pending"
+
+
+def test_leaving_the_checkout_closes_it_so_the_invoice_can_be_paid(
+    client, stripe_tenant, stripe_api
+):
+    stripe_api.post(f"{API}/checkout/sessions/cs_test_1/expire", json={"status": "expired"})
+    invoice = open_invoice(stripe_tenant)
+    start_checkout(client, invoice)
+    payment = Payment.objects.get()
+    assert 'type="submit"' not in client.get(pay_url(invoice)).content.decode()
+
+    back = client.get(f"{pay_url(invoice)}?cancelled={payment.public_id}")
+
+    payment.refresh_from_db()
+    assert (payment.status, payment.failure_code) == ("failed", "cancelled")
+    assert back["Location"] == f"{pay_url(invoice)}?failed={payment.public_id}"
+    body = client.get(back["Location"]).content.decode()
+    assert "Nothing was charged" in body and 'type="submit"' in body
+
+
+def test_stripe_refusing_the_session_charges_nothing(client, tenant):
+    settings = PaymentSettings.for_tenant(tenant)
+    settings.processor = "stripe"
+    settings.set_stripe_secrets(SECRET_KEY, SIGNING_SECRET)
+    settings.save()
+    invoice = open_invoice(tenant)
+    with responses.RequestsMock() as mock:
+        mock.post(
+            f"{API}/checkout/sessions",
+            status=400,
+            json={"error": {"type": "invalid_request_error", "message": "Bad currency"}},
+        )
+        response, _ = start_checkout(client, invoice)
+    payment = Payment.objects.get()
+    assert (payment.status, payment.failure_code) == ("failed", "processor_error")
+    assert "Nothing was charged" in client.get(response["Location"]).content.decode()
+
+
+def test_consent_asks_stripe_to_keep_the_card(client, stripe_tenant, stripe_api):
+    invoice = open_invoice(stripe_tenant, autopay_rule=factories.autopay_rule(stripe_tenant))
+    page = client.get(pay_url(invoice))
+    data = {"attempt": page.context["form"]["attempt"].value(), "save_method": "on"}
+    client.post(pay_url(invoice), data)
+    sent = stripe_api.calls[0].request.body
+    assert "payment_intent_data[setup_future_usage]=off_session" in sent
+    assert "customer_creation=always" in sent
+    payment = Payment.objects.get()
+    deliver(client, stripe_tenant, completed(payment, customer="cus_1"))
+    method = invoice.customer.saved_payment_methods.get()
+    assert (method.processor_customer, method.details) == ("cus_1", {"payment_intent": "pi_test_1"})
+
+
+@pytest.mark.parametrize("declined", [False, True], ids=["charged", "declined"])
+def test_autopay_charges_the_saved_card_off_session(stripe_tenant, mailoutbox, declined):
+    invoice = open_invoice(stripe_tenant, autopay_rule=factories.autopay_rule(stripe_tenant))
+    factories.saved_payment_method(
+        stripe_tenant,
+        customer=invoice.customer,
+        processor="stripe",
+        reference="",
+        processor_customer="cus_1",
+        details={"payment_intent": "pi_first"},
+    )
+    with responses.RequestsMock() as mock:
+        mock.get(
+            f"{API}/payment_intents/pi_first", json={"id": "pi_first", "payment_method": "pm_1"}
+        )
+        if declined:
+            error = {"type": "card_error", "code": "card_declined", "message": "Declined."}
+            mock.post(f"{API}/payment_intents", status=402, json={"error": error})
+        else:
+            mock.post(f"{API}/payment_intents", json={"id": "pi_auto", "status": "succeeded"})
+        [attempt] = autopay.run(stripe_tenant, date.today())
+        create = mock.calls[-1].request
+    payment = attempt.payment
+    assert create.headers["Idempotency-Key"] == f"autopay-invoice-{invoice.pk}-{date.today()}"
+    assert "off_session=true" in create.body and "payment_method=pm_1" in create.body
+    if declined:
+        assert (payment.status, payment.failure_code) == ("failed", "card_declined")
+        assert [m.subject for m in mailoutbox] == [
+            f"Auto-pay failed: invoice {invoice.display_number()} ({invoice.customer})"
+        ]
+    else:
+        assert (payment.status, payment.reference) == ("succeeded", "pi_auto")
