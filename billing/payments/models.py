@@ -188,10 +188,20 @@ def _decrypted(ciphertext):
     return crypto.decrypt(ciphertext) if ciphertext else ""
 
 
+def is_issued(invoice):
+    """Portal invoices are unposted drafts until issued: not shown, not payable."""
+    return invoice.posted or invoice.source != Invoice.Source.PORTAL
+
+
 def invoice_for_ref(tenant, ref):
     """The one invoice a customer-facing `ref` names: an open one if any, else the latest;
     None when unknown or when several open invoices share the number (the customer asks)."""
-    found = list(Invoice.objects.for_ref(tenant, ref).filter(deleted_in_halo=False)[:10])
+    found = (
+        Invoice.objects.for_ref(tenant, ref)
+        .filter(deleted_in_halo=False)
+        .exclude(source=Invoice.Source.PORTAL, posted=False)
+    )
+    found = list(found[:10])
     open_ = [invoice for invoice in found if invoice.is_open]
     if len(open_) > 1:
         return None

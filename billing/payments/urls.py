@@ -11,6 +11,7 @@ from billing.payments import views
 app_name = "payments"
 urlpatterns = [
     path("pay/<slug:tenant_code>/invoice/<str:token>", views.pay, name="pay"),
+    path("pay/<slug:tenant_code>/invoice/<str:token>/pdf", views.invoice_pdf, name="pdf"),
     path("pay/<slug:tenant_code>/payment/<str:public_id>", views.payment, name="payment"),
     path("pay/<slug:tenant_code>/-/logo", views.logo, name="logo"),
     path("pay/<slug:tenant_code>/-/pay", views.pay_unlisted, name="pay-unlisted"),

@@ -12,8 +12,16 @@ import secrets
 from functools import wraps
 
 from django.db import IntegrityError, transaction
-from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpResponse,
+    HttpResponseNotModified,
+    HttpResponseRedirect,
+)
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import content_disposition_header, http_date
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from rest_framework.exceptions import Throttled
@@ -22,6 +30,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
+from billing.invoicing.pdfs import PdfUnavailable, resolve_pdf
 from billing.models import Invoice
 from billing.payments import checkout, display
 from billing.payments.forms import PayForm, UnlistedPayForm
@@ -33,6 +42,7 @@ from billing.payments.models import (
     PayPage,
     ProcessorEvent,
     invoice_for_ref,
+    is_issued,
 )
 from billing.payments.processors import InvalidWebhook, StripeProcessor
 from portal.models import Tenant
@@ -46,10 +56,12 @@ CSP = (
 
 
 def harden(request, response):
-    response["Cache-Control"] = "no-store"
+    response.setdefault("Cache-Control", "no-store")
     response["Referrer-Policy"] = "no-referrer"
     response["X-Robots-Tag"] = "noindex, nofollow"
-    response["Content-Security-Policy"] = CSP.format(nonce=request.csp_nonce)
+    if response.get("Content-Type", "").startswith("text/html"):
+        # Not on PDFs: a strict policy stops browsers' built-in PDF viewers.
+        response["Content-Security-Policy"] = CSP.format(nonce=request.csp_nonce)
     return response
 
 
@@ -187,11 +199,20 @@ def _pay_page(tenant_code, token):
     )
 
 
+def _issued_pay_page(tenant_code, token):
+    """The pay page, or None (answer `not_found`) for a missing one, an invoice deleted in
+    Halo or a portal draft."""
+    pay_page = _pay_page(tenant_code, token)
+    if pay_page is None or pay_page.invoice.deleted_in_halo or not is_issued(pay_page.invoice):
+        return None
+    return pay_page
+
+
 @customer_page
 @require_http_methods(["GET", "POST"])
 def pay(request, tenant_code, token):
-    pay_page = _pay_page(tenant_code, token)
-    if pay_page is None or pay_page.invoice.deleted_in_halo:
+    pay_page = _issued_pay_page(tenant_code, token)
+    if pay_page is None:
         return not_found(request, Tenant.objects.filter(slug=tenant_code).first())
     invoice = pay_page.invoice
     tenant = invoice.tenant
@@ -240,6 +261,7 @@ def pay(request, tenant_code, token):
         unavailable=processor.unavailable_reason(),
         test_mode=not processor.takes_real_money,
         receipts=invoice.payments.filter(status=Payment.Status.SUCCEEDED)[:5],
+        pdf_url=reverse("payments:pdf", args=[tenant.slug, pay_page.token]),
     )
 
 
@@ -339,6 +361,39 @@ def payment(request, tenant_code, public_id):
 
 
 # -- files ---------------------------------------------------------------------------------------
+
+
+@customer_page
+@require_GET
+def invoice_pdf(request, tenant_code, token):
+    """The invoice's PDF, inline or (`?download=1`) as a download, from the source the tenant
+    chose, falling back to the other when allowed."""
+    pay_page = _issued_pay_page(tenant_code, token)
+    if pay_page is None:
+        return not_found(request, Tenant.objects.filter(slug=tenant_code).first())
+    invoice = pay_page.invoice
+    settings = PaymentSettings.for_tenant(invoice.tenant)
+    try:
+        pdf = resolve_pdf(
+            invoice,
+            channel="pay_page",
+            prefer="halo" if settings.use_halo_pdf else "portal",
+            fallback=settings.pdf_fallback,
+        )
+    except PdfUnavailable:
+        back = pay_page.get_absolute_url()
+        return page(request, "payments/pdf_unavailable.html", invoice.tenant, status=503, back=back)
+    if request.headers.get("If-None-Match") == pdf.etag:
+        response = HttpResponseNotModified()
+    else:
+        response = HttpResponse(pdf.content, content_type="application/pdf")
+        response["Content-Disposition"] = content_disposition_header(
+            bool(request.GET.get("download")), pdf.filename
+        )
+    response["ETag"] = pdf.etag
+    response["Last-Modified"] = http_date(pdf.last_modified.timestamp())
+    response["Cache-Control"] = "private, no-cache"
+    return response
 
 
 @require_GET
