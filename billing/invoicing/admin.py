@@ -326,11 +326,11 @@ class PortalInvoiceAdmin(TenantScopedAdmin):
 
     @admin.action(description="Export to Halo", permissions=["change"])
     def export_to_halo(self, request, queryset):
-        ids = list(queryset.issued().values_list("pk", flat=True))
+        ids = list(queryset.exportable().values_list("pk", flat=True))
         tasks.queue(tasks.export_to_halo, ids)
         message = f"Export of {len(ids)} invoices to Halo queued: see “Exported to Halo”."
         if skipped := queryset.count() - len(ids):
-            message += f" {skipped} drafts skipped: issue them first."
+            message += f" {skipped} skipped: drafts (issue them first) and credit notes."
         self.message_user(request, message)
 
     @admin.action(description="Credit in full (issues a credit note)", permissions=["change"])

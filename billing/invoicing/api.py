@@ -127,16 +127,17 @@ class InvoicePdfView(APIView):
             resolved = resolve_pdf(invoice, PdfServed.Channel.API)
         except PdfUnavailable as unavailable:
             return _error("unavailable", str(unavailable), status.HTTP_503_SERVICE_UNAVAILABLE)
-        response = HttpResponse(resolved.content, content_type="application/pdf")
-        response.headers.update(
-            {
+        response = HttpResponse(
+            resolved.content,
+            content_type="application/pdf",
+            headers={
                 "ETag": resolved.etag,
                 "Last-Modified": http_date(resolved.last_modified.timestamp()),
                 "Content-Disposition": content_disposition_header(False, resolved.filename),
                 "Cache-Control": "private, no-cache",
                 "X-Invoice-PDF-Source": resolved.source,
                 "X-Invoice-PDF-Version": str(resolved.version.number),
-            }
+            },
         )
         return get_conditional_response(
             request,

@@ -36,7 +36,7 @@ class ExportResult:
 
 
 def export_invoices(invoices):
-    """Export `PortalInvoice`s (issued or credited) per tenant; each records its outcome.
+    """Export `PortalInvoice`s (`exportable()` ones) per tenant; each records its outcome.
     Answers counts: created, updated, attached, failed."""
     counts = Counter()
     by_tenant = {}
@@ -59,7 +59,8 @@ def export_invoices(invoices):
                 counts["failed"] += 1
                 continue
             counts["created" if result.created else "updated"] += 1
-            counts["attached"] += result.attached
+            if result.attached:
+                counts["attached"] += 1
     return counts
 
 
@@ -68,6 +69,11 @@ def export_invoice(details, client):
     when the tenant's setting says so. Raises ExportError or HaloError."""
     if details.is_draft:
         raise ExportError(f"{details} is a draft: issue it before exporting it.")
+    if details.credit_note_of_id:
+        raise ExportError(
+            f"{details} stays in the portal: Halo takes no negative invoices, so exporting "
+            f"{details.credit_note_of} again voids it there instead."
+        )
     invoice = details.invoice
     record = _halo_record(details)
     created = invoice.halo_id is None

@@ -212,6 +212,11 @@ class PortalInvoiceQuerySet(models.QuerySet):
     def issued(self):
         return self.exclude(status=PortalInvoice.Status.DRAFT)
 
+    def exportable(self):
+        """Issued invoices, credited ones included (Halo voids them); credit notes stay here:
+        Halo takes no negative invoices."""
+        return self.issued().filter(credit_note_of=None)
+
     def issue(self, user=None):
         """Number and issue the drafts among these, in one transaction per call: numbers
         come from the tenant's counter row, locked until commit, so two staff issuing at

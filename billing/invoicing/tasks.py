@@ -17,7 +17,7 @@ def render_pdfs(invoice_ids):
 
 
 def export_to_halo(portal_invoice_ids):
-    details = PortalInvoice.objects.issued().filter(pk__in=portal_invoice_ids)
+    details = PortalInvoice.objects.exportable().filter(pk__in=portal_invoice_ids)
     counts = export_invoices(details.select_related("tenant", "invoice", "organisation"))
     return dict(counts)
 
