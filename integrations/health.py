@@ -1,6 +1,7 @@
 """The admin home's "Halo connection" row: is the tenant's active connection working?"""
 
 from django.urls import reverse
+from django.utils.text import Truncator
 from django.utils.timesince import timesince
 
 from portal.health import HealthRow, provider
@@ -18,4 +19,5 @@ def halo_connection(tenant):
     ago = f"tested {timesince(connection.tested_at)} ago"
     if connection.test_status == connection.TestStatus.OK:
         return [HealthRow("Halo connection", "ok", f"{connection.name}: working, {ago}", url)]
-    return [HealthRow("Halo connection", "error", f"{connection.test_summary} ({ago})", url)]
+    summary = Truncator(connection.test_summary).chars(160)
+    return [HealthRow("Halo connection", "error", f"{summary} ({ago})", url)]

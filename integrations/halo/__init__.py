@@ -1,4 +1,14 @@
-"""HaloPSA API client: `HaloClient(connection)` and the `HaloError` family."""
+"""HaloPSA API client: `HaloClient(connection)` and the `HaloError` family.
+
+    client = connection.client()                  # or HaloClient(connection, stats=...)
+    for licence in client.list_licences(client_id=12):   # pages lazily; kwargs are filters
+        ...
+    saved = client.upsert_licences(records)       # same order as `records`, ids filled in
+    client.stats.requests, client.stats.by_endpoint
+
+Catch `HaloError`: `.permanent` (fix data or configuration) vs `.transient` (try later);
+`str(error)` is written for partners. See `client.py` for retries and create safety.
+"""
 
 from integrations.halo.client import RESOURCES, HaloClient, RequestStats, discover_auth_url
 from integrations.halo.errors import (
