@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from billing.pdf.money import format_date, format_money
 
-WHITE, INK = "#FFFFFF", "#111111"
+WHITE, BLACK = "#FFFFFF", "#000000"
 #: WCAG AA for normal text.
 READABLE = 4.5
 
@@ -35,7 +35,7 @@ def brand(tenant):
     return Brand(
         name=tenant.brand_name,
         accent=accent,
-        on_accent=max((WHITE, INK), key=lambda text: contrast(accent, text)),
+        on_accent=max((WHITE, BLACK), key=lambda text: contrast(accent, text)),
         accent_ink=readable_on_white(accent),
         logo_url=reverse("payments:logo", args=[tenant.slug]) if tenant.logo else "",
         address_lines=tuple(tenant.address_lines()),

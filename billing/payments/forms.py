@@ -26,7 +26,7 @@ class PayForm(forms.Form):
     email = forms.EmailField(
         label="Email for your receipt",
         required=False,
-        help_text="Optional: without it the receipt goes to the billing contact we hold.",
+        help_text="Without it, the receipt goes to the billing contact we hold.",
         widget=forms.EmailInput(attrs={"autocomplete": "email"}),
     )
 
@@ -130,6 +130,6 @@ def card_fields():
             widget=forms.TextInput(attrs={"autocomplete": "cc-name"}),
         ),
         "card_number": text("Card number", "cc-number", inputmode="numeric"),
-        "card_expiry": text("Expiry (MM/YY)", "cc-exp", inputmode="numeric", placeholder="MM/YY"),
-        "card_cvc": text("Security code (CVC)", "cc-csc", inputmode="numeric"),
+        "card_expiry": text("Expiry date", "cc-exp", inputmode="numeric", placeholder="MM/YY"),
+        "card_cvc": text("Security code", "cc-csc", inputmode="numeric", placeholder="CVC"),
     }

@@ -2,8 +2,8 @@
 
 Nothing here needs a login. Pay pages and receipts live at unguessable URLs under the tenant
 code, and a token of one tenant under another's code is not found. Every page is rendered on
-the server (no JavaScript), sent with `Cache-Control: no-store`, no referrer (the URL is the
-secret) and a strict Content-Security-Policy.
+the server (no JavaScript), sent with `Cache-Control: no-store`, no referrer to other sites
+(the URL is the secret) and a strict Content-Security-Policy.
 """
 
 import json
@@ -57,7 +57,7 @@ CSP = (
 
 def harden(request, response):
     response.setdefault("Cache-Control", "no-store")
-    response["Referrer-Policy"] = "no-referrer"
+    response["Referrer-Policy"] = "same-origin"  # "no-referrer" makes forms post Origin: null
     response["X-Robots-Tag"] = "noindex, nofollow"
     if response.get("Content-Type", "").startswith("text/html"):
         # Not on PDFs: a strict policy stops browsers' built-in PDF viewers.
@@ -272,8 +272,13 @@ def after_start(payment, pay_page=None):
     if payment.status == Payment.Status.PENDING and payment.checkout_url:
         return HttpResponseRedirect(payment.checkout_url)  # the processor's own URL
     if payment.status == Payment.Status.FAILED and pay_page is not None:
-        return redirect(f"{pay_page.get_absolute_url()}?failed={payment.public_id}")
+        return redirect(failed_url(pay_page, payment))
     return redirect(payment.get_absolute_url())
+
+
+def failed_url(pay_page, payment):
+    """The pay page showing why `payment` failed, scrolled to the message."""
+    return f"{pay_page.get_absolute_url()}?failed={payment.public_id}#payment-failed"
 
 
 def _back_from_checkout(pay_page, public_id):
@@ -281,7 +286,7 @@ def _back_from_checkout(pay_page, public_id):
     again, and show that nothing was charged."""
     payment = pay_page.invoice.payments.in_flight().filter(public_id=public_id).first()
     if payment is not None and checkout.close_checkout(payment, "customer left the checkout"):
-        return redirect(f"{pay_page.get_absolute_url()}?failed={payment.public_id}")
+        return redirect(failed_url(pay_page, payment))
     return redirect(pay_page.get_absolute_url())
 
 
@@ -345,7 +350,7 @@ def payment(request, tenant_code, public_id):
     tenant = found.tenant
     pay_page = getattr(found.invoice, "pay_page", None) if found.invoice else None
     if found.status == Payment.Status.FAILED and pay_page is not None:
-        return redirect(f"{pay_page.get_absolute_url()}?failed={found.public_id}")
+        return redirect(failed_url(pay_page, found))
     balance = Balance(found.invoice) if found.invoice else None
     return page(
         request,

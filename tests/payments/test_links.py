@@ -128,7 +128,7 @@ def test_pages_carry_security_headers(client, tenant):
     invoice = open_invoice(tenant)
     for response in (client.get(link(tenant, invoice.halo_id)), client.get(pay_url(invoice))):
         assert response["Cache-Control"] == "no-store"
-        assert response["Referrer-Policy"] == "no-referrer"
+        assert response["Referrer-Policy"] == "same-origin"
         assert "frame-ancestors 'none'" in response["Content-Security-Policy"]
         assert response["X-Frame-Options"] == "DENY"
 

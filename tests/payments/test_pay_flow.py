@@ -66,7 +66,7 @@ def test_declined_card_shows_why_and_a_retry(client, tenant, mailoutbox, number,
 
     payment = Payment.objects.get()
     assert (payment.status, payment.failure_code) == ("failed", code)
-    assert response["Location"] == f"{pay_url(invoice)}?failed={payment.public_id}"
+    assert response["Location"] == f"{pay_url(invoice)}?failed={payment.public_id}#payment-failed"
     page = client.get(response["Location"])
     body = page.content.decode()
     assert message in body and "Nothing was charged" in body and 'role="alert"' in body

@@ -28,7 +28,7 @@ def test_pdf_inline_and_as_download(client, tenant):
     assert inline["Content-Disposition"].startswith("inline;")
     assert invoice.display_number() in inline["Content-Disposition"]
     assert "Content-Security-Policy" not in inline  # it would stop the browser's viewer
-    assert inline["Referrer-Policy"] == "no-referrer"
+    assert inline["Referrer-Policy"] == "same-origin"
     download = client.get(f"{pdf_url(invoice)}?download=1")
     assert download["Content-Disposition"].startswith("attachment;")
     assert download.content == inline.content

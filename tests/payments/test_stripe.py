@@ -222,7 +222,7 @@ def test_leaving_the_checkout_closes_it_so_the_invoice_can_be_paid(
 
     payment.refresh_from_db()
     assert (payment.status, payment.failure_code) == ("failed", "cancelled")
-    assert back["Location"] == f"{pay_url(invoice)}?failed={payment.public_id}"
+    assert back["Location"] == f"{pay_url(invoice)}?failed={payment.public_id}#payment-failed"
     body = client.get(back["Location"]).content.decode()
     assert "Nothing was charged" in body and 'type="submit"' in body
 
