@@ -187,4 +187,5 @@ def _period_of(lines):
 
 
 def _halo_label(invoice):
-    return "Void" if invoice.voided else None
+    # The renderer asks for payment of any balance: a void invoice must say not to pay.
+    return "Void – do not pay" if invoice.voided else None

@@ -363,7 +363,7 @@ class PortalInvoice(models.Model):
         if self.credit_note_of_id:
             return f"Credit note for {self.credit_note_of.number}"
         if self.status == self.Status.CREDITED:
-            return f"Credited by {self.credit_note.number}"
+            return f"Credited by {self.credit_note.number} – do not pay"
         return None
 
     def fill(self, usage_counts, charges):
