@@ -140,17 +140,11 @@ def cancel_url(payment):
     return f"{page.public_url()}?cancelled={payment.public_id}"
 
 
-def close_checkout(payment, detail):
-    """Close an in-flight hosted checkout the customer left (or that outlived its expiry),
-    once the processor confirms it can no longer be paid."""
+def close_checkout(payment):
+    """Close a hosted checkout the customer left, or one past its expiry that no webhook
+    settled, and apply what the processor then says (paid, or closed unpaid)."""
+    if not payment.checkout_session:
+        return False
     processor = PaymentSettings.for_tenant(payment.tenant).processor_impl(payment.processor)
-    if payment.checkout_session and processor.cancel(payment):
-        payment.move(
-            Payment.Status.FAILED,
-            source=PaymentEvent.Source.SYSTEM,
-            detail=detail,
-            failure_code="cancelled",
-            failure_message="The checkout was closed before payment. Nothing was charged.",
-        )
-        return True
-    return False
+    outcome = processor.cancel(payment)
+    return outcome is not None and payment.apply(outcome, source=PaymentEvent.Source.SYSTEM)

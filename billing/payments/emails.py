@@ -13,7 +13,7 @@ from billing.payments.models import Balance
 def _send(tenant, to, subject, template, context):
     context |= {"tenant": tenant, "brand": display.brand(tenant)}
     message = EmailMultiAlternatives(
-        subject=subject,
+        subject=" ".join(subject.split()),  # names from Halo may hold line breaks
         body=render_to_string(f"payments/email/{template}.txt", context),
         from_email=formataddr((tenant.brand_name, parseaddr(settings.DEFAULT_FROM_EMAIL)[1])),
         to=to,

@@ -200,8 +200,11 @@ def invoice_for_ref(tenant, ref):
         Invoice.objects.for_ref(tenant, ref)
         .filter(deleted_in_halo=False)
         .exclude(source=Invoice.Source.PORTAL, posted=False)
+        .select_related("pay_page")
     )
     found = list(found[:10])
+    for invoice in found:
+        invoice.tenant = tenant
     open_ = [invoice for invoice in found if invoice.is_open]
     if len(open_) > 1:
         return None
@@ -211,11 +214,17 @@ def invoice_for_ref(tenant, ref):
 class PayPageQuerySet(models.QuerySet):
     def for_invoices(self, invoices):
         """The pay page of each invoice (created where missing), by invoice id."""
-        invoices = list(invoices)
-        self.bulk_create(
-            [PayPage(tenant_id=i.tenant_id, invoice=i) for i in invoices], ignore_conflicts=True
-        )
-        return {page.invoice_id: page for page in self.filter(invoice__in=invoices)}
+        invoices = {invoice.pk: invoice for invoice in invoices}
+        pages = {page.invoice_id: page for page in self.filter(invoice__in=invoices)}
+        if missing := invoices.keys() - pages.keys():
+            self.bulk_create(
+                [PayPage(tenant_id=invoices[pk].tenant_id, invoice_id=pk) for pk in missing],
+                ignore_conflicts=True,  # a concurrent request made it: read it below
+            )
+            pages |= {page.invoice_id: page for page in self.filter(invoice__in=missing)}
+        for page in pages.values():
+            page.invoice = invoices[page.invoice_id]
+        return pages
 
 
 class PayPage(models.Model):
@@ -237,7 +246,10 @@ class PayPage(models.Model):
 
     @classmethod
     def for_invoice(cls, invoice):
-        return cls.objects.for_invoices([invoice])[invoice.pk]
+        try:
+            return invoice.pay_page
+        except cls.DoesNotExist:
+            return cls.objects.for_invoices([invoice])[invoice.pk]
 
     def public_url(self):
         return settings.PORTAL_BASE_URL + self.get_absolute_url()
@@ -319,7 +331,12 @@ class Payment(models.Model):
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="payments")
     invoice = models.ForeignKey(
-        Invoice, null=True, blank=True, on_delete=models.PROTECT, related_name="payments"
+        # RESTRICT: an invoice with payments is never deleted alone (only with its tenant).
+        Invoice,
+        null=True,
+        blank=True,
+        on_delete=models.RESTRICT,
+        related_name="payments",
     )
     invoice_ref = models.CharField(
         "invoice number", max_length=64, help_text="As the customer saw it."

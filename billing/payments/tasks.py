@@ -79,7 +79,7 @@ def close_stale_payments():
             failure_message="This payment was not completed. Nothing was charged.",
         )
     for payment in Payment.objects.stale_checkouts().select_related("tenant"):
-        checkout.close_checkout(payment, "checkout expired without a webhook")
+        checkout.close_checkout(payment)
 
 
 register(

@@ -285,8 +285,10 @@ def _back_from_checkout(pay_page, public_id):
     """The customer backed out of the hosted checkout: close it, so the invoice can be paid
     again, and show that nothing was charged."""
     payment = pay_page.invoice.payments.in_flight().filter(public_id=public_id).first()
-    if payment is not None and checkout.close_checkout(payment, "customer left the checkout"):
-        return redirect(failed_url(pay_page, payment))
+    if payment is not None and checkout.close_checkout(payment):
+        if payment.status == Payment.Status.FAILED:
+            return redirect(failed_url(pay_page, payment))
+        return redirect(payment.get_absolute_url())
     return redirect(pay_page.get_absolute_url())
 
 

@@ -5,13 +5,14 @@ own `WebhookSignature.generate_signature_header`."""
 
 import json
 import time
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 import responses
 import stripe
+from django.utils import timezone
 
-from billing.payments import autopay
+from billing.payments import autopay, tasks
 from billing.payments.models import HaloOutbox, Payment, PaymentSettings, ProcessorEvent
 from tests import factories
 from tests.payments.conftest import open_invoice, pay_url
@@ -213,6 +214,7 @@ def test_leaving_the_checkout_closes_it_so_the_invoice_can_be_paid(
     client, stripe_tenant, stripe_api
 ):
     stripe_api.post(f"{API}/checkout/sessions/cs_test_1/expire", json={"status": "expired"})
+    stripe_api.get(f"{API}/checkout/sessions/cs_test_1", json={"status": "expired"})
     invoice = open_invoice(stripe_tenant)
     start_checkout(client, invoice)
     payment = Payment.objects.get()
@@ -221,7 +223,7 @@ def test_leaving_the_checkout_closes_it_so_the_invoice_can_be_paid(
     back = client.get(f"{pay_url(invoice)}?cancelled={payment.public_id}")
 
     payment.refresh_from_db()
-    assert (payment.status, payment.failure_code) == ("failed", "cancelled")
+    assert (payment.status, payment.failure_code) == ("failed", "expired")
     assert back["Location"] == f"{pay_url(invoice)}?failed={payment.public_id}#payment-failed"
     body = client.get(back["Location"]).content.decode()
     assert "Nothing was charged" in body and 'type="submit"' in body
@@ -291,3 +293,34 @@ def test_autopay_charges_the_saved_card_off_session(stripe_tenant, mailoutbox, d
         ]
     else:
         assert (payment.status, payment.reference) == ("succeeded", "pi_auto")
+
+
+@pytest.mark.parametrize("session_status", ["complete", "expired", "open"])
+def test_checkouts_no_webhook_settled_are_asked_of_stripe(
+    client, stripe_tenant, stripe_api, settings, session_status
+):
+    invoice = open_invoice(stripe_tenant)
+    start_checkout(client, invoice)
+    Payment.objects.update(created=timezone.now() - timedelta(hours=3))
+    stripe_api.post(f"{API}/checkout/sessions/cs_test_1/expire", status=400, json={"error": {}})
+    stripe_api.get(
+        f"{API}/checkout/sessions/cs_test_1",
+        json={"status": session_status, "payment_status": "paid", "payment_intent": "pi_late"},
+    )
+
+    tasks.close_stale_payments()
+
+    payment = Payment.objects.get()
+    expected = {"complete": "succeeded", "expired": "failed", "open": "pending"}[session_status]
+    assert payment.status == expected
+    if expected == "succeeded":  # money taken is recorded even though the webhook was lost
+        assert payment.reference == "pi_late" and HaloOutbox.objects.filter(payment=payment)
+
+
+def test_payments_that_never_reached_the_processor_are_released(tenant):
+    invoice = open_invoice(tenant)
+    stuck = factories.payment(tenant, invoice=invoice, status="pending")
+    Payment.objects.update(updated=timezone.now() - timedelta(minutes=11))
+    tasks.close_stale_payments()
+    stuck.refresh_from_db()
+    assert (stuck.status, stuck.failure_code) == ("failed", "abandoned")

@@ -99,8 +99,14 @@ class Processor:
         raise NotImplementedError
 
     def cancel(self, payment):
-        """Give up a pending checkout the customer left; True when it can no longer be paid."""
-        return False
+        """Close a hosted checkout (the customer left it, or it outlived its expiry); answers
+        how the payment then stands, as `refresh` does."""
+        return None
+
+    def refresh(self, payment):
+        """Ask the processor's API how a pending hosted checkout stands: an Outcome once it
+        is paid or expired, else None. Normally the webhook says so first."""
+        return None
 
     def parse_webhook(self, body, headers):
         """Verify and read a webhook delivery; raises InvalidWebhook."""

@@ -7,6 +7,7 @@ carries an idempotency key derived from the payment's own key, so a retried requ
 SDK or by a double click) can never open a second session or make a second charge.
 """
 
+import contextlib
 import json
 import time
 from decimal import Decimal
@@ -92,11 +93,28 @@ class StripeProcessor(Processor):
         )
 
     def cancel(self, payment):
+        # Fails when it was paid or expired meanwhile: the session then says which.
+        with contextlib.suppress(stripe.StripeError):
+            self.client().v1.checkout.sessions.expire(payment.checkout_session)
+        return self.refresh(payment)
+
+    def refresh(self, payment):
+        """Stripe's own answer over its API (authenticated with the secret key), so a lost
+        or misconfigured webhook can neither lose a payment nor block the invoice."""
         try:
-            session = self.client().v1.checkout.sessions.expire(payment.checkout_session)
+            session = self.client().v1.checkout.sessions.retrieve(payment.checkout_session)
         except stripe.StripeError:
-            return False  # completed meanwhile, or already expired: the webhook says which
-        return session.status == "expired"
+            return None
+        if session.status == "expired":
+            message = "The checkout was closed before payment. Nothing was charged."
+            return Outcome("failed", failure_code="expired", failure_message=message)
+        if session.status == "complete" and session.payment_status == "paid":
+            return Outcome(
+                "succeeded",
+                reference=session.payment_intent or session.id,
+                detail="confirmed with Stripe's API (no webhook came)",
+            )
+        return None
 
     # -- auto-pay ------------------------------------------------------------------------
     def charge_saved(self, payment, method):
