@@ -103,7 +103,7 @@ class InvoiceSyncSettingsAdmin(TenantScopedAdmin):
         marks = [
             f"{feed} changed up to {_when(cursor, obj.tenant)}"
             for feed in SyncState.FEEDS
-            if (cursor := state.position(feed)[0])
+            if (cursor := state.cursor(feed))
         ]
         return format_html("{}<br>{}", initial, "; ".join(marks) or "No data read yet")
 

@@ -1,15 +1,15 @@
 """The three syncs of a tenant's Halo clients and invoices, and the run around them.
 
 Clients and invoices are each read as a *feed* in Halo's `last_modified` order from the
-tenant's cursor (see `SyncState`). After every page is stored the query starts again from
-the newest time on it, instead of asking for page 2: an invoice changed mid-sync moves to
-the end of Halo's order, which would shift later pages and skip a record under page
-numbers, but can never hide one behind a cursor. Only records sharing one timestamp beyond
-a page (bulk imports) are paged through, with the offset remembering how far.
+tenant's cursor (see `SyncState`), starting `OVERLAP` before it so writes Halo commits late
+are still seen. After every page is stored the query starts again from the newest time on
+it, instead of asking for page 2: an invoice changed mid-sync moves to the end of Halo's
+order, which would shift later pages and skip a record under page numbers, but can never
+hide one behind a cursor. Only records sharing one timestamp beyond a page (bulk imports)
+are paged through.
 
-An initial sync is the same walk from no cursor; "fetch new" walks from the cursor minus
-`OVERLAP`, so writes Halo commits late are still seen. Hence every run, failed or not,
-leaves the cursors exactly past what is stored, and the next run carries on from there.
+An initial sync is the same walk from no cursor, so a failed one simply carries on from
+where its cursor stopped, and "fetch new" is that walk from wherever the last run ended.
 """
 
 import logging
@@ -24,7 +24,7 @@ from django.db import transaction
 
 from billing.models import Invoice
 from integrations.halo import HaloError, HaloNotFound
-from integrations.invoice_sync.models import InvoiceSyncSettings, SyncRun, SyncState
+from integrations.invoice_sync.models import SyncRun, SyncState
 from integrations.invoice_sync.store import Writer, last_modified, to_halo
 from integrations.models import HaloConnection
 
@@ -69,8 +69,8 @@ class InvoiceSync:
     def __init__(self, tenant, client, run):
         self.tenant, self.client, self.run = tenant, client, run
         self.state = SyncState.for_tenant(tenant)
-        self.cutoff = InvoiceSyncSettings.for_tenant(tenant).cutoff
         self.writer = Writer(tenant, client)
+        self.cutoff = self.writer.cutoff
         self.page_size = settings.HALO_PAGE_SIZE
 
     def initial(self):
@@ -80,20 +80,18 @@ class InvoiceSync:
         self.fetch_new()
 
     def fetch_new(self):
-        """Clients and invoices changed since the last run. Until an initial sync has
-        completed, this continues it exactly where it stopped (no overlap needed)."""
+        """Clients and invoices changed since the last run; until an initial sync has
+        completed, this carries it on."""
         if self.state.needs_restart(self.cutoff):
             self.state.restart(self.cutoff)
         first_pass = self.state.initial_completed is None
-        if first_pass and self.state.position("invoices") == (None, 0):
+        if first_pass and self.state.cursor("invoices") is None:
             self._store_all_contracts()
             self.state.synced_from = self.cutoff
             self.state.save(update_fields=["synced_from"])
         for feed in FEEDS:
-            start, offset = self.state.position(feed.name)
-            if start and not first_pass:
-                start, offset = start - OVERLAP, 0
-            self._follow(feed, start, offset)
+            cursor = self.state.cursor(feed.name)
+            self._follow(feed, cursor and cursor - OVERLAP)
         if first_pass:
             self.state.complete_initial()
 
@@ -127,25 +125,20 @@ class InvoiceSync:
         for page in _pages(contracts, self.page_size):
             self._store("contracts", page)
 
-    def _follow(self, feed, start, offset):
-        """Store every record of `feed` modified at or after `start`, skipping the first
-        `offset` of them (whole pages only: any rest is read again, harmlessly)."""
-        size = self.page_size
+    def _follow(self, feed, start):
+        """Store every record of `feed` modified at or after `start`, moving its cursor
+        with each page committed."""
+        size, skip = self.page_size, 0
         while True:
-            first_page = offset // size + 1
-            position = (first_page - 1) * size
-            records = feed.read(self.client, start, self.cutoff, page_size=size, page_no=first_page)
+            # Records at exactly `start` already stored are read again (harmless), except
+            # whole pages of them: a bulk import shares one time.
+            records = feed.read(self.client, start, self.cutoff, page_size=size, page_no=skip + 1)
             for page in _pages(records, size):
-                position += len(page)
                 newest = max(filter(None, map(last_modified, page)), default=None)
                 moved = newest is not None and (start is None or newest > start)
                 if moved:
-                    start, offset = newest, sum(last_modified(r) == newest for r in page)
-                else:
-                    offset = position
-                self._store(
-                    feed.store, page, then=partial(self.state.move, feed.name, start, offset)
-                )
+                    start, skip = newest, int(all(last_modified(r) == newest for r in page))
+                self._store(feed.store, page, then=partial(self.state.move, feed.name, start))
                 if len(page) < size:
                     return
                 if moved:

@@ -102,11 +102,10 @@ def _digest(text):
 class SyncState(models.Model):
     """Where a tenant's sync stands in Halo's data (the watermark), and who is running it.
 
-    Clients and invoices are read in `last_modified` order; each has a cursor (the newest
-    `last_modified` stored) and an offset (records at exactly that time already stored, for
-    groups larger than a page). Both move in the same transaction as the page they cover,
-    so a failed run resumes where it stopped and nothing behind a cursor is ever skipped.
-    The times are Halo's clock, never the portal's.
+    Clients and invoices are read in `last_modified` order; each has a cursor, the newest
+    `last_modified` stored, moved in the same transaction as the page it covers, so a failed
+    run resumes where it stopped and nothing behind a cursor is ever skipped. The times are
+    Halo's clock, never the portal's.
     """
 
     FEEDS = ("clients", "invoices")
@@ -115,9 +114,7 @@ class SyncState(models.Model):
         Tenant, on_delete=models.CASCADE, related_name="invoice_sync_state"
     )
     clients_cursor = models.DateTimeField(null=True, blank=True)
-    clients_offset = models.PositiveIntegerField(default=0)
     invoices_cursor = models.DateTimeField(null=True, blank=True)
-    invoices_offset = models.PositiveIntegerField(default=0)
     synced_from = models.DateField(
         null=True, blank=True, help_text="The created-since date the current pass began with."
     )
@@ -131,13 +128,12 @@ class SyncState(models.Model):
     def for_tenant(cls, tenant):
         return cls.objects.get_or_create(tenant=tenant)[0]
 
-    def position(self, feed):
-        return getattr(self, f"{feed}_cursor"), getattr(self, f"{feed}_offset")
+    def cursor(self, feed):
+        return getattr(self, f"{feed}_cursor")
 
-    def move(self, feed, cursor, offset):
+    def move(self, feed, cursor):
         """Record a committed page (call inside its transaction); also renews the lock."""
-        now = timezone.now()
-        changes = {f"{feed}_cursor": cursor, f"{feed}_offset": offset, "running_since": now}
+        changes = {f"{feed}_cursor": cursor, "running_since": timezone.now()}
         SyncState.objects.filter(pk=self.pk).update(**changes)
         for name, value in changes.items():
             setattr(self, name, value)
@@ -146,7 +142,6 @@ class SyncState(models.Model):
         """Forget the cursors: the next run reads everything (from `synced_from`) again."""
         for feed in self.FEEDS:
             setattr(self, f"{feed}_cursor", None)
-            setattr(self, f"{feed}_offset", 0)
         self.synced_from = synced_from
         self.initial_completed = None
         self.save()

@@ -92,8 +92,9 @@ def _decimal(value, places=CENT):
 
 
 def _int(value):
+    """A Halo id; None for absent, unreadable or 0 (Halo's "none")."""
     try:
-        return int(value) if value not in (None, "", 0, "0") else None
+        return int(value) or None
     except (TypeError, ValueError):
         return None
 
@@ -103,8 +104,10 @@ def _text(value, length):
 
 
 def _by_id(records):
-    """Records with an id, one per id (the last wins), in order."""
-    return list({_int(r.get("id")): r for r in records if _int(r.get("id"))}.values())
+    """Records with an id (as an int), one per id (the last wins)."""
+    by_id = {_int(r.get("id")): r for r in records}
+    by_id.pop(None, None)
+    return [record | {"id": halo_id} for halo_id, record in by_id.items()]
 
 
 def _older(record, stored_modified):
@@ -124,18 +127,19 @@ def customer_fields(record):
     }
 
 
+def payment_status(record, paid, due):
+    """Halo's `paymentstatus`, or when it is missing or unknown, what the amounts say."""
+    try:
+        return Invoice.HALO_PAYMENT_STATUS[int(record.get("paymentstatus"))]
+    except (KeyError, TypeError, ValueError):
+        if due <= 0:
+            return Invoice.PaymentStatus.PAID
+        return Invoice.PaymentStatus.PARTLY_PAID if paid > 0 else Invoice.PaymentStatus.UNPAID
+
+
 def invoice_fields(record, default_currency):
     total, paid = _decimal(record.get("total")), _decimal(record.get("amountpaid"))
     due = _decimal(record["amountdue"]) if record.get("amountdue") is not None else total - paid
-    status = Invoice.HALO_PAYMENT_STATUS.get(_int(record.get("paymentstatus")) or 0)
-    if record.get("paymentstatus") is None:  # not sent: derive it from the amounts
-        status = (
-            Invoice.PaymentStatus.PAID
-            if due <= 0
-            else Invoice.PaymentStatus.PARTLY_PAID
-            if paid > 0
-            else Invoice.PaymentStatus.UNPAID
-        )
     return {
         "invoice_number": _text(record.get("invoicenumber"), 64),
         "third_party_number": _text(record.get("thirdpartyinvoicenumber"), 64),
@@ -150,7 +154,7 @@ def invoice_fields(record, default_currency):
         "tax_total": _decimal(record.get("tax_total")),
         "amount_paid": paid,
         "amount_due": due,
-        "payment_status": status or Invoice.PaymentStatus.UNPAID,
+        "payment_status": payment_status(record, paid, due),
         "posted": bool(record.get("posted")),
         "voided": bool(record.get("voided")),
         "deleted_in_halo": False,

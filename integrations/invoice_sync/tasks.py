@@ -1,10 +1,23 @@
 """django-q2 entry points of invoice sync (scheduled in `schedules.py`)."""
 
+from django.db import transaction
+from django_q.conf import Conf
 from django_q.tasks import async_task
 
 from integrations.invoice_sync import engine, webhooks
 from integrations.invoice_sync.models import WebhookDelivery
 from portal.models import Tenant
+
+
+def queue(func, *args):
+    """Queue a task with the current transaction. On the database broker the queue row
+    commits with it: one commit (one fsync) per webhook delivery, and never a delivery stored
+    without its task. Other brokers get it once committed; should that fail, the delivery
+    waits for `requeue_stuck_deliveries`."""
+    if Conf.ORM:
+        async_task(func, *args)
+    else:
+        transaction.on_commit(lambda: async_task(func, *args), robust=True)
 
 
 def sync_tenant(tenant_id, kind, trigger="schedule"):

@@ -1,25 +1,23 @@
 """`POST /api/v1/halo/webhook/<tenant code>`: Halo's deliveries, stored before answering.
 
-Answers fast: authenticate, store the raw delivery (deduplicated by its id), queue its
-processing, answer 202 (200 for a repeat). Every failed authentication, for an unknown
-tenant too, gets the same 401, so the endpoint does not reveal which tenants exist.
+Answers fast: authenticate, store the delivery (deduplicated by its id) and queue its
+processing in one transaction, answer 202 (200 for a repeat). Every failed authentication,
+for an unknown tenant too, gets the same 401, so no answer reveals which tenants exist.
 """
 
 import base64
 import binascii
 import json
-import logging
 
 from django.contrib.auth.models import AnonymousUser
-from django_q.tasks import async_task
+from django.db import transaction
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from integrations.invoice_sync import tasks
 from integrations.invoice_sync.models import InvoiceSyncSettings, WebhookDelivery
-
-log = logging.getLogger(__name__)
 
 
 def _basic_credentials(request):
@@ -76,12 +74,10 @@ class HaloWebhookView(APIView):
                 },
                 status=400,
             )
-        delivery, created = WebhookDelivery.receive(request.auth.tenant, payload)
-        if created:
-            try:
-                async_task("integrations.invoice_sync.tasks.process_delivery", delivery.pk)
-            except Exception:  # stored: the sweep of stuck deliveries queues it again
-                log.exception("Could not queue webhook delivery %s", delivery.pk)
+        with transaction.atomic():
+            delivery, created = WebhookDelivery.receive(request.auth.tenant, payload)
+            if created:
+                tasks.queue("integrations.invoice_sync.tasks.process_delivery", delivery.pk)
         return Response(
             {"status": "received" if created else "duplicate", "delivery": delivery.delivery_id},
             status=202 if created else 200,

@@ -6,7 +6,10 @@ older than the portal's copy: Halo repeats and reorders deliveries, and neither 
 newer data. A delivery without its record makes the worker read the record from Halo.
 """
 
+import logging
+
 from django.conf import settings
+from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -15,9 +18,17 @@ from integrations.invoice_sync.engine import active_connection
 from integrations.invoice_sync.models import WebhookDelivery
 from integrations.invoice_sync.store import Writer
 
+log = logging.getLogger(__name__)
+
 #: The events the portal subscribes to (the contract's names).
 EVENTS = ("invoice created", "invoice updated", "invoice paid", "client updated")
 WEBHOOK_NAME = "Halo Partner Portal: invoices and clients"
+#: Writer counts that mean a delivery changed something.
+APPLIED = ("customers_saved", "invoices_created", "invoices_updated", "invoices_deleted")
+NOT_APPLIED = (
+    "Not applied: older than the portal's copy (Halo delivered it late), or an invoice dated "
+    "before the created-since date."
+)
 
 
 def webhook_url(tenant):
@@ -54,53 +65,53 @@ def process(delivery_id):
     delivery = WebhookDelivery.objects.select_related("tenant").get(pk=delivery_id)
     if delivery.status in (WebhookDelivery.Status.PROCESSED, WebhookDelivery.Status.IGNORED):
         return delivery
-    kind = delivery.event.split(" ", 1)[0]
     if delivery.event not in EVENTS:
-        delivery.settle(
-            WebhookDelivery.Status.IGNORED, f"Invoice sync does not use “{delivery.event}” events."
-        )
+        note = f"Invoice sync does not use “{delivery.event}” events."
+        delivery.settle(WebhookDelivery.Status.IGNORED, note)
         return delivery
+    kind = delivery.event.split(" ", 1)[0]
     connection = active_connection(delivery.tenant)
     writer = Writer(delivery.tenant, connection.client() if connection else None)
     try:
-        _apply(writer, kind, delivery)
-    except HaloError as error:
+        # Halo calls first: the transaction below holds the database's write lock.
+        record = _record(writer.client, kind, delivery)
+        writer.prepare([record] if kind == "invoice" and record else [])
+        with transaction.atomic():
+            if record is None:
+                writer.mark_deleted([delivery.object_id])
+            else:
+                (writer.invoices if kind == "invoice" else writer.customers)([record])
+            if any(writer.counts[name] for name in APPLIED):
+                delivery.settle(WebhookDelivery.Status.PROCESSED)
+            else:
+                delivery.settle(WebhookDelivery.Status.IGNORED, NOT_APPLIED)
+    except (HaloError, Unusable) as error:
         delivery.settle(WebhookDelivery.Status.FAILED, str(error))
-        return delivery
-    if (
-        writer.counts["customers_saved"]
-        or writer.counts["invoices_deleted"]
-        or (writer.counts["invoices_created"] + writer.counts["invoices_updated"])
-    ):
-        delivery.settle(WebhookDelivery.Status.PROCESSED)
-    else:
-        delivery.settle(
-            WebhookDelivery.Status.IGNORED,
-            "Not applied: older than the portal's copy (Halo delivered it late), or an "
-            "invoice dated before the created-since date.",
-        )
+    except Exception as error:
+        log.exception("Webhook delivery %s failed", delivery.pk)
+        delivery.settle(WebhookDelivery.Status.FAILED, f"{type(error).__name__}: {error}")
     return delivery
 
 
-def _apply(writer, kind, delivery):
+class Unusable(Exception):
+    """A delivery that cannot be applied as it stands."""
+
+
+def _record(client, kind, delivery):
+    """The changed record: the one delivered, else Halo's (None: Halo deleted the invoice)."""
     record = delivery.payload.get(kind)
-    if not isinstance(record, dict) or not record.get("id"):
-        if writer.client is None:
-            raise HaloError(
-                attempted=f"read {kind} {delivery.object_id}: the delivery has no {kind} and "
-                "the tenant has no active Halo connection with invoice sync on"
-            )
-        try:
-            record = (writer.client.get_invoice if kind == "invoice" else writer.client.get_client)(
-                delivery.object_id
-            )
-        except HaloNotFound:
-            if kind == "invoice":
-                writer.mark_deleted([delivery.object_id])
-                return
-            raise
-    if kind == "invoice":
-        writer.prepare([record])
-        writer.invoices([record])
-    else:
-        writer.customers([record])
+    if isinstance(record, dict) and record.get("id"):
+        return record
+    if client is None:
+        raise Unusable(
+            f"The delivery carries no {kind}, and without an active Halo connection (with "
+            f"invoice sync on) the portal cannot read {kind} {delivery.object_id}."
+        )
+    try:
+        if kind == "invoice":
+            return client.get_invoice(delivery.object_id)
+        return client.get_client(delivery.object_id)
+    except HaloNotFound:
+        if kind == "invoice":
+            return None
+        raise

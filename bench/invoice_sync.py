@@ -1,0 +1,333 @@
+"""Invoice sync against the Halo simulator: an initial sync of 10,000 invoices, a fetch-new
+with 50 changed, and webhook ingestion over HTTP.
+
+    .venv/bin/python bench/invoice_sync.py [--invoices 10000] [--changed 50] [--latency-ms 20]
+        [--postgres postgres://postgres@127.0.0.1:5432/invoice_sync_bench]
+        [--redis redis://127.0.0.1:6379/14]
+
+Standalone: a temporary SQLite database and the ORM broker (the default deployment), or a
+PostgreSQL database the bench drops and creates plus the Redis broker. The simulator runs in
+its own process, so memory figures are the portal's. Halo's data is shaped as a real Halo
+accumulates it: clients and invoices created over two years, each at its own moment.
+
+Targets (from the issue): the initial sync in at most ceil(invoices / page size) + a few
+Halo requests, the fetch-new in at most 3, webhook ingestion of at least 200 deliveries/s.
+Ingestion is timed end to end: gunicorn (4 workers, persistent database connections) taking
+deliveries from 8 concurrent senders, each stored and queued before it is answered.
+"""
+
+import argparse
+import base64
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+parser.add_argument("--invoices", type=int, default=10_000)
+parser.add_argument("--changed", type=int, default=50)
+parser.add_argument("--latency-ms", type=float, default=20.0)
+parser.add_argument("--deliveries", type=int, default=2000)
+parser.add_argument("--senders", type=int, default=8)
+parser.add_argument("--postgres", help="a database URL; the bench drops and recreates it")
+parser.add_argument("--redis", help="a Redis URL for the broker and cache (with --postgres)")
+OPTIONS = parser.parse_args()
+
+DATA = tempfile.mkdtemp(prefix="invoice-sync-bench-")
+DATABASE_URL = OPTIONS.postgres or f"sqlite:///{DATA}/bench.sqlite3"
+os.environ.update(
+    DJANGO_SETTINGS_MODULE="portal.settings",
+    DATABASE_URL=DATABASE_URL,
+    PORTAL_DATA_DIR=DATA,
+    SECRET_KEY="bench-" + "x" * 50,
+    FIELD_ENCRYPTION_KEY="",
+    DEBUG="true",
+    LOG_LEVEL="WARNING",
+)
+if OPTIONS.redis:
+    os.environ["REDIS_URL"] = OPTIONS.redis
+
+if OPTIONS.postgres:
+    import psycopg
+
+    name = urlsplit(OPTIONS.postgres).path.lstrip("/")
+    maintenance = OPTIONS.postgres.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(maintenance, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+
+import django  # noqa: E402
+
+django.setup()
+
+import requests  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.core.cache import cache  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.urls import reverse  # noqa: E402
+
+from billing.models import AutoPayRule, Invoice  # noqa: E402
+from integrations.halo_sim.seed import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TENANT  # noqa: E402
+from integrations.halo_sim.testing import SimControl  # noqa: E402
+from integrations.invoice_sync import webhooks  # noqa: E402
+from integrations.invoice_sync.engine import run_sync  # noqa: E402
+from integrations.invoice_sync.models import InvoiceSyncSettings, WebhookDelivery  # noqa: E402
+from integrations.models import HaloConnection  # noqa: E402
+from portal.models import Tenant  # noqa: E402
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def serve(command, url, env=None):
+    """Start a server process and wait until `url` answers."""
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    for _ in range(200):
+        try:
+            requests.get(url, timeout=5)
+            return process
+        except requests.RequestException:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit(f"{' '.join(command[:3])} did not start")
+
+
+class PeakMemory:
+    """Samples this process's resident memory every 20 ms; `.growth` is the peak over the
+    resident size at the start, in MiB."""
+
+    def __enter__(self):
+        self.start = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.growth = (max(self.peak, self._rss()) - self.start) / 2**20
+
+    def _sample(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._rss())
+
+    @staticmethod
+    def _rss():
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def halo_data(control, invoices, clients=200, span=timedelta(days=730)):
+    """Clients, contracts and invoices with distinct creation times over `span`."""
+    control.generate(items=5)
+    start = datetime.fromisoformat(control.state()["now"]) - span
+
+    def moment(n, count):
+        return (start + span * n / count).isoformat()
+
+    made = control.records(
+        "Client",
+        [
+            {"name": f"Client {n:04d}", "datecreated": moment(n, clients),
+             "last_modified": moment(n, clients), "accountsemailaddress": f"ap{n}@example.com"}
+            for n in range(clients)
+        ],
+    )  # fmt: skip
+    control.generate(contracts_per_client=1)
+    contract_of = {c["client_id"]: c["id"] for c in control.state("ClientContract")}
+    items = [i["id"] for i in control.state("Item")]
+    for batch in range(0, invoices, 1000):
+        control.records(
+            "Invoice",
+            [
+                {
+                    "client_id": made[n % clients]["id"],
+                    "thirdpartyinvoicenumber": f"INV-{n:06d}",
+                    "invoice_date": moment(n, invoices)[:10],
+                    "date_created": moment(n, invoices),
+                    "last_modified": moment(n, invoices),
+                    "contract_id": contract_of[made[n % clients]["id"]] if n % 3 else None,
+                    "lines": [
+                        {"_itemid": items[(n + k) % len(items)], "qty_order": 1 + n % 40,
+                         "tax_rate": 20.0}
+                        for k in range(1 + n % 3)
+                    ],
+                }
+                for n in range(batch, min(batch + 1000, invoices))
+            ],
+        )  # fmt: skip
+
+
+def tenant_for(base_url):
+    tenant = Tenant.objects.create(name="Bench MSP", slug="bench")
+    connection = HaloConnection(
+        tenant=tenant,
+        auth_url=f"{base_url}/auth",
+        resource_url=f"{base_url}/api",
+        halo_tenant=DEMO_TENANT,
+        client_id=DEMO_CLIENT_ID,
+    )
+    connection.set_secret(DEMO_CLIENT_SECRET)
+    connection.save()
+    AutoPayRule.objects.create(tenant=tenant, halo_subtype_id=1, subtype_name="Managed Services")
+    return tenant
+
+
+def timed_run(tenant, kind, control):
+    """(run, Halo requests, requests by endpoint, wall s, portal CPU s, peak memory MiB)."""
+    control.clear_requests()
+    started, cpu = time.perf_counter(), time.process_time()
+    with PeakMemory() as memory:
+        run = run_sync(tenant, kind, "cli")
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    if run.status != "ok":
+        raise SystemExit(f"{kind} failed: {run.error}")
+    by_endpoint = control.requests()["by_endpoint"]
+    halo = sum(n for endpoint, n in by_endpoint.items() if "/token" not in endpoint)
+    return run, halo, by_endpoint, seconds, cpu, memory.growth
+
+
+def delivery_bodies(tenant, count):
+    invoices = Invoice.objects.filter(tenant=tenant).select_related("customer")
+    return [
+        json.dumps(
+            {
+                "id": f"bench-{n}",
+                "webhook_id": "bench",
+                "event": "invoice updated",
+                "object_id": invoice.halo_id,
+                "timestamp": "2026-11-22T10:15:00.1234567Z",
+                "invoice": {
+                    "id": invoice.halo_id,
+                    "client_id": invoice.customer.halo_id,
+                    "client_name": invoice.customer.name,
+                    "invoice_date": invoice.invoice_date.isoformat(),
+                    "last_modified": "2099-01-01T00:00:00",
+                    "total": float(invoice.total),
+                    "amountpaid": 0.0,
+                    "amountdue": float(invoice.total),
+                    "paymentstatus": 0,
+                },
+            }
+        )
+        for n, invoice in enumerate(invoices[:count])
+    ]
+
+
+def ingestion(tenant, count, senders):
+    """Deliveries/s through gunicorn (auth, store, queue), then processed/s by the worker
+    function; answers (received per s, processed per s, answers by status)."""
+    sync_settings = InvoiceSyncSettings.for_tenant(tenant)
+    username, password = sync_settings.new_webhook_credentials()
+    sync_settings.save()
+    auth = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+    bodies = delivery_bodies(tenant, count)
+    port = free_port()
+    separator = "&" if "?" in DATABASE_URL else "?"
+    server_env = {**os.environ, "DATABASE_URL": f"{DATABASE_URL}{separator}conn_max_age=600"}
+    base = f"http://127.0.0.1:{port}"
+    gunicorn = serve(
+        [sys.executable, "-m", "gunicorn", "portal.wsgi:application", "--workers", "4",
+         "--bind", f"127.0.0.1:{port}", "--log-level", "warning"],
+        f"{base}/healthz",
+        env=server_env,
+    )  # fmt: skip
+    url = base + reverse("invoice_sync:halo-webhook", args=[tenant.slug])
+    headers = {"Authorization": auth, "Content-Type": "application/json"}
+    local = threading.local()
+
+    def send(body):
+        if not hasattr(local, "http"):
+            local.http = requests.Session()
+        return local.http.post(url, data=body, headers=headers).status_code
+
+    try:
+        for body in bodies[:20]:  # warm the workers (imports, connections)
+            send(body.replace('"bench-', '"warm-'))
+        started = time.perf_counter()
+        with ThreadPoolExecutor(senders) as pool:
+            statuses = list(pool.map(send, bodies))
+        received = len(bodies) / (time.perf_counter() - started)
+    finally:
+        gunicorn.terminate()
+        gunicorn.wait(timeout=10)
+    answers = {status: statuses.count(status) for status in set(statuses)}
+    started = time.perf_counter()
+    pending = WebhookDelivery.objects.filter(status="received", delivery_id__startswith="bench-")
+    for delivery_id in pending.values_list("pk", flat=True):
+        webhooks.process(delivery_id)
+    processed = len(bodies) / (time.perf_counter() - started)
+    return received, processed, answers
+
+
+def main():
+    call_command("migrate", verbosity=0)
+    call_command("createcachetable", verbosity=0)
+    cache.clear()
+    port = free_port()
+    simulator = serve(
+        [sys.executable, "-m", "integrations.halo_sim", "--port", str(port), "--seed", "empty",
+         "--latency-ms", str(OPTIONS.latency_ms)],
+        f"http://127.0.0.1:{port}/_sim/config",
+    )  # fmt: skip
+    base_url = f"http://127.0.0.1:{port}"
+    database = "PostgreSQL" if OPTIONS.postgres else "SQLite"
+    broker = "Redis" if OPTIONS.redis else "ORM"
+    print(f"Database {database}, broker {broker}, Halo latency {OPTIONS.latency_ms:g} ms")
+    try:
+        control = SimControl(base_url)
+        halo_data(control, OPTIONS.invoices)
+        tenant = tenant_for(base_url)
+        page = settings.HALO_PAGE_SIZE
+
+        run, halo, by_endpoint, seconds, cpu, memory = timed_run(tenant, "initial", control)
+        stored = Invoice.objects.filter(tenant=tenant).count()
+        print(
+            f"Initial sync: {stored:,} invoices, {run.customers_saved} clients, "
+            f"{run.contracts_saved} contracts in {seconds:.1f} s ({cpu:.1f} s portal CPU); "
+            f"{halo} Halo requests (target <= {math.ceil(OPTIONS.invoices / page)} + a few: "
+            f"{dict(by_endpoint)}); peak memory +{memory:.0f} MiB"
+        )
+
+        changed = list(Invoice.objects.filter(tenant=tenant)[: OPTIONS.changed])
+        control.records(
+            "Invoice", [{"id": i.halo_id, "reference": "Changed for the bench"} for i in changed]
+        )
+        run, halo, by_endpoint, seconds, cpu, memory = timed_run(tenant, "new", control)
+        picked = Invoice.objects.filter(reference="Changed for the bench").count()
+        print(
+            f"Fetch new: {picked} changed invoices picked up in {seconds:.2f} s ({cpu:.2f} s "
+            f"portal CPU); {halo} Halo requests (target <= 3: {dict(by_endpoint)}); peak "
+            f"memory +{memory:.0f} MiB"
+        )
+
+        received, processed, answers = ingestion(tenant, OPTIONS.deliveries, OPTIONS.senders)
+        print(
+            f"Webhooks: {received:.0f} deliveries/s received, stored and queued (target >= "
+            f"200; {OPTIONS.deliveries} deliveries from {OPTIONS.senders} senders, answers "
+            f"{answers}); {processed:.0f}/s applied by the worker function"
+        )
+    finally:
+        simulator.terminate()
+        simulator.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
