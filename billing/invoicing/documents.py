@@ -1,7 +1,9 @@
 """Any invoice, from Halo or the portal, as the renderer's `InvoiceDocument`.
 
 Both sources map the same way, so every invoice gets the same telecom layout. `document_key`
-hashes the normalised document: the version key of stored PDFs (same data, same PDF).
+hashes the normalised data a document is built from: the version key of stored PDFs (same
+data, same PDF). It is computed on every request for a PDF, so it reads the lines as plain
+rows and never builds the 2,500 line objects of a long invoice just to find its version.
 """
 
 import dataclasses
@@ -29,12 +31,28 @@ RELATED = [
     "portal__credit_note_of",
     "portal__credit_note",
 ]
+# What a document reads of each `billing.InvoiceLine` (see `document_line`).
+LINE_FIELDS = (
+    "code",
+    "description",
+    "long_description",
+    "quantity",
+    "unit_price",
+    "tax_rate",
+    "start_date",
+    "end_date",
+)
 DEFAULT_INSTRUCTIONS = "Please quote invoice {number} with your payment."
 _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
 
 
+def line_rows(invoice):
+    """The invoice's lines as named rows of `LINE_FIELDS`, in order."""
+    return list(invoice.lines.order_by("position", "pk").values_list(*LINE_FIELDS, named=True))
+
+
 def document_line(line):
-    """A `billing.InvoiceLine` (saved or not) as a document line.
+    """A `billing.InvoiceLine` (saved or not) or a `line_rows` row as a document line.
 
     Halo lines carry no category, so both sources derive it the same way: a line that
     takes money off is a credit, one billed for a service period is a recurring service,
@@ -70,16 +88,16 @@ def invoice_number(invoice):
     return invoice.display_number() or f"#{invoice.pk}"
 
 
-def build_document(invoice, invoicing):
-    """The document for `invoice` with its tenant's `invoicing` settings.
+def build_document(invoice, invoicing, rows):
+    """The document for `invoice` and its `line_rows`, with the tenant's `invoicing` settings.
 
-    Reads the invoice's related rows (select `RELATED` to read them in one query) and
-    its lines; raises ValueError for data the renderer cannot print (a bad currency...).
+    Reads the invoice's related rows (select `RELATED` to read them in one query); raises
+    ValueError for data the renderer cannot print (a bad currency code...).
     """
     tenant = invoice.tenant
     details = getattr(invoice, "portal", None)
     number = invoice_number(invoice)
-    lines = tuple(document_line(line) for line in invoice.lines.all())
+    lines = tuple(document_line(row) for row in rows)
     issued_on = invoice.invoice_date or _fallback_date(invoice, details)
     if details is not None:
         period = pdf.Period(details.period_start, details.period_end)
@@ -120,10 +138,19 @@ def branding(tenant):
     )
 
 
-def document_key(doc):
-    """SHA-256 of the normalised document: equal for equal data, whatever the Decimal
-    exponents (42 and 42.0000) or the logo's identity (hashed by content)."""
-    canonical = json.dumps(_plain(doc), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def document_key(invoice, invoicing, rows):
+    """SHA-256 of the normalised data of `build_document(invoice, invoicing, rows)`: the
+    document without its lines, plus the line rows. The document is a function of both, so
+    equal keys mean equal PDFs; Decimal exponents (42 and 42.0000) and the logo's identity
+    (hashed by content) do not change the key."""
+    data = [
+        _plain(build_document(invoice, invoicing, ())),
+        # Rows take the fast path: thousands of them are hashed on every request.
+        [[v.normalize() if isinstance(v, Decimal) else v for v in row] for row in rows],
+    ]
+    canonical = json.dumps(
+        data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

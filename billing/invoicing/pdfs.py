@@ -22,7 +22,12 @@ from datetime import datetime
 from django.conf import settings
 from django.core.cache import cache
 
-from billing.invoicing.documents import build_document, document_key, invoice_number
+from billing.invoicing.documents import (
+    build_document,
+    document_key,
+    invoice_number,
+    line_rows,
+)
 from billing.invoicing.models import InvoicingSettings, PdfServed, PdfVersion
 from billing.pdf import render_invoice_pdf
 from integrations.halo import HaloError
@@ -91,16 +96,18 @@ def store_portal_pdf(invoice, *, force=False):
     `force` renders again although a version exists (say, after a renderer upgrade): the
     same bytes keep that version, different ones make the next.
     """
-    doc = build_document(invoice, InvoicingSettings.for_tenant(invoice.tenant))
-    key = document_key(doc)
+    invoicing, rows = InvoicingSettings.for_tenant(invoice.tenant), line_rows(invoice)
+    key = document_key(invoice, invoicing, rows)
     if not force and (version := PdfVersion.objects.current(invoice, PORTAL, key)):
         return version, False
+    doc = build_document(invoice, invoicing, rows)
     return PdfVersion.objects.store(invoice, PORTAL, key, render_invoice_pdf(doc))
 
 
 def preview_pdf(invoice):
     """Render without storing: drafts, which change until they are issued."""
-    return render_invoice_pdf(build_document(invoice, InvoicingSettings.for_tenant(invoice.tenant)))
+    invoicing = InvoicingSettings.for_tenant(invoice.tenant)
+    return render_invoice_pdf(build_document(invoice, invoicing, line_rows(invoice)))
 
 
 def pdf_filename(invoice):

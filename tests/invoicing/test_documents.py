@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing.invoicing.documents import build_document, document_key
+from billing.invoicing.documents import build_document, document_key, line_rows
 from billing.invoicing.models import InvoicingSettings
 from billing.invoicing.pdfs import resolve_pdf, store_portal_pdf
 from billing.models import Invoice
@@ -18,7 +18,8 @@ from tests.invoicing.conftest import halo_invoice, pdf_pages, pdf_text
 
 
 def render(invoice):
-    return render_invoice_pdf(build_document(invoice, InvoicingSettings.for_tenant(invoice.tenant)))
+    invoicing = InvoicingSettings.for_tenant(invoice.tenant)
+    return render_invoice_pdf(build_document(invoice, invoicing, line_rows(invoice)))
 
 
 def test_portal_invoice_pdf_shows_its_number_dates_lines_and_totals(tenant):
@@ -169,11 +170,20 @@ def test_no_pay_link_once_paid(tenant):
 def test_the_version_key_follows_the_data_not_its_representation(tenant):
     invoicing = InvoicingSettings.for_tenant(tenant)
     invoice = halo_invoice(tenant)
-    key = document_key(build_document(invoice, invoicing))
-    invoice.lines.update(quantity=Decimal("3.0000"), unit_price=Decimal("4.5"))
-    assert document_key(build_document(invoice, invoicing)) == key
+
+    def key():
+        return document_key(invoice, invoicing, line_rows(invoice))
+
+    first = key()
+    [row] = line_rows(invoice)
+    same = row._replace(quantity=Decimal("3.00"), unit_price=Decimal("4.5"))
+    assert row.quantity.as_tuple() != same.quantity.as_tuple()
+    assert document_key(invoice, invoicing, [same]) == first
     invoice.lines.update(quantity=4)
-    assert document_key(build_document(invoice, invoicing)) != key
+    assert key() != first
+    invoice.lines.update(quantity=3)
+    invoicing.tax_label = "GST"
+    assert key() != first  # the header counts as much as the lines
 
 
 def test_drafts_render_with_a_draft_label_and_no_number(tenant):
