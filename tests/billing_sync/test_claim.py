@@ -1,4 +1,4 @@
-"""One run per tenant at a time, whoever starts it: threads here, processes on PostgreSQL."""
+"""One run per tenant at a time, whoever starts it: threads, and processes on PostgreSQL."""
 
 import os
 import subprocess
@@ -35,21 +35,68 @@ def test_claim_refuses_a_second_run_and_names_the_first(db):
     assert other is not None  # tenants do not block each other
 
 
-def test_two_threads_start_the_same_tenant_and_exactly_one_runs(slow_world):
+def in_thread(target):
+    """Run `target` in a thread with its own database connection."""
+
+    def body():
+        try:
+            target()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    return thread
+
+
+def test_a_second_worker_is_refused_while_the_first_runs(slow_world, monkeypatch):
+    """Deterministic on every database: the second claim comes while the first run waits on
+    Halo (holding no database lock, so SQLite's in-memory test database does not object)."""
+    running, refused = threading.Event(), threading.Event()
+    real_refresh = runner.refresh_from_halo
+
+    def refresh_then_wait(tenant, client):
+        running.set()
+        assert refused.wait(30)
+        return real_refresh(tenant, client)
+
+    monkeypatch.setattr(runner, "refresh_from_halo", refresh_then_wait)
+    first = []
+    thread = in_thread(
+        lambda: first.append(runner.start(slow_world.tenant, SyncRun.Trigger.COMMAND))
+    )
+    assert running.wait(30)
+    second = runner.start(slow_world.tenant, SyncRun.Trigger.MANUAL, background=True)
+    refused.set()
+    thread.join(timeout=60)
+    [(run, _)] = first
+    assert second == (None, run)
+    run.refresh_from_db()
+    assert run.status == SyncRun.Status.SUCCEEDED
+    assert SyncRun.objects.filter(tenant=slow_world.tenant).count() == 1
+    assert slow_world.halo_counts() == slow_world.wanted()
+
+
+def skip_unless_postgres():
+    if connection.vendor != "postgresql":
+        pytest.skip(
+            "needs PostgreSQL: SQLite's in-memory test database answers a simultaneous "
+            "write with 'table is locked' instead of waiting (the claim itself is tested "
+            "above on every database)"
+        )
+
+
+@pytest.mark.postgres
+def test_two_threads_start_the_same_tenant_at_once_and_exactly_one_runs(slow_world):
+    skip_unless_postgres()
     barrier = threading.Barrier(2)
     outcomes = []
 
     def worker():
-        try:
-            barrier.wait()
-            outcomes.append(runner.start(slow_world.tenant, SyncRun.Trigger.COMMAND))
-        finally:
-            connections.close_all()
+        barrier.wait()
+        outcomes.append(runner.start(slow_world.tenant, SyncRun.Trigger.COMMAND))
 
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
+    for thread in [in_thread(worker), in_thread(worker)]:
         thread.join(timeout=60)
     ran = [run for run, _ in outcomes if run is not None]
     refused = [active for run, active in outcomes if run is None]
@@ -61,8 +108,7 @@ def test_two_threads_start_the_same_tenant_and_exactly_one_runs(slow_world):
 
 @pytest.mark.postgres
 def test_two_worker_processes_start_the_same_tenant_and_exactly_one_runs(slow_world):
-    if connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL: SQLite's in-memory test database is per process")
+    skip_unless_postgres()
     db = connection.settings_dict
     server = f"{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}"
     url = f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{server}/{db['NAME']}"
