@@ -56,6 +56,9 @@ class InvoiceLineInline(admin.TabularInline):
     extra = 0
     can_delete = False
 
+    def has_view_permission(self, request, obj=None):
+        return True  # shown only inside InvoiceAdmin's tenant-scoped change view
+
     def has_add_permission(self, request, obj=None):
         return False
 

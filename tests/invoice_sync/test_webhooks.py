@@ -11,6 +11,7 @@ import time
 from decimal import Decimal
 
 import pytest
+from django.test import TestCase
 from django.urls import reverse
 
 from billing.models import Invoice
@@ -32,10 +33,12 @@ def basic(username, password):
 
 
 def post(client, slug, body, authorization=None):
+    """POST a delivery; tasks queued on commit (Redis broker) are queued as in production."""
     data = body if isinstance(body, bytes | str) else json.dumps(body)
     headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
     url = reverse("invoice_sync:halo-webhook", args=[slug])
-    return client.post(url, data, content_type="application/json", **headers)
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        return client.post(url, data, content_type="application/json", **headers)
 
 
 def invoice_record(halo_id=501, modified="2026-03-02T10:00:00", **fields):
