@@ -130,7 +130,7 @@ def sync_run(tenant, **kwargs):
 def webhook_delivery(tenant, **kwargs):
     n = next(_seq)
     payload = {"id": f"delivery-{n}", "event": "invoice updated", "object_id": n}
-    return WebhookDelivery.receive(tenant, payload | kwargs)[0]
+    return WebhookDelivery.receive(tenant.pk, payload | kwargs)[0]
 
 
 # -- billing sync -------------------------------------------------------------------------
