@@ -6,6 +6,7 @@ with an ETag (the SHA-256 of the bytes) for cheap revalidation.
 """
 
 from django.conf import settings
+from django.db.models import Q
 from django.http import HttpResponse
 from django.utils.cache import get_conditional_response
 from django.utils.http import content_disposition_header, http_date
@@ -41,19 +42,27 @@ def find_invoice(tenant, ref):
 
     `ref` is read first as the tenant's number setting says (Halo invoice id, or the
     invoice number: Halo's third-party number, which portal invoices share), then as the
-    other; a reading matching several invoices names none.
+    other; a reading matching several invoices names none. One query fetches the
+    candidates of both readings, and the setting with them.
     """
     ref = ref.strip()
     as_id = int(ref) if ref.isascii() and ref.isdigit() and int(ref) <= MAX_HALO_ID else None
-    readings = [{"third_party_number": ref}, {"halo_id": as_id} if as_id is not None else None]
-    if number_field(tenant) != InvoiceNumberField.THIRD_PARTY:
+    either = (
+        Q(third_party_number=ref) | Q(halo_id=as_id)
+        if as_id is not None
+        else Q(third_party_number=ref)
+    )
+    invoices = Invoice.objects.filter(either, tenant=tenant).select_related(*RELATED)
+    candidates = list(invoices.order_by())  # unordered: the default ordering costs CPU
+    if not ref or not candidates:
+        return None
+    by_number = [i for i in candidates if i.third_party_number == ref]
+    by_id = [i for i in candidates if as_id is not None and i.halo_id == as_id]
+    readings = [by_number, by_id]
+    if number_field(candidates[0].tenant) != InvoiceNumberField.THIRD_PARTY:
         readings.reverse()
-    invoices = Invoice.objects.filter(tenant=tenant).select_related(*RELATED)
-    for reading in filter(None, readings):
-        found = list(invoices.filter(**reading)[:2])
-        if found:
-            return found[0] if len(found) == 1 else None
-    return None
+    found = next((reading for reading in readings if reading), [])
+    return found[0] if len(found) == 1 else None
 
 
 class PdfErrorSerializer(serializers.Serializer):

@@ -663,21 +663,29 @@ class PdfServed(models.Model):
 
     @classmethod
     def record(cls, version, channel, fallback_reason=""):
-        now = timezone.now()
-        key = {
-            "version": version,
-            "channel": channel,
-            "fallback_reason": fallback_reason[:500],
-        }
-        row = cls.objects.filter(**key).only("pk", "last_served").first()
+        reason, now = fallback_reason[:500], timezone.now()
+        memo_key = (version.pk, version.created, channel, reason)
+        if (seen := _logged.get(memo_key)) and now - seen < cls.TOUCH_EVERY:
+            return  # this process logged it within the minute: no query at all
+        if len(_logged) >= 10_000:
+            _logged.clear()
+        _logged[memo_key] = now
+        lookup = {"version": version, "channel": channel, "fallback_reason": reason}
+        row = cls.objects.filter(**lookup).only("pk", "last_served").first()
         if row is None:
             try:
                 with transaction.atomic():
-                    cls.objects.create(invoice_id=version.invoice_id, **key)
+                    cls.objects.create(invoice_id=version.invoice_id, **lookup)
             except IntegrityError:
                 pass  # a concurrent request logged it
         elif now - row.last_served >= cls.TOUCH_EVERY:
             cls.objects.filter(pk=row.pk).update(last_served=now)
+
+
+# When this process last logged each version, channel and reason: serving a stored PDF again
+# within the minute costs no query for the log. (`created` in the key: ids are reused when a
+# database is rolled back, as between tests.)
+_logged = {}
 
 
 class InvoicePdf(Invoice):
