@@ -5,11 +5,42 @@ import secrets
 from decimal import Decimal
 
 from django import forms
+from django.forms.utils import flatatt
 from django.utils import timezone
+from django.utils.html import format_html
 
 from billing.payments.processors import CardDetails
 
 EXPIRY = re.compile(r"^\s*(\d{1,2})\s*/\s*(\d{2}|\d{4})\s*$")
+
+
+class FastInput:
+    """An <input> built in Python instead of through Django's widget templates, which were
+    a third of the pay page's time. Attributes still come from the bound field (ids,
+    aria-describedby, aria-invalid), exactly as the template would have written them."""
+
+    def render(self, name, value, attrs=None, renderer=None):
+        widget = self.get_context(name, value, attrs)["widget"]
+        attributes = {"type": widget["type"], "name": widget["name"], **widget["attrs"]}
+        if widget["value"] is not None:
+            attributes["value"] = widget["value"]
+        return format_html("<input{}>", flatatt(attributes))
+
+
+class TextInput(FastInput, forms.TextInput):
+    pass
+
+
+class EmailInput(FastInput, forms.EmailInput):
+    pass
+
+
+class HiddenInput(FastInput, forms.HiddenInput):
+    pass
+
+
+class CheckboxInput(FastInput, forms.CheckboxInput):
+    pass
 
 
 def luhn_ok(number):
@@ -22,12 +53,12 @@ class PayForm(forms.Form):
     """`attempt` is a fresh random key per render: a resubmitted form replays its payment
     instead of charging again (see `checkout.pay`)."""
 
-    attempt = forms.CharField(widget=forms.HiddenInput, max_length=64)
+    attempt = forms.CharField(widget=HiddenInput, max_length=64)
     email = forms.EmailField(
         label="Email for your receipt",
         required=False,
         help_text="Without it, the receipt goes to the billing contact we hold.",
-        widget=forms.EmailInput(attrs={"autocomplete": "email"}),
+        widget=EmailInput(attrs={"autocomplete": "email"}),
     )
 
     def __init__(self, *args, partial_up_to=None, collects_card=False, consent="", **kwargs):
@@ -42,13 +73,15 @@ class PayForm(forms.Form):
                 min_value=Decimal("0.01"),
                 initial=partial_up_to,
                 help_text="Pay the amount due in full, or part of it.",
-                widget=forms.TextInput(attrs={"inputmode": "decimal", "autocomplete": "off"}),
+                widget=TextInput(attrs={"inputmode": "decimal", "autocomplete": "off"}),
             )
         if collects_card:
             self.fields.update(card_fields())
         if consent:
             self.fields["save_method"] = forms.BooleanField(
-                label="Save this card to pay future invoices automatically", required=False
+                label="Save this card to pay future invoices automatically",
+                required=False,
+                widget=CheckboxInput,
             )
 
     def clean_card_number(self):
@@ -107,7 +140,7 @@ class UnlistedPayForm(PayForm):
             decimal_places=2,
             min_value=Decimal("1.00"),
             help_text="As shown on your invoice.",
-            widget=forms.TextInput(attrs={"inputmode": "decimal", "autocomplete": "off"}),
+            widget=TextInput(attrs={"inputmode": "decimal", "autocomplete": "off"}),
         )
         self.fields["email"].required = True
         self.fields["email"].help_text = "We send the receipt here."
@@ -119,7 +152,7 @@ def card_fields():
         return forms.CharField(
             label=label,
             max_length=40,
-            widget=forms.TextInput(attrs={"autocomplete": autocomplete, **attrs}),
+            widget=TextInput(attrs={"autocomplete": autocomplete, **attrs}),
         )
 
     return {
@@ -127,7 +160,7 @@ def card_fields():
             label="Name on card",
             max_length=100,
             required=False,
-            widget=forms.TextInput(attrs={"autocomplete": "cc-name"}),
+            widget=TextInput(attrs={"autocomplete": "cc-name"}),
         ),
         "card_number": text("Card number", "cc-number", inputmode="numeric"),
         "card_expiry": text("Expiry date", "cc-exp", inputmode="numeric", placeholder="MM/YY"),

@@ -261,16 +261,12 @@ class Balance:
 
     def __init__(self, invoice):
         self.invoice = invoice
-        active = list(
-            Payment.objects.filter(invoice=invoice).filter(
-                Q(status__in=Payment.IN_FLIGHT)
-                | Q(status=Payment.Status.SUCCEEDED, recorded__isnull=True)
-            )
-        )
+        active = Payment.objects.filter(
+            invoice=invoice, status__in=[*Payment.IN_FLIGHT, Payment.Status.SUCCEEDED]
+        ).order_by()
+        active = [p for p in active if p.is_in_flight or p.recorded is None]
         self.in_flight = next((p for p in active if p.is_in_flight), None)
-        self.unrecorded = sum(
-            (p.amount for p in active if p.status == Payment.Status.SUCCEEDED), Decimal(0)
-        )
+        self.unrecorded = sum((p.amount for p in active if not p.is_in_flight), Decimal(0))
         open_due = invoice.amount_due - self.unrecorded if invoice.is_open else Decimal(0)
         self.due = max(open_due, Decimal(0))
 

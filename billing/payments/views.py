@@ -11,6 +11,9 @@ import re
 import secrets
 from functools import wraps
 
+from django.conf import settings
+from django.core.cache import cache
+from django.core.cache.backends.locmem import LocMemCache
 from django.db import IntegrityError, transaction
 from django.http import (
     FileResponse,
@@ -86,14 +89,22 @@ def not_found(request, tenant=None):
 # -- the link in Halo's invoice email -----------------------------------------------------------
 
 
+def _counter_cache():
+    """Where pay-link visits are counted: the shared cache when it lives in memory (Redis),
+    else this process's memory. The database cache would add a write transaction to every
+    visit, for counts whose only job is to slow down anyone walking through invoice ids."""
+    if settings.CACHES["default"]["BACKEND"].endswith("DatabaseCache"):
+        return LocMemCache("payments-pay-link", {})
+    return cache
+
+
 class PayLinkThrottle(SimpleRateThrottle):
     """Per client address: Halo invoice ids are sequential, so slow down anyone walking them."""
 
     scope = "pay_link"
+    cache = _counter_cache()
 
     def get_rate(self):
-        from django.conf import settings
-
         return settings.PAYMENTS_LINK_RATE or None
 
     def get_cache_key(self, request, view):
@@ -159,8 +170,8 @@ def _collects_card(tenant):
 def pay_unlisted(request, tenant_code):
     """The form for an invoice the portal does not know (only when the tenant allows it)."""
     tenant = Tenant.objects.filter(slug=tenant_code).first()
-    settings = tenant and PaymentSettings.for_tenant(tenant)
-    if settings is None or not settings.pay_unknown_invoices:
+    options = tenant and PaymentSettings.for_tenant(tenant)
+    if options is None or not options.pay_unknown_invoices:
         return not_found(request, tenant)
     ref = request.POST.get("ref", "")[:64].strip()
     form = UnlistedPayForm(request.POST, collects_card=_collects_card(tenant))
@@ -188,15 +199,15 @@ def pay_unlisted(request, tenant_code):
 
 
 def _pay_page(tenant_code, token):
-    return (
-        PayPage.objects.select_related(
-            "invoice__tenant__invoice_sync_settings",
-            "invoice__tenant__payment_settings",
-            "invoice__customer",
-        )
-        .filter(token=token, invoice__tenant__slug=tenant_code)
-        .first()
+    pages = PayPage.objects.select_related(
+        "invoice__tenant__invoice_sync_settings",
+        "invoice__tenant__payment_settings",
+        "invoice__customer",
     )
+    try:
+        return pages.get(token=token, invoice__tenant__slug=tenant_code)
+    except PayPage.DoesNotExist:
+        return None
 
 
 def _issued_pay_page(tenant_code, token):
@@ -216,14 +227,14 @@ def pay(request, tenant_code, token):
         return not_found(request, Tenant.objects.filter(slug=tenant_code).first())
     invoice = pay_page.invoice
     tenant = invoice.tenant
-    settings = PaymentSettings.for_tenant(tenant)
-    processor = settings.processor_impl()
+    options = PaymentSettings.for_tenant(tenant)
+    processor = options.processor_impl()
     if cancelled := request.GET.get("cancelled"):
         return _back_from_checkout(pay_page, cancelled)
     balance = Balance(invoice)
     form = PayForm(
         request.POST or None,
-        partial_up_to=balance.due if settings.allow_partial else None,
+        partial_up_to=balance.due if options.allow_partial else None,
         collects_card=processor.collects_card,
         consent=consent_text(invoice) if invoice.autopay_rule_id else "",
     )
@@ -331,7 +342,7 @@ def _invoice_view(invoice, balance):
                 "quantity": f"{line.quantity.normalize():f}",
                 "total": money(line.total),
             }
-            for line in invoice.lines.all()
+            for line in invoice.lines.order_by("position")
         ],
     }
 
@@ -379,13 +390,13 @@ def invoice_pdf(request, tenant_code, token):
     if pay_page is None:
         return not_found(request, Tenant.objects.filter(slug=tenant_code).first())
     invoice = pay_page.invoice
-    settings = PaymentSettings.for_tenant(invoice.tenant)
+    options = PaymentSettings.for_tenant(invoice.tenant)
     try:
         pdf = resolve_pdf(
             invoice,
             channel="pay_page",
-            prefer="halo" if settings.use_halo_pdf else "portal",
-            fallback=settings.pdf_fallback,
+            prefer="halo" if options.use_halo_pdf else "portal",
+            fallback=options.pdf_fallback,
         )
     except PdfUnavailable:
         back = pay_page.get_absolute_url()
@@ -422,16 +433,16 @@ def stripe_webhook(request, tenant_code):
     """Verified with the tenant's signing secret, stored once per event id, applied in the
     same transaction (a crash makes Stripe deliver again; a repeat changes nothing). Every
     refusal looks the same, whether the tenant exists or not."""
-    settings = (
+    options = (
         PaymentSettings.objects.select_related("tenant").filter(tenant__slug=tenant_code).first()
     )
     try:
-        if settings is None:
+        if options is None:
             raise InvalidWebhook("unknown tenant")
-        event = StripeProcessor(settings).parse_webhook(request.body, request.headers)
+        event = StripeProcessor(options).parse_webhook(request.body, request.headers)
     except InvalidWebhook:
         return HttpResponse("Invalid signature", status=400, content_type="text/plain")
-    result = receive_event(settings.tenant, StripeProcessor.name, event)
+    result = receive_event(options.tenant, StripeProcessor.name, event)
     return HttpResponse(json.dumps({"result": result}), content_type="application/json")
 
 
