@@ -78,14 +78,14 @@ class InvoicingSettingsAdmin(TenantScopedAdmin):
         if obj.pk is None:
             return "–"
         by_number = number_field(obj.tenant) == InvoiceNumberField.THIRD_PARTY
-        placeholder = "<invoice number>" if by_number else "<Halo invoice ID>"
+        variable = "$THIRDPARTYINVOICENUMBER" if by_number else "$INVOICEID"
         return format_html(
-            "<code>{}/api/v1/invoices/{}/pdf</code> with the header "
-            "<code>Authorization: Bearer &lt;PDF secret&gt;</code>.<br>"
-            'Create the secret under <a href="{}">API tokens</a> (purpose: Invoice PDF API); '
-            "it is shown once. Rotating it keeps the old secret working for 7 days.",
+            "Paste into Halo <code>{}/api/v1/invoices/{}/pdf</code> (Halo fills in the "
+            "variable) with the header <code>Authorization: Bearer &lt;PDF secret&gt;</code>."
+            '<br>Create the secret under <a href="{}">API tokens</a> (purpose: Invoice PDF '
+            "API); it is shown once. Rotating it keeps the old one working for 7 days.",
             settings.PORTAL_BASE_URL,
-            placeholder,
+            variable,
             reverse("admin:portal_apitoken_add") + "?purpose=pdf&name=Halo+PDF+link",
         )
 

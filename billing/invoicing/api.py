@@ -10,6 +10,7 @@ from django.db.models import Q
 from django.http import HttpResponse
 from django.utils.cache import get_conditional_response
 from django.utils.http import content_disposition_header, http_date
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -28,6 +29,19 @@ MAX_HALO_ID = 2**31 - 1  # Halo ids are 32-bit; longer digit strings are numbers
 
 class PdfTokenAuthentication(TenantTokenAuthentication):
     purpose = ApiToken.Purpose.PDF
+
+
+class PdfSecretScheme(OpenApiAuthenticationExtension):
+    target_class = PdfTokenAuthentication
+    name = "pdfSecret"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The tenant's PDF secret: an API token with purpose Invoice PDF API, "
+            "created under API tokens in the admin and pasted into Halo.",
+        }
 
 
 class PdfThrottle(TokenRateThrottle):

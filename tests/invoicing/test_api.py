@@ -172,3 +172,5 @@ def test_the_endpoint_is_in_the_openapi_schema(db):
     assert operation["operationId"] == "invoice_pdf"
     assert "application/pdf" in operation["responses"]["200"]["content"]
     assert {"401", "404", "429", "304"} <= set(operation["responses"])
+    assert operation["security"] == [{"pdfSecret": []}]
+    assert schema["components"]["securitySchemes"]["pdfSecret"]["scheme"] == "bearer"
