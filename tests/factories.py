@@ -364,3 +364,76 @@ def pdf_served(tenant, **kwargs):
 @maker(invoicing.InvoicePdf)
 def invoice_pdf(tenant, **kwargs):
     return invoicing.InvoicePdf.objects.get(pk=invoice(tenant, **kwargs).pk)
+
+
+# -- invoicing ----------------------------------------------------------------------------
+
+from datetime import date, timedelta  # noqa: E402
+
+from billing.invoicing import models as invoicing  # noqa: E402
+from billing.models import InvoiceLine  # noqa: E402
+
+
+@maker(invoicing.InvoicingSettings)
+def invoicing_settings(tenant, **kwargs):
+    return invoicing.InvoicingSettings.objects.update_or_create(tenant=tenant, defaults=kwargs)[0]
+
+
+@maker(invoicing.BillingRun)
+def billing_run(tenant, **kwargs):
+    start = kwargs.pop("period_start", None) or date(2020, 1, 1) + timedelta(days=40 * next(_seq))
+    fields = {"period_start": start, "period_end": start + timedelta(days=29)} | kwargs
+    return invoicing.BillingRun.objects.create(tenant=tenant, **fields)
+
+
+def invoice_line(**kwargs):
+    """An unsaved line: three seats of a monthly service at £4.50, 20 % tax."""
+    fields = {
+        "code": "EDR-STD",
+        "description": "Endpoint Protection",
+        "quantity": Decimal(3),
+        "unit_price": Decimal("4.50"),
+        "tax_rate": Decimal(20),
+        "start_date": date(2026, 10, 1),
+        "end_date": date(2026, 10, 31),
+    } | kwargs
+    return InvoiceLine(**fields)
+
+
+@maker(invoicing.PortalInvoice)
+def portal_invoice(tenant, *, issue=True, lines=None, **kwargs):
+    """A portal invoice for October 2026, issued unless `issue=False`."""
+    details = invoicing.PortalInvoice.objects.create_draft(
+        kwargs.pop("organisation", None) or organisation(tenant),
+        date(2026, 10, 1),
+        date(2026, 10, 31),
+        **kwargs,
+    )
+    details.set_lines(lines if lines is not None else [invoice_line()])
+    if issue:
+        invoicing.PortalInvoice.objects.filter(pk=details.pk).issue()
+    return invoicing.PortalInvoice.objects.select_related("invoice").get(pk=details.pk)
+
+
+@maker(invoicing.OneOffCharge)
+def one_off_charge(tenant, **kwargs):
+    fields = {
+        "organisation": kwargs.pop("organisation", None) or organisation(tenant),
+        "description": f"Setup fee {next(_seq)}",
+        "unit_price": Decimal("25.00"),
+    } | kwargs
+    return invoicing.OneOffCharge.objects.create(tenant=tenant, **fields)
+
+
+@maker(invoicing.PdfServed)
+def pdf_served(tenant, **kwargs):
+    from billing.invoicing.pdfs import resolve_pdf
+
+    details = portal_invoice(tenant)
+    version = resolve_pdf(details.invoice, invoicing.PdfServed.Channel.ADMIN).version
+    return version.deliveries.get()
+
+
+@maker(invoicing.InvoicePdf)
+def invoice_pdf(tenant, **kwargs):
+    return invoicing.InvoicePdf.objects.get(pk=invoice(tenant, **kwargs).pk)

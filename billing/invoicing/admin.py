@@ -209,7 +209,7 @@ class PortalInvoiceAdmin(TenantScopedAdmin):
     """Review drafts, issue, export to Halo, credit. Issued invoices change only by credit."""
 
     list_display = ["__str__", "organisation", "period", "status", "total", "exported"]
-    list_filter = ["status", ExportFilter, "run"]
+    list_filter = ["status", ExportFilter, ("run", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["organisation", "invoice", "credit_note_of"]
     search_fields = ["number", "organisation__name", "organisation__external_ref"]
     fields = [

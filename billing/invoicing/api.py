@@ -60,15 +60,15 @@ def find_invoice(tenant, ref):
     candidates of both readings, and the setting with them.
     """
     ref = ref.strip()
+    if not ref:
+        return None
     as_id = int(ref) if ref.isascii() and ref.isdigit() and int(ref) <= MAX_HALO_ID else None
-    either = (
-        Q(third_party_number=ref) | Q(halo_id=as_id)
-        if as_id is not None
-        else Q(third_party_number=ref)
-    )
+    either = Q(third_party_number=ref)
+    if as_id is not None:
+        either |= Q(halo_id=as_id)
     invoices = Invoice.objects.filter(either, tenant=tenant).select_related(*RELATED)
     candidates = list(invoices.order_by())  # unordered: the default ordering costs CPU
-    if not ref or not candidates:
+    if not candidates:
         return None
     by_number = [i for i in candidates if i.third_party_number == ref]
     by_id = [i for i in candidates if as_id is not None and i.halo_id == as_id]

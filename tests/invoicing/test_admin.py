@@ -242,3 +242,11 @@ def test_demo_bills_last_month_leaves_a_draft_and_prints_a_pdf_secret(db, capsys
     assert ApiToken.objects.filter(tenant=tenant, purpose="pdf").count() == 1
     charge = OneOffCharge.objects.get(tenant=tenant)
     assert charge.invoice.portal.number == "INV-000001"  # first organisation alphabetically
+
+
+def test_list_filters_offer_only_the_tenants_own_runs(owner, personas):
+    factories.billing_run(personas.tenant_b, period_start=date(2019, 3, 1))
+    ours = factories.billing_run(personas.tenant_a, period_start=date(2026, 1, 1))
+    factories.portal_invoice(personas.tenant_a, run=ours)
+    page = owner.get(url("portalinvoice_changelist")).content.decode()
+    assert "01 Jan 2026" in page and "01 Mar 2019" not in page
