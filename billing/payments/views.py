@@ -174,6 +174,8 @@ def pay_unlisted(request, tenant_code):
     if options is None or not options.pay_unknown_invoices:
         return not_found(request, tenant)
     ref = request.POST.get("ref", "")[:64].strip()
+    if known := invoice_for_ref(tenant, ref):  # synced since the form was shown
+        return redirect(PayPage.for_invoice(known).get_absolute_url())
     form = UnlistedPayForm(request.POST, collects_card=_collects_card(tenant))
     error = ""
     if ref and form.is_valid():
@@ -375,6 +377,7 @@ def payment(request, tenant_code, public_id):
         when=display.moment(found.succeeded_at or found.created, tenant),
         still_due=display.money(balance.due, found.currency, tenant) if balance else "",
         balance=balance,
+        retry_url=reverse("payments:link", args=[tenant.slug, found.invoice_ref]),
     )
 
 

@@ -210,3 +210,23 @@ def test_unknown_invoice_form_is_refused_when_not_allowed(client, tenant):
     PaymentSettings.for_tenant(tenant)
     data = {"attempt": "x", "ref": "1", "amount": "5", "email": "a@b.example"}
     assert client.post(f"/pay/{tenant.slug}/-/pay", data).status_code == 404
+
+
+def test_unknown_invoice_decline_offers_a_retry(client, tenant):
+    settings_for(tenant, pay_unknown_invoices=True)
+    form = client.get(f"/pay/{tenant.slug}/INV-NEW-2")
+    data = card_form(form, DECLINE, amount="10.00", ref="INV-NEW-2")
+    response = client.post(f"/pay/{tenant.slug}/-/pay", data, follow=True)
+    body = response.content.decode()
+    assert "Your card was declined" in body
+    assert f'href="/pay/{tenant.slug}/INV-NEW-2"' in body
+
+
+def test_unknown_invoice_form_defers_to_the_invoice_once_it_is_known(client, tenant):
+    settings_for(tenant, pay_unknown_invoices=True)
+    form = client.get(f"/pay/{tenant.slug}/4711")
+    invoice = open_invoice(tenant, halo_id=4711)  # invoice sync brought it meanwhile
+    data = card_form(form, amount="1.00", ref="4711")
+    response = client.post(f"/pay/{tenant.slug}/-/pay", data)
+    assert response["Location"] == pay_url(invoice)
+    assert not Payment.objects.exists()

@@ -14,6 +14,7 @@ from decimal import Decimal
 
 import stripe
 from django.conf import settings as django_settings
+from django.views.decorators.debug import sensitive_variables
 
 from billing.payments.processors.base import (
     InvalidWebhook,
@@ -44,6 +45,7 @@ class StripeProcessor(Processor):
     def is_live(self):
         return self.settings.stripe_secret_key.startswith(("sk_live_", "rk_live_"))
 
+    @sensitive_variables()
     def client(self):
         return stripe.StripeClient(
             self.settings.stripe_secret_key,
@@ -166,6 +168,7 @@ class StripeProcessor(Processor):
         return method.reference
 
     # -- webhooks ------------------------------------------------------------------------
+    @sensitive_variables("secret")
     def parse_webhook(self, body, headers):
         secret = self.settings.stripe_webhook_secret
         if not secret:
