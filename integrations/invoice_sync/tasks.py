@@ -1,5 +1,6 @@
 """django-q2 entry points of invoice sync (scheduled in `schedules.py`)."""
 
+from django.core.cache import cache
 from django.db import transaction
 from django_q.conf import Conf
 from django_q.tasks import async_task
@@ -8,16 +9,46 @@ from integrations.invoice_sync import engine, webhooks
 from integrations.invoice_sync.models import WebhookDelivery
 from portal.models import Tenant
 
+DRAIN = "integrations.invoice_sync.tasks.drain_deliveries"
+#: At most this many deliveries per drain task; a longer queue gets another task.
+DRAIN_BATCH = 500
+
 
 def queue(func, *args):
     """Queue a task with the current transaction. On the database broker the queue row
-    commits with it: one commit (one fsync) per webhook delivery, and never a delivery stored
-    without its task. Other brokers get it once committed; should that fail, the delivery
-    waits for `requeue_stuck_deliveries`."""
+    commits with it (never a delivery stored without its task); other brokers get it once
+    committed, and should that fail, `requeue_stuck_deliveries` catches up."""
     if Conf.ORM:
         async_task(func, *args)
     else:
         transaction.on_commit(lambda: async_task(func, *args), robust=True)
+
+
+def queue_drain(tenant_id):
+    """Make sure a task will apply the tenant's received deliveries. Queued only when none
+    is waiting, so a burst of deliveries costs one task (and one write each), not one each."""
+    if cache.add(f"invoice_sync:drain:{tenant_id}", True, timeout=60):
+        queue(DRAIN, tenant_id)
+
+
+def drain_deliveries(tenant_id):
+    """Apply the tenant's received deliveries in arrival order."""
+    cache.delete(f"invoice_sync:drain:{tenant_id}")  # deliveries from now on queue another
+    received = WebhookDelivery.objects.filter(
+        tenant_id=tenant_id, status=WebhookDelivery.Status.RECEIVED
+    ).order_by("pk")
+    batch = list(received.values_list("pk", flat=True)[:DRAIN_BATCH])
+    for delivery_id in batch:
+        webhooks.process(delivery_id)
+    if len(batch) == DRAIN_BATCH:
+        queue_drain(tenant_id)
+    return len(batch)
+
+
+def requeue_stuck_deliveries():
+    """Drain tenants whose deliveries wait too long (the broker was down, a task was lost)."""
+    for tenant_id in WebhookDelivery.objects.stuck().values_list("tenant_id", flat=True).distinct():
+        async_task(DRAIN, tenant_id)
 
 
 def sync_tenant(tenant_id, kind, trigger="schedule"):
@@ -32,13 +63,3 @@ def sync_all(kind):
     ).values_list("pk", flat=True)
     for tenant_id in tenants:
         async_task("integrations.invoice_sync.tasks.sync_tenant", tenant_id, kind)
-
-
-def process_delivery(delivery_id):
-    return webhooks.process(delivery_id).status
-
-
-def requeue_stuck_deliveries():
-    """Deliveries stored while the broker was down, or whose task was lost."""
-    for delivery_id in WebhookDelivery.objects.stuck().values_list("pk", flat=True):
-        async_task("integrations.invoice_sync.tasks.process_delivery", delivery_id)

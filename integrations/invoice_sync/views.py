@@ -1,7 +1,7 @@
 """`POST /api/v1/halo/webhook/<tenant code>`: Halo's deliveries, stored before answering.
 
-Answers fast: authenticate, store the delivery (deduplicated by its id) and queue its
-processing in one transaction, answer 202 (200 for a repeat). Every failed authentication,
+Answers fast: authenticate, store the delivery (deduplicated by its id) and make sure a task
+will apply it, in one transaction, then answer 202 (200 for a repeat). Every failed authentication,
 for an unknown tenant too, gets the same 401, so no answer reveals which tenants exist.
 """
 
@@ -78,7 +78,7 @@ class HaloWebhookView(APIView):
         with transaction.atomic():
             delivery, created = WebhookDelivery.receive(request.auth, payload)
             if created:
-                tasks.queue("integrations.invoice_sync.tasks.process_delivery", delivery.pk)
+                tasks.queue_drain(request.auth)
         return Response(
             {"status": "received" if created else "duplicate", "delivery": delivery.delivery_id},
             status=202 if created else 200,

@@ -1,7 +1,8 @@
 """Halo's webhook: registering it in Halo, and applying the deliveries it sends.
 
-Deliveries are stored by the endpoint (`views.py`) and applied here on the worker. A
-delivery carries the whole changed record, which the writer applies only when it is not
+Deliveries are stored by the endpoint (`views.py`) and applied here on the worker, in
+arrival order by one drain task per tenant (`tasks.drain_deliveries`). A delivery carries
+the whole changed record, which the writer applies only when it is not
 older than the portal's copy: Halo repeats and reorders deliveries, and neither may undo
 newer data. A delivery without its record makes the worker read the record from Halo.
 """
