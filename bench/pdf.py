@@ -6,7 +6,8 @@
    (its one-page summary, then its lines; with and without the pay link's QR code) and a
    2,500-line one (``bench.pdf_render.measure``).
 2. API: a scratch data directory with the default deployment (SQLite, the database cache
-   for the rate limit; ``--redis-url`` for Redis), a tenant with an issued portal invoice
+   for the rate limit; ``--redis-url`` for Redis, ``--conn-max-age`` for persistent
+   database connections), a tenant with an issued portal invoice
    and a PDF secret, gunicorn with ``--workers`` sync workers on loopback, ``--clients``
    concurrent clients for ``--seconds``. First serving the stored PDF, then with every
    request rendering again (``rerender_app``: the resolver forced to render, as if nothing
@@ -57,7 +58,7 @@ def rerender_app():
 # -- the scratch deployment -----------------------------------------------------------------
 
 
-def scratch_environment(data_dir, redis_url):
+def scratch_environment(data_dir, redis_url, conn_max_age):
     """The process environment of the scratch deployment (also applied to this process)."""
     from cryptography.fernet import Fernet
 
@@ -74,6 +75,9 @@ def scratch_environment(data_dir, redis_url):
     }
     if redis_url:
         env["REDIS_URL"] = redis_url
+    if conn_max_age:
+        database = Path(data_dir) / "portal.sqlite3"
+        env["DATABASE_URL"] = f"sqlite:///{database}?conn_max_age={conn_max_age}"
     os.environ.clear()
     os.environ.update(env)
     return env
@@ -172,6 +176,17 @@ class LoadStats:
     p99_ms: float
     errors: Counter
     size: int
+    cpu_ms: float  # server CPU per request: what an unshared machine's capacity follows from
+
+
+def worker_cpu_seconds(master_pid):
+    """User + system CPU of gunicorn's workers so far (Linux /proc)."""
+    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    total = 0
+    for pid in children:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 async def _load(port, request, clients, seconds):
@@ -200,13 +215,15 @@ async def _load(port, request, clients, seconds):
     return latencies, statuses, sizes, time.perf_counter() - started
 
 
-def load(mode, port, path, secret, clients, seconds):
+def load(mode, server, port, path, secret, clients, seconds):
     request = (
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {secret}\r\n"
         "Connection: close\r\n\r\n"
     ).encode()
     asyncio.run(_load(port, request, clients, 1.0))  # warm-up: workers import and connect
+    cpu_before = worker_cpu_seconds(server.pid)
     latencies, statuses, sizes, elapsed = asyncio.run(_load(port, request, clients, seconds))
+    cpu = worker_cpu_seconds(server.pid) - cpu_before
     latencies.sort()
     return LoadStats(
         mode=mode,
@@ -216,13 +233,14 @@ def load(mode, port, path, secret, clients, seconds):
         p99_ms=latencies[round(0.99 * (len(latencies) - 1))],
         errors=Counter({s: n for s, n in statuses.items() if s != "200"}),
         size=sizes.most_common(1)[0][0],
+        cpu_ms=cpu * 1000 / len(latencies),
     )
 
 
 def serve(app, mode, env, args, path, secret):
     server, port = start_gunicorn(app, args.workers, env)
     try:
-        return load(mode, port, path, secret, args.clients, args.seconds)
+        return load(mode, server, port, path, secret, args.clients, args.seconds)
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -242,6 +260,13 @@ def main():
     parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers (2)")
     parser.add_argument("--runs", type=int, default=0, help="renders per size (200 / 20)")
     parser.add_argument("--redis-url", default="", help="Redis for the rate limit's cache")
+    parser.add_argument(
+        "--conn-max-age",
+        type=int,
+        default=0,
+        help="seconds workers keep their database connection (default 0: Django's, a new "
+        "connection per request)",
+    )
     args = parser.parse_args()
 
     small = demo_invoice()  # one summary page; its lines itemised on the next
@@ -280,18 +305,22 @@ def main():
         )
 
     with tempfile.TemporaryDirectory(prefix="bench-pdf-") as data_dir:
-        env = scratch_environment(data_dir, args.redis_url)
+        env = scratch_environment(data_dir, args.redis_url, args.conn_max_age)
         path, secret = seed()
         results = [
             serve("portal.wsgi:application", "stored PDF", env, args, path, secret),
             serve("bench.pdf:rerender_app()", "re-rendered each time", env, args, path, secret),
         ]
     cache = "Redis" if args.redis_url else "the database cache"
+    connections = "a connection per request"
+    if args.conn_max_age:
+        connections = f"connections kept {args.conn_max_age} s"
     print(
         f"\nPDF API: gunicorn, {args.workers} sync workers, {args.clients} clients, "
-        f"{args.seconds:g} s each, SQLite + {cache}, {os.cpu_count()} CPUs shared with the client"
+        f"{args.seconds:g} s each; SQLite ({connections}) + {cache}; {os.cpu_count()} CPUs "
+        f"shared with the client, load average {os.getloadavg()[0]:.1f} at the end"
     )
-    print(_row(("mode", "requests", "req/s", "p50 ms", "p99 ms", "errors", "KiB")))
+    print(_row(("mode", "requests", "req/s", "p50 ms", "p99 ms", "errors", "KiB", "CPU ms/req")))
     for r in results:
         errors = ", ".join(f"{n}× {s}" for s, n in r.errors.items()) or "0"
         print(
@@ -304,10 +333,15 @@ def main():
                     f"{r.p99_ms:.1f}",
                     errors,
                     f"{r.size / 1024:.0f}",
+                    f"{r.cpu_ms:.1f}",
                 )
             )
         )
     print("Targets: stored PDFs >= 300 req/s, p99 < 50 ms, no errors.")
+    print(
+        "CPU ms/req is the workers' CPU per request: on CPUs not shared with the client or "
+        f"anything else, {args.workers} workers serve about {args.workers} × 1000 / that."
+    )
 
 
 if __name__ == "__main__":
