@@ -24,6 +24,7 @@ from portal.models import Tenant
 CENT = Decimal("0.01")
 #: Smallest partial payment (a processor's own minimum may be higher).
 MIN_PARTIAL = Decimal("1.00")
+REFUNDED_FIRST = "Refunded at the processor before Halo recorded it: nothing written to Halo."
 
 
 def new_token():
@@ -461,6 +462,9 @@ class Payment(models.Model):
             transaction.on_commit(lambda: tasks.queue("send_receipt", self.pk))
         elif status == self.Status.FAILED and self.kind == self.Kind.AUTOPAY:
             transaction.on_commit(lambda: tasks.queue("send_autopay_failure", self.pk))
+        elif status == self.Status.REFUNDED:
+            for row in HaloOutbox.objects.filter(payment=self, status=HaloOutbox.Status.PENDING):
+                row.drop(REFUNDED_FIRST)
 
     def _record_success(self):
         """Tell the invoice: through the Halo outbox, or at once for a portal invoice that
@@ -565,6 +569,7 @@ class HaloOutbox(models.Model):
         PENDING = "pending", "Waiting"
         DELIVERED = "delivered", "Delivered"
         FAILED = "failed", "Failed: needs attention"
+        NOT_NEEDED = "not_needed", "Not needed"
 
     #: A claimed row is not retried by another worker for this long (it may be mid-call).
     LEASE = timedelta(minutes=10)
@@ -595,7 +600,7 @@ class HaloOutbox(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["invoice"],
-                condition=Q(kind="pay_link") & ~Q(status="delivered"),
+                condition=Q(kind="pay_link", status__in=["pending", "failed"]),
                 name="halooutbox_one_open_pay_link_per_invoice",
             )
         ]
@@ -627,8 +632,11 @@ class HaloOutbox(models.Model):
         """A permanent failure: it waits for staff (Retry in the admin) after a fix."""
         self._set(status=self.Status.FAILED, last_error=str(error))
 
+    def drop(self, reason):
+        self._set(status=self.Status.NOT_NEEDED, last_error=reason)
+
     def retry(self):
-        if self.status == self.Status.DELIVERED:
+        if self.status != self.Status.FAILED:
             return False
         self._set(status=self.Status.PENDING, next_attempt=timezone.now())
         return True

@@ -14,7 +14,13 @@ from django.conf import settings
 from django.db import transaction
 
 from billing.models import Invoice
-from billing.payments.models import HaloOutbox, PayPage, invoice_for_ref
+from billing.payments.models import (
+    REFUNDED_FIRST,
+    HaloOutbox,
+    Payment,
+    PayPage,
+    invoice_for_ref,
+)
 from integrations.halo import HaloError
 from integrations.invoice_sync.store import Writer, to_halo
 from integrations.models import HaloConnection
@@ -56,8 +62,9 @@ def deliver(ids=None):
 
 
 def _attempt(row, func, *args):
+    """`func(*args)`'s count of rows landed; a failure defers or fails the row instead."""
     try:
-        func(*args)
+        return func(*args)
     except Waiting as waiting:
         row.defer(waiting)
         return 0
@@ -68,7 +75,6 @@ def _attempt(row, func, *args):
         log.exception("Halo outbox row %s failed", row.pk)
         row.defer(f"Unexpected error: {type(error).__name__}: {error}")
         return 0
-    return 1
 
 
 # -- payments -------------------------------------------------------------------------------
@@ -76,6 +82,9 @@ def _attempt(row, func, *args):
 
 def _record_payment(client, row):
     payment = row.payment
+    if payment.status != Payment.Status.SUCCEEDED:
+        row.drop(REFUNDED_FIRST)  # the refund came while this row was being sent
+        return 0
     invoice = payment.invoice or _match_unknown(payment)
     if invoice is None:
         raise Waiting(
@@ -100,6 +109,7 @@ def _record_payment(client, row):
             Writer(invoice.tenant, client).invoices([current])
         payment.mark_recorded(locally=current is None)
         row.succeed(saved.get("id", ""))
+    return 1
 
 
 def _match_unknown(payment):
@@ -138,9 +148,11 @@ def queue_pay_links(tenant):
     )
     pages = PayPage.objects.for_invoices(invoices)
     waiting = set(
-        HaloOutbox.objects.filter(tenant=tenant, kind=HaloOutbox.Kind.PAY_LINK)
-        .exclude(status=HaloOutbox.Status.DELIVERED)
-        .values_list("invoice_id", flat=True)
+        HaloOutbox.objects.filter(
+            tenant=tenant,
+            kind=HaloOutbox.Kind.PAY_LINK,
+            status__in=[HaloOutbox.Status.PENDING, HaloOutbox.Status.FAILED],
+        ).values_list("invoice_id", flat=True)
     )
     rows = []
     for invoice in invoices:

@@ -324,3 +324,20 @@ def test_payments_that_never_reached_the_processor_are_released(tenant):
     tasks.close_stale_payments()
     stuck.refresh_from_db()
     assert (stuck.status, stuck.failure_code) == ("failed", "abandoned")
+
+
+def test_refund_before_halo_recorded_it_writes_nothing_to_halo(client, stripe_tenant, stripe_api):
+    invoice = open_invoice(stripe_tenant)
+    start_checkout(client, invoice)
+    payment = Payment.objects.get()
+    deliver(client, stripe_tenant, completed(payment))  # no Halo connection: it waits
+    charge = {"id": "ch_1", "payment_intent": "pi_test_1", "refunded": True}
+    answer = deliver(client, stripe_tenant, event("charge.refunded", charge, "evt_refund"))
+    assert answer.json()["result"] == "succeeded → refunded"
+
+    HaloOutbox.objects.update(next_attempt=timezone.now())
+    tasks.deliver_outbox()
+
+    row = HaloOutbox.objects.get(payment=payment)
+    assert row.status == "not_needed" and "Refunded" in row.last_error
+    assert 'type="submit"' in client.get(pay_url(invoice)).content.decode()  # payable again
