@@ -108,8 +108,8 @@ class InvoiceSync:
         for page in _pages(owed, self.page_size):
             self._store("invoices", page)
             seen.update(record.get("id") for record in page)
-        held = Invoice.objects.filter(tenant=self.tenant, source=Invoice.Source.HALO).unpaid()
-        for halo_id in list(held.exclude(halo_id=None).values_list("halo_id", flat=True)):
+        held = Invoice.objects.filter(tenant=self.tenant).exclude(halo_id=None).unpaid()
+        for halo_id in list(held.values_list("halo_id", flat=True)):
             if halo_id in seen:
                 continue
             try:

@@ -30,6 +30,18 @@ CUSTOMER_FIELDS = [
     "halo_last_modified",
     "synced",
 ]
+#: What Halo may change on an invoice the portal issued (and exported to Halo).
+PAYMENT_FIELDS = [
+    "amount_paid",
+    "amount_due",
+    "payment_status",
+    "date_paid",
+    "voided",
+    "deleted_in_halo",
+    "pay_link_url",
+    "halo_last_modified",
+    "synced",
+]
 CONTRACT_FIELDS = ["client_halo_id", "ref", "subtype_id", "subtype_name", "active"]
 INVOICE_FIELDS = [
     "customer",
@@ -278,26 +290,52 @@ class Writer:
 
     @transaction.atomic
     def invoices(self, records):
+        """Upsert Halo's invoices. An invoice the portal issued and exported to Halo
+        (`source=portal`) keeps its content: only its payment state comes back from Halo."""
         records = _by_id(records)
-        held = dict(
-            Invoice.objects.select_for_update()
+        held = {
+            halo_id: (pk, modified, source)
+            for halo_id, pk, modified, source in Invoice.objects.select_for_update()
             .filter(tenant=self.tenant, halo_id__in=[r["id"] for r in records])
-            .values_list("halo_id", "halo_last_modified")
-        )
+            .values_list("halo_id", "pk", "halo_last_modified", "source")
+        }
         fresh = [r for r in records if not self._skip_invoice(r, held)]
         self.counts["invoices_skipped"] += len(records) - len(fresh)
         if not fresh:
             return
-        customers = self._customer_ids(fresh)
+        issued_by_portal = {
+            i for i, (_, _, source) in held.items() if source != Invoice.Source.HALO
+        }
+        mirrored, issued = [], []
+        for row, record in zip(self._invoice_rows(fresh), fresh, strict=True):
+            if row.halo_id in issued_by_portal:
+                row.pk = held[row.halo_id][0]
+                issued.append(row)
+            else:
+                mirrored.append((row, record))
+        Invoice.objects.bulk_update(issued, PAYMENT_FIELDS)
+        Invoice.objects.bulk_create(
+            [row for row, _ in mirrored],
+            update_conflicts=True,
+            unique_fields=["tenant", "halo_id"],
+            update_fields=INVOICE_FIELDS,
+        )
+        self._replace_lines(mirrored)
+        created = sum(r["id"] not in held for r in fresh)
+        self.counts["invoices_created"] += created
+        self.counts["invoices_updated"] += len(fresh) - created
+
+    def _invoice_rows(self, records):
+        customers = self._customer_ids(records)
         contracts = {
             halo_id: (subtype_id, name)
             for halo_id, subtype_id, name in Contract.objects.filter(
-                tenant=self.tenant, halo_id__in={_int(r.get("contract_id")) for r in fresh}
+                tenant=self.tenant, halo_id__in={_int(r.get("contract_id")) for r in records}
             ).values_list("halo_id", "subtype_id", "subtype_name")
         }
         now = timezone.now()
         rows = []
-        for record in fresh:
+        for record in records:
             fields = invoice_fields(record, self.tenant.currency)
             subtype_id, subtype_name = contracts.get(fields["contract_halo_id"], (None, ""))
             rows.append(
@@ -313,16 +351,7 @@ class Writer:
                     **fields,
                 )
             )
-        Invoice.objects.bulk_create(
-            rows,
-            update_conflicts=True,
-            unique_fields=["tenant", "halo_id"],
-            update_fields=INVOICE_FIELDS,
-        )
-        self._replace_lines(rows, fresh)
-        created = sum(r["id"] not in held for r in fresh)
-        self.counts["invoices_created"] += created
-        self.counts["invoices_updated"] += len(fresh) - created
+        return rows
 
     def mark_deleted(self, halo_ids):
         marked = Invoice.objects.filter(tenant=self.tenant, halo_id__in=halo_ids).update(
@@ -332,7 +361,7 @@ class Writer:
 
     def _skip_invoice(self, record, held):
         if record["id"] in held:
-            return _older(record, held[record["id"]])
+            return _older(record, held[record["id"]][1])
         dated = halo_date(record.get("invoice_date") or record.get("date_created"))
         return bool(self.cutoff and dated and dated < self.cutoff)
 
@@ -356,10 +385,8 @@ class Writer:
             ids = dict(customers.values_list("halo_id", "pk"))
         return ids
 
-    def _replace_lines(self, rows, records):
-        with_lines = [
-            (row, r["lines"]) for row, r in zip(rows, records, strict=True) if "lines" in r
-        ]
+    def _replace_lines(self, rows_and_records):
+        with_lines = [(row, r["lines"]) for row, r in rows_and_records if "lines" in r]
         if not with_lines:
             return
         InvoiceLine.objects.filter(invoice_id__in=[row.pk for row, _ in with_lines]).delete()

@@ -9,10 +9,11 @@ import requests
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from billing.models import AutoPayRule, Customer, Invoice, InvoiceNumberField
+from billing.models import AutoPayRule, Customer, Invoice, InvoiceLine, InvoiceNumberField
 from integrations.invoice_sync.engine import run_sync
 from integrations.invoice_sync.models import InvoiceSyncSettings, SyncState
 from portal.models import Tenant
+from tests import factories
 from tests.invoice_sync.conftest import connect, sync
 
 
@@ -232,6 +233,34 @@ def test_fetch_unpaid_picks_up_payments_and_due_dates(sim, tenant):
     assert paid_now.payment_status == Invoice.PaymentStatus.PAID and paid_now.amount_due == 0
     assert paid_now.date_paid is not None
     assert Invoice.objects.get(halo_id=moved["id"]).due_date.isoformat() == new_due
+
+
+def test_an_invoice_the_portal_issued_only_takes_its_payment_state_from_halo(sim, tenant):
+    """Portal invoices exported to Halo keep their content; payments made in Halo show."""
+    record = next(r for r in halo(sim, "Invoice").values() if r["paymentstatus"] == 0)
+    issued = factories.invoice(
+        tenant,
+        source=Invoice.Source.PORTAL,
+        halo_id=record["id"],
+        invoice_number="P-0001",
+        total=Decimal(str(record["total"])),
+        amount_due=Decimal(str(record["total"])),
+    )
+    line = InvoiceLine.objects.create(invoice=issued, description="Portal line", quantity=3)
+    api = sim.session()
+    reply = api.post(
+        f"{sim.api_url}/InvoicePayment",
+        json=[{"invoice_id": record["id"], "amount": record["amountdue"], "thirdpartyid": "p"}],
+        timeout=5,
+    )
+    assert reply.status_code == 201
+
+    sync(tenant, "initial")
+
+    issued.refresh_from_db()
+    assert (issued.source, issued.invoice_number) == ("portal", "P-0001")
+    assert issued.payment_status == "paid" and issued.amount_due == 0 and issued.date_paid
+    assert list(issued.lines.all()) == [line]
 
 
 def test_agreement_subtypes_flag_auto_pay(sim, tenant):
