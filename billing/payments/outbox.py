@@ -165,6 +165,23 @@ def queue_pay_links(tenant):
     return len(rows)
 
 
+def link_portal_invoices(tenant):
+    """Give unpaid invoices the portal issued itself (not in Halo) their pay link, which
+    their PDFs print when the tenant's invoicing settings ask for it."""
+    invoices = list(
+        Invoice.objects.filter(tenant=tenant, source=Invoice.Source.PORTAL, posted=True)
+        .unpaid()
+        .filter(halo_id=None)
+        .select_related("tenant")
+    )
+    pages = PayPage.objects.for_invoices(invoices)
+    linked = 0
+    for invoice in invoices:
+        if invoice.pay_link_url != (url := pages[invoice.pk].public_url()):
+            linked += Invoice.objects.filter(pk=invoice.pk).update(pay_link_url=url)
+    return linked
+
+
 def _write_pay_links(client, rows):
     """One POST for the batch; when Halo refuses it, each row alone, so one bad invoice
     cannot hold back the rest."""

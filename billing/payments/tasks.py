@@ -45,11 +45,12 @@ def add_pay_links(tenant_id):
 
 
 def add_pay_links_everywhere():
-    """Every few minutes: new invoices of tenants with pay buttons on get their link."""
-    for tenant_id in PaymentSettings.objects.filter(halo_pay_buttons=True).values_list(
-        "tenant_id", flat=True
-    ):
-        outbox.queue_pay_links(Tenant.objects.get(pk=tenant_id))
+    """Every few minutes: new invoices get their pay link (in Halo for tenants with pay
+    buttons on; on the portal's own invoices for every tenant taking payments)."""
+    for settings in PaymentSettings.objects.select_related("tenant"):
+        outbox.link_portal_invoices(settings.tenant)
+        if settings.halo_pay_buttons:
+            outbox.queue_pay_links(settings.tenant)
     return outbox.deliver()
 
 

@@ -9,7 +9,7 @@ from django.urls import reverse
 from billing.models import Invoice
 from billing.payments import tasks
 from billing.payments.models import HaloOutbox, PayPage
-from tests.payments.conftest import connect, settings_for
+from tests.payments.conftest import connect, open_invoice, settings_for
 from tests.payments.test_outbox import sync
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -98,3 +98,15 @@ def test_an_invoice_halo_refuses_does_not_hold_back_the_others(halo_tenant, sim)
     failed = HaloOutbox.objects.get(status="failed")
     assert failed.invoice == gone and failed.last_error
     assert HaloOutbox.objects.filter(status="delivered").count() == len(unpaid) - 1
+
+
+def test_portal_invoices_get_their_pay_link_for_their_pdfs(tenant):
+    issued = open_invoice(tenant, source="portal", halo_id=None, posted=True)
+    draft = open_invoice(tenant, source="portal", halo_id=None, posted=False)
+    settings_for(tenant)
+
+    tasks.add_pay_links_everywhere()
+
+    issued.refresh_from_db()
+    assert issued.pay_link_url == PayPage.objects.get(invoice=issued).public_url()
+    assert Invoice.objects.get(pk=draft.pk).pay_link_url == ""
