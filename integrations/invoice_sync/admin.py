@@ -2,6 +2,7 @@ import json
 
 from django.contrib import admin, messages
 from django.utils.html import format_html
+from django.utils.text import Truncator
 from django_q.tasks import async_task
 
 from integrations.halo import HaloError
@@ -16,10 +17,7 @@ from integrations.invoice_sync.models import (
 )
 from portal.admin_base import ReadOnlyTenantAdmin, TenantScopedAdmin
 
-FETCH_ACTIONS = {
-    "fetch_new": ActionLimit.Action.FETCH_NEW,
-    "fetch_unpaid": ActionLimit.Action.FETCH_UNPAID,
-}
+FETCH_ACTIONS = ("fetch_new", "fetch_unpaid")
 
 
 def _when(moment, tenant):
@@ -133,12 +131,7 @@ class InvoiceSyncSettingsAdmin(TenantScopedAdmin):
                     messages.WARNING,
                 )
                 continue
-            if active_connection(tenant) is None:
-                self.message_user(
-                    request,
-                    f"{tenant}: no active Halo connection with invoice sync switched on.",
-                    messages.ERROR,
-                )
+            if self._connection(request, tenant) is None:
                 continue
             allowed, next_allowed = ActionLimit.claim(tenant, action)
             if not allowed:
@@ -154,17 +147,22 @@ class InvoiceSyncSettingsAdmin(TenantScopedAdmin):
                 request, f"{tenant}: {label} started in the background; see Sync runs."
             )
 
+    def _connection(self, request, tenant):
+        connection = active_connection(tenant)
+        if connection is None:
+            self.message_user(
+                request,
+                f"{tenant}: no active Halo connection with invoice sync switched on.",
+                messages.ERROR,
+            )
+        return connection
+
     @admin.action(description="Register webhook in Halo", permissions=["change"])
     def register_webhook(self, request, queryset):
         for settings in queryset.select_related("tenant"):
             tenant = settings.tenant
-            connection = active_connection(tenant)
+            connection = self._connection(request, tenant)
             if connection is None:
-                self.message_user(
-                    request,
-                    f"{tenant}: no active Halo connection with invoice sync switched on.",
-                    messages.ERROR,
-                )
                 continue
             try:
                 webhooks.register(settings, connection.client())
@@ -206,7 +204,7 @@ class SyncRunAdmin(ReadOnlyTenantAdmin):
 
     @admin.display(description="Error")
     def short_error(self, obj):
-        return obj.error[:120] + ("…" if len(obj.error) > 120 else "")
+        return Truncator(obj.error).chars(120)
 
 
 @admin.register(WebhookDelivery)

@@ -1,7 +1,6 @@
 """Invoice sync's settings and bookkeeping: where each tenant's sync stands, what it did,
 how often staff may start it, and the webhook deliveries Halo sent."""
 
-import hashlib
 import hmac
 import secrets
 from datetime import timedelta
@@ -11,7 +10,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from billing.models import InvoiceNumberField
-from portal.models import Tenant
+from portal.models import ApiToken, Tenant
 
 # A run that committed no page for this long has died (the worker was killed): its lock
 # lapses. django-q2 kills tasks after Q_TIMEOUT (15 min by default) anyway.
@@ -80,7 +79,7 @@ class InvoiceSyncSettings(models.Model):
         no slow hash); returns them in plain text, once, for registering in Halo."""
         username, password = f"halo-{secrets.token_hex(6)}", secrets.token_urlsafe(32)
         self.webhook_username = username
-        self.webhook_password_digest = _digest(password)
+        self.webhook_password_digest = ApiToken.hash(password)
         return username, password
 
     @classmethod
@@ -93,12 +92,10 @@ class InvoiceSyncSettings(models.Model):
         )[:1]
         tenant_id, expected_user, expected_digest = found[0] if found else (None, "", "")
         user_ok = hmac.compare_digest(str(username).encode(), expected_user.encode())
-        password_ok = hmac.compare_digest(_digest(password).encode(), expected_digest.encode())
+        password_ok = hmac.compare_digest(
+            ApiToken.hash(password).encode(), expected_digest.encode()
+        )
         return tenant_id if expected_digest and user_ok and password_ok else None
-
-
-def _digest(text):
-    return hashlib.sha256(str(text).encode()).hexdigest()
 
 
 class SyncState(models.Model):

@@ -7,8 +7,8 @@ from django.utils import timezone
 
 from integrations.halo_sim.testing import run_simulator
 from integrations.invoice_sync.engine import run_sync
-from integrations.models import HaloConnection
 from tests import factories
+from tests.halo.conftest import make_connection
 
 
 @pytest.fixture(scope="session")
@@ -31,24 +31,10 @@ def _fast_retries(settings):
     settings.HALO_READ_TIMEOUT = 5
 
 
-def connect(tenant, sim):
-    connection = HaloConnection(
-        tenant=tenant,
-        name="Simulator",
-        auth_url=sim.auth_url,
-        resource_url=sim.api_url,
-        halo_tenant=sim.tenant,
-        client_id=sim.demo_app.client_id,
-    )
-    connection.set_secret(sim.demo_app.client_secret)
-    connection.save()
-    return connection
-
-
 @pytest.fixture
 def tenant(db, sim):
     tenant = factories.tenant("northwind-msp")
-    connect(tenant, sim)
+    make_connection(sim, tenant)
     return tenant
 
 

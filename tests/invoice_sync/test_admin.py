@@ -10,7 +10,8 @@ from billing.models import AutoPayRule, Contract, Invoice, InvoiceLine
 from integrations.invoice_sync.models import InvoiceSyncSettings, SyncRun, SyncState
 from portal import demo
 from tests import factories
-from tests.invoice_sync.conftest import connect, sync
+from tests.halo.conftest import make_connection
+from tests.invoice_sync.conftest import sync
 
 INVOICES = "admin:billing_invoice_changelist"
 
@@ -109,7 +110,7 @@ def test_demo_step_sets_up_invoice_sync_and_queues_the_initial_sync(
     queued = []
     monkeypatch.setattr(invoice_demo, "async_task", lambda *args: queued.append(args))
     tenant = demo.ensure_tenant()
-    connect(tenant, sim)
+    make_connection(sim, tenant)
     context = demo.DemoContext(tenant=tenant, user=None, halo_url=sim.base_url)
     with django_capture_on_commit_callbacks(execute=True):
         invoice_demo.invoice_sync(context)

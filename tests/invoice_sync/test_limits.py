@@ -8,7 +8,7 @@ from django_q.conf import Conf
 from integrations.invoice_sync.models import ActionLimit, InvoiceSyncSettings, SyncRun
 from portal.models import Membership
 from tests.conftest import make_staff
-from tests.invoice_sync.conftest import connect
+from tests.halo.conftest import make_connection
 
 CHANGELIST = "admin:invoice_sync_invoicesyncsettings_changelist"
 
@@ -40,7 +40,7 @@ def manual_runs(tenant, kind):
 def test_manual_fetch_is_limited_per_tenant(personas, sim, clock, tasks_run_inline, action, hours):
     tenant_a, tenant_b = personas.tenant_a, personas.tenant_b
     for tenant in (tenant_a, tenant_b):
-        connect(tenant, sim)
+        make_connection(sim, tenant)
     settings_a = InvoiceSyncSettings.for_tenant(tenant_a)
     settings_b = InvoiceSyncSettings.for_tenant(tenant_b)
     name = f"fetch_{action}"

@@ -14,7 +14,8 @@ from integrations.invoice_sync.engine import run_sync
 from integrations.invoice_sync.models import InvoiceSyncSettings, SyncState
 from portal.models import Tenant
 from tests import factories
-from tests.invoice_sync.conftest import connect, sync
+from tests.halo.conftest import make_connection
+from tests.invoice_sync.conftest import sync
 
 
 def halo(sim, resource):
@@ -84,7 +85,7 @@ def test_invoice_fields_map_from_halo(sim, tenant):
 
 def test_both_invoice_number_settings(personas, sim):
     tenant = personas.tenant_a
-    connect(tenant, sim)
+    make_connection(sim, tenant)
     sync(tenant, "initial")
     invoice = Invoice.objects.exclude(third_party_number="").first()
     halo_id, third_party = str(invoice.halo_id), invoice.third_party_number

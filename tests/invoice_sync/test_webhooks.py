@@ -18,7 +18,8 @@ from billing.models import Invoice
 from integrations.halo_sim.testing import run_simulator
 from integrations.invoice_sync import tasks, webhooks
 from integrations.invoice_sync.models import InvoiceSyncSettings, WebhookDelivery
-from tests.invoice_sync.conftest import connect, sync
+from tests.halo.conftest import make_connection
+from tests.invoice_sync.conftest import sync
 
 
 def credentials(tenant):
@@ -242,7 +243,7 @@ def halo_hooked(hooked_sim, live_server, personas, settings, queued):
     """Tenant A connected to the simulator, synced, and its webhook registered through the
     admin action: the simulator now delivers to the live portal."""
     settings.PORTAL_BASE_URL = live_server.url
-    connect(personas.tenant_a, hooked_sim)
+    make_connection(hooked_sim, personas.tenant_a)
     sync(personas.tenant_a, "initial")
     settings_row = InvoiceSyncSettings.for_tenant(personas.tenant_a)
     admin = personas.client(personas.owner_a)
@@ -293,10 +294,7 @@ def test_registering_again_updates_the_webhook_and_rotates_credentials(
 
 def test_register_webhook_needs_admin_webhooks(personas, sim):
     app = sim.control.add_application(permissions="read:invoices read:customers")
-    connection = connect(personas.tenant_a, sim)
-    connection.client_id = app["client_id"]
-    connection.set_secret(app["client_secret"])
-    connection.save()
+    make_connection(sim, personas.tenant_a, client_id=app["client_id"], secret=app["client_secret"])
     settings_row = InvoiceSyncSettings.for_tenant(personas.tenant_a)
     response = personas.client(personas.owner_a).post(
         reverse("admin:invoice_sync_invoicesyncsettings_changelist"),
