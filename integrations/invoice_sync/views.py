@@ -1,8 +1,9 @@
 """`POST /api/v1/halo/webhook/<tenant code>`: Halo's deliveries, stored before answering.
 
-Answers fast: authenticate, store the delivery (deduplicated by its id) and make sure a task
-will apply it, in one transaction, then answer 202 (200 for a repeat). Every failed authentication,
-for an unknown tenant too, gets the same 401, so no answer reveals which tenants exist.
+Answers fast: authenticate, then in one transaction store the delivery (deduplicated by its
+id) and make sure a task will apply it; answer 202 (200 for a repeat). Every failed
+authentication, for an unknown tenant too, gets the same 401, so no answer reveals which
+tenants exist.
 """
 
 import base64
