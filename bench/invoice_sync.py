@@ -7,8 +7,9 @@ with 50 changed, and webhook ingestion over HTTP.
 
 Standalone: a temporary SQLite database and the ORM broker (the default deployment), or a
 PostgreSQL database the bench drops and creates plus the Redis broker. The simulator runs in
-its own process, so memory figures are the portal's. Halo's data is shaped as a real Halo
-accumulates it: clients and invoices created over two years, each at its own moment.
+its own process. Halo's data is shaped as a real Halo accumulates it: clients and invoices
+created over two years, each at its own moment. Memory is the peak Python heap of each sync,
+traced in a second, untimed run of it (tracemalloc slows what it traces).
 
 Targets (from the issue): the initial sync in at most ceil(invoices / page size) + a few
 Halo requests, the fetch-new in at most 3, webhook ingestion of at least 200 deliveries/s.
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -41,11 +43,18 @@ parser.add_argument("--invoices", type=int, default=10_000)
 parser.add_argument("--changed", type=int, default=50)
 parser.add_argument("--latency-ms", type=float, default=20.0)
 parser.add_argument("--deliveries", type=int, default=1000)
-parser.add_argument("--senders", type=int, default=4)
-parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+parser.add_argument("--senders", type=int, help="concurrent senders (default 2 x workers)")
+parser.add_argument(
+    "--workers",
+    type=int,
+    help="gunicorn workers (default 1 on SQLite, whose one writer at a time makes more only "
+    "wait on its lock; 4 on PostgreSQL)",
+)
 parser.add_argument("--postgres", help="a database URL; the bench drops and recreates it")
 parser.add_argument("--redis", help="a Redis URL for the broker and cache (with --postgres)")
 OPTIONS = parser.parse_args()
+OPTIONS.workers = OPTIONS.workers or (4 if OPTIONS.postgres else 1)
+OPTIONS.senders = OPTIONS.senders or 2 * OPTIONS.workers
 
 DATA = tempfile.mkdtemp(prefix="invoice-sync-bench-")
 DATABASE_URL = OPTIONS.postgres or f"sqlite:///{DATA}/bench.sqlite3"
@@ -112,29 +121,14 @@ def serve(command, url, env=None):
     raise SystemExit(f"{' '.join(command[:3])} did not start")
 
 
-class PeakMemory:
-    """Samples this process's resident memory every 20 ms; `.growth` is the peak over the
-    resident size at the start, in MiB."""
-
-    def __enter__(self):
-        self.start = self.peak = self._rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.growth = (max(self.peak, self._rss()) - self.start) / 2**20
-
-    def _sample(self):
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self._rss())
-
-    @staticmethod
-    def _rss():
-        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def traced_peak(tenant, kind):
+    """Peak Python heap (MiB) of the same sync run once more under tracemalloc (not timed:
+    tracing slows it down)."""
+    tracemalloc.start()
+    run_sync(tenant, kind, "cli")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak / 2**20
 
 
 def halo_data(control, invoices, clients=200, span=timedelta(days=730)):
@@ -194,17 +188,16 @@ def tenant_for(base_url):
 
 
 def timed_run(tenant, kind, control):
-    """(run, Halo requests, requests by endpoint, wall s, portal CPU s, peak memory MiB)."""
+    """(run, Halo requests, requests by endpoint, wall s, portal CPU s, peak heap MiB)."""
     control.clear_requests()
     started, cpu = time.perf_counter(), time.process_time()
-    with PeakMemory() as memory:
-        run = run_sync(tenant, kind, "cli")
+    run = run_sync(tenant, kind, "cli")
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     if run.status != "ok":
         raise SystemExit(f"{kind} failed: {run.error}")
     by_endpoint = control.requests()["by_endpoint"]
     halo = sum(n for endpoint, n in by_endpoint.items() if "/token" not in endpoint)
-    return run, halo, by_endpoint, seconds, cpu, memory.growth
+    return run, halo, by_endpoint, seconds, cpu, traced_peak(tenant, kind)
 
 
 def delivery_bodies(tenant, count):
@@ -323,7 +316,7 @@ def main():
             f"Initial sync: {stored:,} invoices, {run.customers_saved} clients, "
             f"{run.contracts_saved} contracts in {seconds:.1f} s ({cpu:.1f} s portal CPU); "
             f"{halo} Halo requests (target <= {math.ceil(OPTIONS.invoices / page)} + a few: "
-            f"{dict(by_endpoint)}); peak memory +{memory:.0f} MiB"
+            f"{dict(by_endpoint)}); peak Python heap {memory:.1f} MiB"
         )
 
         changed = list(Invoice.objects.filter(tenant=tenant)[: OPTIONS.changed])
@@ -335,7 +328,7 @@ def main():
         print(
             f"Fetch new: {picked} changed invoices picked up in {seconds:.2f} s ({cpu:.2f} s "
             f"portal CPU); {halo} Halo requests (target <= 3: {dict(by_endpoint)}); peak "
-            f"memory +{memory:.0f} MiB"
+            f"Python heap {memory:.1f} MiB"
         )
 
         local, http, answers, applied = ingestion(
