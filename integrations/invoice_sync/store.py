@@ -3,7 +3,8 @@
 Rules every path shares: rows are keyed by (tenant, Halo id) and upserted in bulk; a record
 older than the stored copy (by Halo's `last_modified`) is skipped, so a late webhook never
 undoes newer data; a new invoice dated before the created-since cut-off is not pulled (ones
-already held keep updating, never left stale); lines are replaced when a record has them.
+already held keep updating, never left stale); lines are replaced when a record has them;
+an invoice the portal issued itself and exported to Halo only takes its payment state back.
 """
 
 from collections import Counter
