@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import transaction
 
 from billing.models import Invoice
-from integrations.halo import HaloError, HaloNotFound
+from integrations.halo import HaloError, HaloNotFound, HaloUnexpectedResponse
 from integrations.invoice_sync.models import SyncRun, SyncState
 from integrations.invoice_sync.store import Writer, last_modified, to_halo
 from integrations.models import HaloConnection
@@ -134,7 +134,14 @@ class InvoiceSync:
             # whole pages of them: a bulk import shares one time.
             records = feed.read(self.client, start, self.cutoff, page_size=size, page_no=skip + 1)
             for page in _pages(records, size):
-                newest = max(filter(None, map(last_modified, page)), default=None)
+                stamps = [stamp for stamp in map(last_modified, page) if stamp]
+                if stamps != sorted(stamps):
+                    raise HaloUnexpectedResponse(
+                        "records not in last_modified order (order=last_modified ignored?), "
+                        "so the sync cannot tell what it has read",
+                        attempted=f"list changed {feed.name}",
+                    )
+                newest = stamps[-1] if stamps else None
                 moved = newest is not None and (start is None or newest > start)
                 if moved:
                     start, skip = newest, int(all(last_modified(r) == newest for r in page))

@@ -323,3 +323,19 @@ def test_one_run_per_tenant_at_a_time(sim, tenant):
     assert run.status == "skipped" and "running" in run.error
     state.release()
     assert sync(tenant, "new").status == "ok"
+
+
+def test_a_halo_that_ignores_the_order_fails_the_run_rather_than_skip(sim, tenant, monkeypatch):
+    """The cursor logic needs last_modified order; unordered pages stop the run, unstored."""
+    from integrations.halo import HaloClient
+
+    listed = HaloClient.list_invoices
+    monkeypatch.setattr(
+        HaloClient,
+        "list_invoices",
+        lambda client, **filters: sorted(listed(client, **filters), key=lambda r: -r["id"]),
+    )
+    run = run_sync(tenant, "initial", "cli")
+    assert run.status == "failed" and "not in last_modified order" in run.error
+    assert not Invoice.objects.exists()
+    assert SyncState.objects.get(tenant=tenant).invoices_cursor is None
