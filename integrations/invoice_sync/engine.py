@@ -186,15 +186,15 @@ def run_sync(tenant, kind, trigger):
             "connections.",
         )
         return run
-    state = SyncState.for_tenant(tenant)
+    client = connection.client()
+    sync = InvoiceSync(tenant, client, run)
+    state = sync.state
     if not state.claim():
         run.finish(
             SyncRun.Status.SKIPPED,
             f"Another invoice sync of this tenant is running (since {state.running_since:%H:%M}).",
         )
         return run
-    client = connection.client()
-    sync = InvoiceSync(tenant, client, run)
     try:
         {"initial": sync.initial, "new": sync.fetch_new, "unpaid": sync.fetch_unpaid}[kind]()
     except HaloError as error:
