@@ -287,13 +287,8 @@ class PaymentAdmin(ReadOnlyTenantAdmin):
         return super().get_queryset(request).select_related("tenant")
 
 
-class RetryableAdmin(ReadOnlyTenantAdmin):
-    def has_retry_permission(self, request):
-        return self.has_module_permission(request) and _editor(request)
-
-
 @admin.register(HaloOutbox)
-class HaloOutboxAdmin(RetryableAdmin):
+class HaloOutboxAdmin(ReadOnlyTenantAdmin):
     """What the portal owes Halo; failed rows say what Halo answered and can be retried."""
 
     list_display = ["created", "kind", "subject", "status", "attempts", "next_attempt", "error"]
@@ -322,6 +317,9 @@ class HaloOutboxAdmin(RetryableAdmin):
     @admin.display(description="Last error")
     def error(self, obj):
         return obj.last_error[:160] + ("…" if len(obj.last_error) > 160 else "")
+
+    def has_retry_permission(self, request):
+        return self.has_module_permission(request) and _editor(request)
 
     @admin.action(description="Retry now", permissions=["retry"])
     def retry_now(self, request, queryset):

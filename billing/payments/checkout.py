@@ -21,12 +21,11 @@ UNREACHABLE = "We could not reach the card processor. Nothing was charged: try a
 
 
 class CannotPay(Exception):
-    """Nothing may be charged now; `payment` is the one in flight when that is why."""
+    """Nothing may be charged now; the message says why, for the customer."""
 
-    def __init__(self, message, payment=None):
+    def __init__(self, message):
         super().__init__(message)
         self.message = message
-        self.payment = payment
 
 
 def pay(
@@ -109,24 +108,20 @@ def _claim(settings, invoice, key, kind, requested, processor, details):
             replay = Payment.objects.filter(idempotency_key=key).first()
             if replay is not None:
                 return replay, False
-            raise CannotPay(IN_FLIGHT, _in_flight(invoice)) from None
+            raise CannotPay(IN_FLIGHT) from None
     return payment, True
 
 
 def _amount(settings, invoice, requested):
     balance = Balance(invoice)
     if balance.in_flight is not None:
-        raise CannotPay(IN_FLIGHT, balance.in_flight)
+        raise CannotPay(IN_FLIGHT)
     if balance.due <= 0:
         raise CannotPay(NOTHING_DUE)
     try:
         return settings.amount_to_charge(balance.due, requested)
     except ValueError as error:
         raise CannotPay(str(error)) from None
-
-
-def _in_flight(invoice):
-    return invoice and Payment.objects.in_flight().filter(invoice=invoice).first()
 
 
 def cancel_url(payment):

@@ -271,17 +271,10 @@ class Balance:
         open_due = invoice.amount_due - self.unrecorded if invoice.is_open else Decimal(0)
         self.due = max(open_due, Decimal(0))
 
-    @property
-    def payable(self):
-        return self.invoice.is_open and self.due > 0 and self.in_flight is None
-
 
 class PaymentQuerySet(models.QuerySet):
     def in_flight(self):
         return self.filter(status__in=Payment.IN_FLIGHT)
-
-    def succeeded(self):
-        return self.filter(status=Payment.Status.SUCCEEDED)
 
     def stale_checkouts(self):
         """Hosted checkouts still open well past their expiry: the processor's expiry
