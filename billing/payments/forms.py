@@ -5,9 +5,9 @@ import secrets
 from decimal import Decimal
 
 from django import forms
-from django.forms.utils import flatatt
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
 
 from billing.payments.processors import CardDetails
 
@@ -24,7 +24,12 @@ class FastInput:
         attributes = {"type": widget["type"], "name": widget["name"], **widget["attrs"]}
         if widget["value"] is not None:
             attributes["value"] = widget["value"]
-        return format_html("<input{}>", flatatt(attributes))
+        html = "".join(
+            f" {key}" if value is True else f' {key}="{escape(str(value))}"'
+            for key, value in attributes.items()
+            if value is not False and value is not None
+        )
+        return mark_safe(f"<input{html}>")  # noqa: S308  every value is escaped above
 
 
 class TextInput(FastInput, forms.TextInput):
