@@ -208,6 +208,9 @@ HALO_DISCOVERY_TIMEOUT = env.float("HALO_DISCOVERY_TIMEOUT", default=3.0)
 PAYMENTS_TEST_PROCESSOR = env.bool("PAYMENTS_TEST_PROCESSOR", default=DEBUG)
 # Pay-link lookups (/pay/<tenant>/<ref>) per client address, as a DRF rate; empty: no limit.
 PAYMENTS_LINK_RATE = env.str("PAYMENTS_LINK_RATE", default="60/min")
+# Reverse proxies in front of the portal that append to X-Forwarded-For (0: none, so the
+# header, which clients can forge, is ignored when counting pay-link lookups per address).
+PAYMENTS_PROXIES = env.int("PAYMENTS_PROXIES", default=0)
 # Minutes a Stripe Checkout Session stays open (Stripe allows 30 to 1440).
 PAYMENTS_STRIPE_SESSION_MINUTES = env.int("PAYMENTS_STRIPE_SESSION_MINUTES", default=60)
 # Longest wait in seconds between retries of a write to Halo (payments, pay links).

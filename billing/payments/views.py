@@ -110,6 +110,16 @@ class PayLinkThrottle(SimpleRateThrottle):
     def get_cache_key(self, request, view):
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
+    def get_ident(self, request):
+        """The client's address: the connection's, or with `PAYMENTS_PROXIES` reverse proxies
+        in front, the one the outermost proxy saw. (DRF would trust any X-Forwarded-For, which
+        a client can forge to dodge the limit.)"""
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
+        forwarded = [address.strip() for address in forwarded if address.strip()]
+        if settings.PAYMENTS_PROXIES and forwarded:
+            return forwarded[-min(settings.PAYMENTS_PROXIES, len(forwarded))]
+        return request.META.get("REMOTE_ADDR", "")
+
 
 class PayLinkView(APIView):
     """`GET /pay/<tenant code>/<ref>`: the invoice a Halo id or third-party number names,

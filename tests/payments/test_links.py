@@ -141,6 +141,13 @@ def test_link_lookups_are_throttled_per_client(client, tenant, settings):
     answers = [client.get(link(tenant, invoice.halo_id)).status_code for _ in range(4)]
     assert answers == [302, 302, 302, 429]
     assert "Too many attempts" in client.get(link(tenant, 999)).content.decode()
+    # A forged X-Forwarded-For does not buy more lookups...
+    forged = client.get(link(tenant, invoice.halo_id), HTTP_X_FORWARDED_FOR="10.9.8.7")
+    assert forged.status_code == 429
+    # ...but behind a trusted proxy, each client counts on its own.
+    settings.PAYMENTS_PROXIES = 1
+    behind = client.get(link(tenant, invoice.halo_id), HTTP_X_FORWARDED_FOR="6.6.6.6, 10.0.0.2")
+    assert behind.status_code == 302
 
 
 def test_unknown_invoice_takes_a_payment_only_when_the_tenant_allows(client, tenant):
