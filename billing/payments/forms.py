@@ -123,13 +123,13 @@ class PayForm(forms.Form):
             name=self.cleaned_data.get("card_name", ""),
         )
 
-    def payment_details(self, request):
+    def payment_details(self, client_ip):
         saving = bool(self.cleaned_data.get("save_method"))
         return {
             "payer_email": self.cleaned_data.get("email", ""),
             "save_method": saving,
             "consent_text": self.consent if saving else "",
-            "client_ip": request.META.get("REMOTE_ADDR") or None,
+            "client_ip": client_ip or None,
         }
 
 

@@ -111,14 +111,17 @@ class PayLinkThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
     def get_ident(self, request):
-        """The client's address: the connection's, or with `PAYMENTS_PROXIES` reverse proxies
-        in front, the one the outermost proxy saw. (DRF would trust any X-Forwarded-For, which
-        a client can forge to dodge the limit.)"""
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
-        forwarded = [address.strip() for address in forwarded if address.strip()]
-        if settings.PAYMENTS_PROXIES and forwarded:
-            return forwarded[-min(settings.PAYMENTS_PROXIES, len(forwarded))]
-        return request.META.get("REMOTE_ADDR", "")
+        return client_address(request)  # DRF's would trust any X-Forwarded-For
+
+
+def client_address(request):
+    """The customer's address: the connection's, or with `PAYMENTS_PROXIES` reverse proxies
+    in front, the one the outermost proxy saw (clients can forge X-Forwarded-For)."""
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
+    forwarded = [address.strip() for address in forwarded if address.strip()]
+    if settings.PAYMENTS_PROXIES and forwarded:
+        return forwarded[-min(settings.PAYMENTS_PROXIES, len(forwarded))]
+    return request.META.get("REMOTE_ADDR", "")
 
 
 class PayLinkView(APIView):
@@ -198,7 +201,7 @@ def pay_unlisted(request, tenant_code):
                 requested=form.cleaned_data["amount"],
                 card=form.card(),
                 invoice_ref=ref,
-                **form.payment_details(request),
+                **form.payment_details(client_address(request)),
             )
         except checkout.CannotPay as refusal:
             error = refusal.message
@@ -259,7 +262,7 @@ def pay(request, tenant_code, token):
                 key=form.cleaned_data["attempt"],
                 requested=form.cleaned_data.get("amount"),
                 card=form.card(),
-                **form.payment_details(request),
+                **form.payment_details(client_address(request)),
             )
         except checkout.CannotPay as refusal:
             error = refusal.message
