@@ -72,7 +72,7 @@ class InvoiceAdmin(ReadOnlyTenantAdmin):
 
     list_display = [
         "number",
-        "customer",
+        "bill_to",
         "invoice_date",
         "due_date",
         "total",
@@ -82,7 +82,12 @@ class InvoiceAdmin(ReadOnlyTenantAdmin):
         "autopay",
     ]
     list_filter = [StatusFilter, AutoPayFilter, "currency", "posted"]
-    list_select_related = ["customer", "autopay_rule", "tenant__invoice_sync_settings"]
+    list_select_related = [
+        "customer",
+        "autopay_rule",
+        "tenant__invoice_sync_settings",
+        "portal__organisation",
+    ]
     search_fields = ["invoice_number", "third_party_number", "customer__name", "reference"]
     date_hierarchy = "invoice_date"
     inlines = [InvoiceLineInline]
@@ -126,6 +131,14 @@ class InvoiceAdmin(ReadOnlyTenantAdmin):
     @admin.display(description="Number", ordering="halo_id")
     def number(self, obj):
         return obj.display_number()
+
+    @admin.display(description="Customer", ordering="customer__name")
+    def bill_to(self, obj):
+        """Halo invoices bill a Halo client; portal invoices an organisation."""
+        if obj.customer_id:
+            return obj.customer.name
+        portal = getattr(obj, "portal", None)
+        return portal.organisation.name if portal else "-"
 
     @admin.display(description="Status")
     def status(self, obj):

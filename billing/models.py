@@ -149,8 +149,14 @@ class InvoiceQuerySet(models.QuerySet):
         ref = str(ref).strip()
         invoices = self.filter(tenant=tenant)
         if number_field(tenant) == InvoiceNumberField.THIRD_PARTY:
-            return invoices.filter(third_party_number=ref) if ref else invoices.none()
-        return invoices.filter(halo_id=int(ref)) if ref.isdigit() else invoices.none()
+            if not ref:
+                return invoices.none()
+            # Portal-issued invoices are known by their own number (what their PDF shows).
+            portal_number = models.Q(source=Invoice.Source.PORTAL, invoice_number=ref)
+            return invoices.filter(models.Q(third_party_number=ref) | portal_number)
+        # isdigit() alone accepts other scripts' digits ("١٢٣").
+        is_id = ref.isascii() and ref.isdigit()
+        return invoices.filter(halo_id=int(ref)) if is_id else invoices.none()
 
 
 class Invoice(models.Model):
@@ -244,6 +250,9 @@ class Invoice(models.Model):
     def display_number(self):
         """The number customers see: per the tenant's setting, falling back to the Halo ID
         (no third-party number yet), then to the portal's own number."""
+        if self.source == self.Source.PORTAL:
+            # The portal's own gapless number, also after export to Halo; drafts have none.
+            return self.invoice_number or "Draft"
         if number_field(self.tenant) == InvoiceNumberField.THIRD_PARTY and self.third_party_number:
             return self.third_party_number
         if self.halo_id is not None:

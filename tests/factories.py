@@ -4,9 +4,16 @@
 model cannot skip the isolation tests.
 """
 
+from datetime import date, timedelta
 from decimal import Decimal
 from itertools import count
 
+from billing.invoicing import models as invoicing
+from billing.models import AutoPayRule, Customer, Invoice, InvoiceLine
+from billing.payments import models as payments
+from integrations.billing_sync import models as billing_sync
+from integrations.invoice_sync.models import InvoiceSyncSettings, SyncRun, WebhookDelivery
+from integrations.models import HaloConnection
 from portal.models import ApiToken, Membership, Organisation, Product, Tenant
 
 _seq = count(1)
@@ -62,9 +69,6 @@ def api_token(tenant, purpose=ApiToken.Purpose.USAGE):
     return ApiToken.issue(tenant, purpose, f"token {next(_seq)}")[0]
 
 
-from integrations.models import HaloConnection  # noqa: E402  (kept beside its maker)
-
-
 @maker(HaloConnection)
 def halo_connection(tenant, secret="s3cret-" + "0" * 65, **kwargs):
     n = next(_seq)
@@ -79,13 +83,6 @@ def halo_connection(tenant, secret="s3cret-" + "0" * 65, **kwargs):
     connection.set_secret(secret)
     connection.save()
     return connection
-
-from billing.models import AutoPayRule, Customer, Invoice  # noqa: E402  (kept beside makers)
-from integrations.invoice_sync.models import (  # noqa: E402
-    InvoiceSyncSettings,
-    SyncRun,
-    WebhookDelivery,
-)
 
 
 @maker(Customer)
@@ -134,8 +131,6 @@ def webhook_delivery(tenant, **kwargs):
 
 
 # -- billing sync -------------------------------------------------------------------------
-
-from integrations.billing_sync import models as billing_sync  # noqa: E402
 
 
 @maker(billing_sync.BillingSyncSettings)
@@ -219,8 +214,6 @@ def billing_sync_result(tenant, **kwargs):
 
 # -- payments -----------------------------------------------------------------------------
 
-from billing.payments import models as payments  # noqa: E402
-
 
 @maker(payments.PaymentSettings)
 def payment_settings(tenant, **kwargs):
@@ -294,11 +287,6 @@ def processor_event(tenant, **kwargs):
 
 
 # -- invoicing ----------------------------------------------------------------------------
-
-from datetime import date, timedelta  # noqa: E402
-
-from billing.invoicing import models as invoicing  # noqa: E402
-from billing.models import InvoiceLine  # noqa: E402
 
 
 @maker(invoicing.InvoicingSettings)

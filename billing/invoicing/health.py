@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils import timezone
 
@@ -21,7 +22,14 @@ def portal_invoices(tenant):
     if failed:
         return [HealthRow("Portal invoices", "error", f"{failed} exports to Halo failed", url)]
     if drafts:
-        return [HealthRow("Portal invoices", "warn", f"{drafts} drafts to review and issue", url)]
+        return [
+            HealthRow(
+                "Portal invoices",
+                "warn",
+                f"{drafts} draft{pluralize(drafts)} to review and issue",
+                url,
+            )
+        ]
     issued = invoices.issued()
     text = f"{issued.count()} issued, {issued.exclude(exported_at=None).count()} in Halo"
     return [HealthRow("Portal invoices", "ok", text, url)]

@@ -112,7 +112,8 @@ def test_two_worker_processes_start_the_same_tenant_and_exactly_one_runs(slow_wo
     db = connection.settings_dict
     server = f"{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}"
     url = f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{server}/{db['NAME']}"
-    env = {**os.environ, "DATABASE_URL": url}
+    # DEBUG: a fresh checkout has no .env, and the child only needs the test's own keys.
+    env = {**os.environ, "DATABASE_URL": url, "DEBUG": "true"}
     command = [sys.executable, "manage.py", "sync_billing", slow_world.tenant.slug]
     workers = [
         subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -217,7 +217,7 @@ def test_health_rows(personas):
     assert health(tenant, "Invoice PDFs")[0].status == "ok"
 
     draft = factories.portal_invoice(tenant, issue=False)
-    assert health(tenant, "Portal invoices")[0].text == "1 drafts to review and issue"
+    assert health(tenant, "Portal invoices")[0].text == "1 draft to review and issue"
     PortalInvoice.objects.filter(pk=draft.pk).issue()
     assert health(tenant, "Portal invoices")[0].text == "1 issued, 0 in Halo"
     PortalInvoice.objects.filter(pk=draft.pk).update(export_error="No mapping")
