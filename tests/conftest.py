@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from integrations.halo_sim.testing import run_simulator
 from portal.models import Membership, Tenant
 from tests import factories
 
@@ -61,3 +62,16 @@ def _fresh_cache(request):
 
         cache.clear()
     yield
+
+
+@pytest.fixture(scope="session")
+def running_sim():
+    """One Halo simulator over real HTTP for the whole session; `sim` resets it per test."""
+    with run_simulator() as sim:
+        yield sim
+
+
+@pytest.fixture
+def sim(running_sim):
+    running_sim.control.reset()
+    return running_sim

@@ -15,23 +15,10 @@ from integrations.billing_sync.models import (
     UsageCount,
     UsageSubmission,
 )
-from integrations.halo_sim.testing import run_simulator
 from portal import demo
 from portal.models import Organisation, Product
 from tests import factories
 from tests.halo.conftest import make_connection
-
-
-@pytest.fixture(scope="session")
-def running_sim():
-    with run_simulator() as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(running_sim):
-    running_sim.control.reset()
-    return running_sim
 
 
 @pytest.fixture(autouse=True)

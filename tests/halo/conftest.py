@@ -2,21 +2,8 @@
 
 import pytest
 
-from integrations.halo_sim.testing import run_simulator
 from integrations.models import HaloConnection
 from tests import factories
-
-
-@pytest.fixture(scope="session")
-def running_sim():
-    with run_simulator() as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(running_sim):
-    running_sim.control.reset()
-    return running_sim
 
 
 @pytest.fixture(autouse=True)

@@ -5,22 +5,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from integrations.halo_sim.testing import run_simulator
 from integrations.invoice_sync.engine import run_sync
 from tests import factories
 from tests.halo.conftest import make_connection
-
-
-@pytest.fixture(scope="session")
-def running_sim():
-    with run_simulator() as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(running_sim):
-    running_sim.control.reset()
-    return running_sim
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,6 @@ from integrations.billing_sync.models import (
     UsageSubmission,
 )
 from integrations.billing_sync.runner import refresh_from_halo
-from integrations.halo_sim.testing import run_simulator
 from integrations.models import HaloConnection
 from portal import demo
 from portal.models import ApiToken, Organisation, Product, Tenant
@@ -72,18 +71,6 @@ def pdf_text(content):
 
 def pdf_secret(tenant):
     return ApiToken.issue(tenant, ApiToken.Purpose.PDF, "Halo PDF link")[1]
-
-
-@pytest.fixture(scope="session")
-def running_sim():
-    with run_simulator() as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(running_sim):
-    running_sim.control.reset()
-    return running_sim
 
 
 @pytest.fixture(autouse=True)

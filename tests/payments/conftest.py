@@ -12,7 +12,6 @@ from django_q.conf import Conf
 from billing.models import InvoiceLine
 from billing.payments.models import PaymentSettings
 from billing.payments.processors.test import DECLINE, INSUFFICIENT_FUNDS, SUCCESS
-from integrations.halo_sim.testing import run_simulator
 from integrations.models import HaloConnection
 from tests import factories
 
@@ -34,18 +33,6 @@ def _payments_settings(settings):
 def tasks_inline(monkeypatch):
     """django-q2 runs queued tasks at once (Q_CLUSTER sync): receipts, outbox deliveries."""
     monkeypatch.setattr(Conf, "SYNC", True)
-
-
-@pytest.fixture(scope="session")
-def running_sim():
-    with run_simulator() as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(running_sim):
-    running_sim.control.reset()
-    return running_sim
 
 
 def connect(tenant, sim, **fields):
