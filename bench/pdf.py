@@ -6,8 +6,7 @@
    (its one-page summary, then its lines; with and without the pay link's QR code) and a
    2,500-line one (``bench.pdf_render.measure``).
 2. API: a scratch data directory with the default deployment (SQLite, the database cache
-   for the rate limit; ``--redis-url`` for Redis, ``--conn-max-age`` for persistent
-   database connections), a tenant with an issued portal invoice
+   for the rate limit; ``--redis-url`` for Redis), a tenant with an issued portal invoice
    and a PDF secret, gunicorn with ``--workers`` sync workers on loopback, ``--clients``
    concurrent clients for ``--seconds``. First serving the stored PDF, then with every
    request rendering again (``rerender_app``: the resolver forced to render, as if nothing
@@ -58,7 +57,7 @@ def rerender_app():
 # -- the scratch deployment -----------------------------------------------------------------
 
 
-def scratch_environment(data_dir, redis_url, conn_max_age):
+def scratch_environment(data_dir, redis_url):
     """The process environment of the scratch deployment (also applied to this process)."""
     from cryptography.fernet import Fernet
 
@@ -75,9 +74,6 @@ def scratch_environment(data_dir, redis_url, conn_max_age):
     }
     if redis_url:
         env["REDIS_URL"] = redis_url
-    if conn_max_age:
-        database = Path(data_dir) / "portal.sqlite3"
-        env["DATABASE_URL"] = f"sqlite:///{database}?conn_max_age={conn_max_age}"
     os.environ.clear()
     os.environ.update(env)
     return env
@@ -260,13 +256,6 @@ def main():
     parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers (2)")
     parser.add_argument("--runs", type=int, default=0, help="renders per size (200 / 20)")
     parser.add_argument("--redis-url", default="", help="Redis for the rate limit's cache")
-    parser.add_argument(
-        "--conn-max-age",
-        type=int,
-        default=0,
-        help="seconds workers keep their database connection (default 0: Django's, a new "
-        "connection per request)",
-    )
     args = parser.parse_args()
 
     small = demo_invoice()  # one summary page; its lines itemised on the next
@@ -305,19 +294,16 @@ def main():
         )
 
     with tempfile.TemporaryDirectory(prefix="bench-pdf-") as data_dir:
-        env = scratch_environment(data_dir, args.redis_url, args.conn_max_age)
+        env = scratch_environment(data_dir, args.redis_url)
         path, secret = seed()
         results = [
             serve("portal.wsgi:application", "stored PDF", env, args, path, secret),
             serve("bench.pdf:rerender_app()", "re-rendered each time", env, args, path, secret),
         ]
     cache = "Redis" if args.redis_url else "the database cache"
-    connections = "a connection per request"
-    if args.conn_max_age:
-        connections = f"connections kept {args.conn_max_age} s"
     print(
         f"\nPDF API: gunicorn, {args.workers} sync workers, {args.clients} clients, "
-        f"{args.seconds:g} s each; SQLite ({connections}) + {cache}; {os.cpu_count()} CPUs "
+        f"{args.seconds:g} s each; SQLite + {cache}; {os.cpu_count()} CPUs "
         f"shared with the client, load average {os.getloadavg()[0]:.1f} at the end"
     )
     print(_row(("mode", "requests", "req/s", "p50 ms", "p99 ms", "errors", "KiB", "CPU ms/req")))

@@ -1,6 +1,8 @@
-"""Shared DRF pieces: one error shape for every API answer."""
+"""Shared DRF pieces: one error shape for every API answer, token authentication and a
+per-token rate limit."""
 
 import logging
+import threading
 
 from django.contrib.auth.models import AnonymousUser
 from rest_framework.authentication import BaseAuthentication
@@ -55,7 +57,61 @@ class HasTenantToken(BasePermission):
         return isinstance(request.auth, ApiToken)
 
 
-class TokenRateThrottle(SimpleRateThrottle):
+class WindowThrottle(SimpleRateThrottle):
+    """A fixed-window rate limit shared by every worker, at one cache update per block.
+
+    DRF's `SimpleRateThrottle` rewrites the list of a client's request times in the cache on
+    every request: a write per API call (a database write on the default cache) and work
+    that grows with the rate. Here the rate's budget is counted per window of its period:
+    each process claims a block of the window's budget from one shared counter and spends it
+    in memory. Small rates get blocks of one and are exact. A process's unspent claim is
+    lost to the others until the window ends, so busy workers may refuse up to
+    (workers - 1) × block requests early, never let more through; except that the
+    database cache's increments are not atomic (Redis's are), so two racing claims can
+    both be granted.
+    """
+
+    BLOCKS_PER_WINDOW = 50
+    _claims = {}  # (key, window) -> requests this process may still let through
+    _lock = threading.Lock()
+
+    def allow_request(self, request, view):
+        if self.rate is None or (key := self.get_cache_key(request, view)) is None:
+            return True
+        self.now = self.timer()
+        window = int(self.now // self.duration)
+        self.window_end = (window + 1) * self.duration
+        with self._lock:
+            left = self._claims.get((key, window), 0) or self._claim(f"{key}:{window}")
+            if left <= 0:
+                return False
+            if len(self._claims) > 10_000:
+                self._claims.clear()  # old windows' leftovers: dropping them only refuses sooner
+            self._claims[(key, window)] = left - 1
+        return True
+
+    def _claim(self, counter):
+        """Up to a block of the window's budget from the shared counter."""
+        block = max(1, self.num_requests // self.BLOCKS_PER_WINDOW)
+        self.cache.add(counter, 0, self.duration + 1)
+        try:
+            claimed = self.cache.incr(counter, block)
+        except ValueError:  # the counter expired between add and incr
+            self.cache.set(counter, block, self.duration + 1)
+            claimed = block
+        return max(0, min(block, self.num_requests - (claimed - block)))
+
+    def wait(self):
+        return max(0.0, self.window_end - self.now)
+
+    @classmethod
+    def forget_claims(cls):
+        """Drop this process's claims (tests that clear the cache start afresh)."""
+        with cls._lock:
+            cls._claims.clear()
+
+
+class TokenRateThrottle(WindowThrottle):
     """Per-token rate limit (the scope's rate comes from settings)."""
 
     def get_cache_key(self, request, view):

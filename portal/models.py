@@ -257,12 +257,9 @@ class ApiToken(models.Model):
 
     @classmethod
     def authenticate(cls, plaintext, purpose):
-        token = (
-            cls.objects.usable()
-            .select_related("tenant")
-            .filter(digest=cls.hash(plaintext or ""), purpose=purpose)
-            .first()
-        )
+        matches = cls.objects.usable().filter(digest=cls.hash(plaintext or ""), purpose=purpose)
+        # The digest is unique: no ORDER BY or LIMIT to build on every API request.
+        token = next(iter(matches.select_related("tenant").order_by()), None)
         if token is not None and (
             token.last_used is None or timezone.now() - token.last_used > USED_RESOLUTION
         ):

@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from integrations.halo_sim.testing import run_simulator
+from portal.api import WindowThrottle
 from portal.models import Membership, Tenant
 from tests import factories
 
@@ -61,6 +62,7 @@ def _fresh_cache(request):
         from django.core.cache import cache
 
         cache.clear()
+        WindowThrottle.forget_claims()
     yield
 
 
