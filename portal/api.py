@@ -66,7 +66,7 @@ class WindowThrottle(SimpleRateThrottle):
     each process claims a block of the window's budget from one shared counter and spends it
     in memory. Small rates get blocks of one and are exact. A process's unspent claim is
     lost to the others until the window ends, so busy workers may refuse up to
-    (workers - 1) × block requests early, never let more through; except that the
+    (workers - 1) * block requests early, never let more through; except that the
     database cache's increments are not atomic (Redis's are), so two racing claims can
     both be granted.
     """
