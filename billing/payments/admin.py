@@ -22,6 +22,7 @@ from billing.payments.models import (
     ProcessorEvent,
     SavedPaymentMethod,
 )
+from billing.payments.processors import ProcessorError
 from portal.admin_base import ReadOnlyTenantAdmin, TenantScopedAdmin, TenantScopedForm
 
 
@@ -44,7 +45,7 @@ class PaymentSettingsForm(TenantScopedForm):
         strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="whsec_…, from a Stripe webhook endpoint pointing at the URL below with the "
-        "events checkout.session.* , payment_intent.* and charge.refunded. Stored encrypted.",
+        "events checkout.session.*, payment_intent.* and charge.refunded. Stored encrypted.",
     )
 
     class Meta:
@@ -56,6 +57,7 @@ class PaymentSettingsForm(TenantScopedForm):
             "allow_partial",
             "halo_pay_buttons",
             "pay_unknown_invoices",
+            "halo_payment_method",
             "autopay_hour",
             "autopay_charge_on",
             "autopay_retry_days",
@@ -107,6 +109,7 @@ class PaymentSettingsAdmin(TenantScopedAdmin):
             },
         ),
         ("Pay links", {"fields": ["pay_link", "halo_pay_buttons", "pay_unknown_invoices"]}),
+        ("Recording in Halo", {"fields": ["halo_payment_method"]}),
         ("Pay page", {"fields": ["allow_partial", "use_halo_pdf", "pdf_fallback"]}),
         (
             "Auto-pay",
@@ -274,10 +277,46 @@ class PaymentAdmin(ReadOnlyTenantAdmin):
         "receipt",
     ]
     readonly_fields = ["receipt"]
+    actions = ["refund"]
 
     @admin.display(description="Amount", ordering="amount")
     def money(self, obj):
-        return display.money(obj.amount, obj.currency, obj.tenant)
+        money = display.money(obj.amount, obj.currency, obj.tenant)
+        if obj.refunded_amount and obj.status != Payment.Status.REFUNDED:
+            refunded = display.money(obj.refunded_amount, obj.currency, obj.tenant)
+            return f"{money} ({refunded} refunded)"
+        return money
+
+    def has_refund_permission(self, request):
+        return self.has_module_permission(request) and _editor(request)
+
+    @admin.action(description="Refund in full", permissions=["refund"])
+    def refund(self, request, queryset):
+        """What is left of each succeeded payment goes back to the payer; Halo follows."""
+        done, problems = 0, []
+        for payment in queryset.filter(status=Payment.Status.SUCCEEDED).select_related("tenant"):
+            processor = PaymentSettings.for_tenant(payment.tenant).processor_impl(payment.processor)
+            try:
+                outcome = processor.refund(payment, payment.net_amount)
+            except ProcessorError as error:
+                problems.append(f"{payment.invoice_ref}: {error}")
+                continue
+            if outcome is not None:
+                payment.apply(outcome, source=PaymentEvent.Source.SYSTEM)
+            done += 1
+        skipped = queryset.exclude(status=Payment.Status.SUCCEEDED).count()
+        if done:
+            self.message_user(
+                request,
+                f"{done} payment(s) refunded or sent to the processor to refund; Halo's "
+                "invoices follow through the Halo outbox.",
+            )
+        if skipped:
+            self.message_user(
+                request, f"{skipped} skipped: only succeeded payments can be refunded.", "warning"
+            )
+        for problem in problems:
+            self.message_user(request, f"Not refunded: {problem}", messages.ERROR)
 
     @admin.display(description="Customer's page")
     def receipt(self, obj):

@@ -22,9 +22,13 @@ from portal import crypto
 from portal.models import Tenant
 
 CENT = Decimal("0.01")
+#: Payment fields any later processor message may still fill in while blank.
+CARD_FIELDS = ("card_brand", "card_last4")
 #: Smallest partial payment (a processor's own minimum may be higher).
 MIN_PARTIAL = Decimal("1.00")
 REFUNDED_FIRST = "Refunded at the processor before Halo recorded it: nothing written to Halo."
+REFUNDED_AFTER_SENDING = "Refunded in full: the refund entry removes it from Halo if it landed."
+NOT_IN_HALO = "Halo holds no record of this payment: nothing to change there."
 
 
 def new_token():
@@ -74,6 +78,13 @@ class PaymentSettings(models.Model):
         default=False,
         help_text="A link naming an invoice the portal does not know shows a form for any "
         "amount. Leave off: a generic pay form invites double and mistaken payments.",
+    )
+    halo_payment_method = models.PositiveIntegerField(
+        "Halo payment method",
+        null=True,
+        blank=True,
+        help_text="The ID of the payment method Halo should file online payments under "
+        "(sent as the InvoicePayment's method). Blank: Halo's default.",
     )
     autopay_hour = models.PositiveSmallIntegerField(
         "auto-pay hour",
@@ -185,6 +196,12 @@ class PaymentSettings(models.Model):
         return bool(PaymentSettings.objects.filter(free, pk=self.pk).update(autopay_last_run=day))
 
 
+def _queue_delivery(row_id):
+    from billing.payments import tasks
+
+    tasks.queue("deliver_outbox", [row_id])
+
+
 def _decrypted(ciphertext):
     return crypto.decrypt(ciphertext) if ciphertext else ""
 
@@ -267,7 +284,7 @@ class Balance:
         ).order_by()
         active = [p for p in active if p.is_in_flight or p.recorded is None]
         self.in_flight = next((p for p in active if p.is_in_flight), None)
-        self.unrecorded = sum((p.amount for p in active if not p.is_in_flight), Decimal(0))
+        self.unrecorded = sum((p.net_amount for p in active if not p.is_in_flight), Decimal(0))
         open_due = invoice.amount_due - self.unrecorded if invoice.is_open else Decimal(0)
         self.due = max(open_due, Decimal(0))
 
@@ -336,6 +353,9 @@ class Payment(models.Model):
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.PAY_PAGE)
     processor = models.CharField(max_length=10, choices=PaymentSettings.Processor.choices)
     amount = models.DecimalField(max_digits=14, decimal_places=2)
+    refunded_amount = models.DecimalField(
+        max_digits=14, decimal_places=2, default=0, help_text="Refunded at the processor so far."
+    )
     currency = models.CharField(max_length=3)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.CREATED)
     reference = models.CharField(
@@ -393,6 +413,11 @@ class Payment(models.Model):
     def is_in_flight(self):
         return self.status in self.IN_FLIGHT
 
+    @property
+    def net_amount(self):
+        """What the payer has paid and kept paid: the amount less refunds."""
+        return self.amount - self.refunded_amount
+
     def public_url(self):
         return settings.PORTAL_BASE_URL + self.get_absolute_url()
 
@@ -412,10 +437,10 @@ class Payment(models.Model):
                 changes = {**fields, "status": status}
                 if status == self.Status.SUCCEEDED:
                     changes.update(succeeded_at=timezone.now(), failure_code="", failure_message="")
-            elif status == before:
-                changes = {k: v for k, v in fields.items() if v and not getattr(current, k)}
             else:
-                changes = {}
+                # A repeat fills what is still blank; a late message only the card's details.
+                names = fields if status == before else CARD_FIELDS
+                changes = {k: fields[k] for k in names if fields.get(k) and not getattr(current, k)}
             for name, value in changes.items():
                 setattr(current, name, value)
             if changes:
@@ -434,6 +459,10 @@ class Payment(models.Model):
 
     def apply(self, outcome, *, source, event_id=""):
         """Apply a processor's `Outcome`; keeps the card when the payer consented."""
+        if outcome.refunded is not None:
+            return self.refund(
+                outcome.refunded, source=source, detail=outcome.detail, event_id=event_id
+            )
         with transaction.atomic():
             moved = self.move(
                 outcome.status,
@@ -447,6 +476,62 @@ class Payment(models.Model):
                     SavedPaymentMethod.save_from(self, outcome.method)
         return moved
 
+    def learn_card(self):
+        """Ask the processor which card paid when its messages did not say (Stripe
+        Checkout): receipts and the admin show the brand and last 4 digits."""
+        if self.card_last4 or not self.reference or self.status != self.Status.SUCCEEDED:
+            return
+        options = PaymentSettings.for_tenant(self.tenant)
+        if card := options.processor_impl(self.processor).card(self):
+            self.card_brand, self.card_last4 = card[0].title()[:20], card[1][:4]
+            Payment.objects.filter(pk=self.pk).update(
+                card_brand=self.card_brand, card_last4=self.card_last4
+            )
+
+    def refund(self, total, *, source, detail="", event_id=""):
+        """The processor has refunded `total` of this payment so far (processors report the
+        running total, so a repeated or late report changes nothing). All of it moves the
+        payment to refunded; any of it is taken off the invoice, in Halo through the outbox.
+        Answers whether anything changed."""
+        with transaction.atomic():
+            current = Payment.objects.select_for_update().get(pk=self.pk)
+            total = min(Decimal(total).quantize(CENT), current.amount)
+            paid = (self.Status.SUCCEEDED, self.Status.REFUNDED)
+            if current.status not in paid or total <= current.refunded_amount:
+                return False
+            refunded_now = total - current.refunded_amount
+            Payment.objects.filter(pk=self.pk).update(refunded_amount=total)
+            self.refunded_amount = current.refunded_amount = total
+            if total == current.amount:
+                self.move(self.Status.REFUNDED, source=source, detail=detail, event_id=event_id)
+            else:
+                current.events.create(
+                    from_status=current.status,
+                    to_status=current.status,
+                    source=source,
+                    detail=f"{refunded_now} refunded ({total} of {current.amount} so far). "
+                    f"{detail}"[:500],
+                    processor_event=event_id,
+                )
+            current._take_refund_off_invoice(refunded_now)
+        self.refresh_from_db()
+        return True
+
+    def _take_refund_off_invoice(self, refunded_now):
+        """Called under the payment's row lock, which `outbox.claim_payment_write` takes too:
+        a payment not yet sent to Halo is sent less its refunds (or not at all); once Halo
+        may hold it, a refund row corrects it there. A portal invoice Halo does not hold is
+        corrected at once."""
+        record = HaloOutbox.objects.filter(payment=self, kind=HaloOutbox.Kind.PAYMENT).first()
+        if record is None:
+            if self.recorded is not None:
+                self._count_on_invoice(-refunded_now)
+        elif record.sent is None:
+            if self.net_amount <= 0:
+                record.drop(REFUNDED_FIRST)
+        else:
+            HaloOutbox.queue_refund(self)
+
     def _moved(self, status):
         from billing.payments import tasks
 
@@ -455,38 +540,38 @@ class Payment(models.Model):
             transaction.on_commit(lambda: tasks.queue("send_receipt", self.pk))
         elif status == self.Status.FAILED and self.kind == self.Kind.AUTOPAY:
             transaction.on_commit(lambda: tasks.queue("send_autopay_failure", self.pk))
-        elif status == self.Status.REFUNDED:
-            for row in HaloOutbox.objects.filter(payment=self, status=HaloOutbox.Status.PENDING):
-                row.drop(REFUNDED_FIRST)
 
     def _record_success(self):
         """Tell the invoice: through the Halo outbox, or at once for a portal invoice that
         Halo does not hold."""
-        from billing.payments import tasks
-
         if self.invoice is not None and self.invoice.halo_id is None:
             self.mark_recorded(locally=True)
             return
         outbox = HaloOutbox.objects.create(
             tenant_id=self.tenant_id, kind=HaloOutbox.Kind.PAYMENT, payment=self
         )
-        transaction.on_commit(lambda: tasks.queue("deliver_outbox", [outbox.pk]))
+        transaction.on_commit(lambda: _queue_delivery(outbox.pk))
 
     def mark_recorded(self, *, locally):
         """The invoice now counts this payment. `locally`: take it off the portal's copy of
         the invoice by hand (a portal invoice, or Halo's updated invoice could not be read)."""
         if locally:
-            invoice = Invoice.objects.select_for_update().get(pk=self.invoice_id)
-            invoice.amount_paid += self.amount
-            invoice.amount_due = max(invoice.amount_due - self.amount, Decimal(0))
-            invoice.payment_status = (
-                Invoice.PaymentStatus.PAID
-                if invoice.amount_due <= 0
-                else Invoice.PaymentStatus.PARTLY_PAID
-            )
-            invoice.save(update_fields=["amount_paid", "amount_due", "payment_status"])
+            self._count_on_invoice(self.net_amount)
         self.recorded = timezone.now()
         Payment.objects.filter(pk=self.pk).update(recorded=self.recorded)
+
+    def _count_on_invoice(self, paid):
+        """Add `paid` (less than 0 for a refund) to the portal's copy of the invoice."""
+        invoice = Invoice.objects.select_for_update().get(pk=self.invoice_id)
+        invoice.amount_paid = max(invoice.amount_paid + paid, Decimal(0))
+        invoice.amount_due = max(invoice.total - invoice.amount_paid, Decimal(0))
+        if invoice.amount_due <= 0:
+            invoice.payment_status = Invoice.PaymentStatus.PAID
+        elif invoice.amount_paid > 0:
+            invoice.payment_status = Invoice.PaymentStatus.PARTLY_PAID
+        else:
+            invoice.payment_status = Invoice.PaymentStatus.UNPAID
+        invoice.save(update_fields=["amount_paid", "amount_due", "payment_status"])
 
 
 class PaymentEvent(models.Model):
@@ -556,6 +641,7 @@ class HaloOutbox(models.Model):
 
     class Kind(models.TextChoices):
         PAYMENT = "payment", "Record payment"
+        REFUND = "refund", "Record refund"
         PAY_LINK = "pay_link", "Add pay link"
 
     class Status(models.TextChoices):
@@ -569,8 +655,8 @@ class HaloOutbox(models.Model):
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
     kind = models.CharField(max_length=10, choices=Kind.choices)
-    payment = models.OneToOneField(
-        Payment, null=True, blank=True, on_delete=models.CASCADE, related_name="outbox"
+    payment = models.ForeignKey(
+        Payment, null=True, blank=True, on_delete=models.CASCADE, related_name="outbox_rows"
     )
     invoice = models.ForeignKey(
         Invoice, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
@@ -578,6 +664,12 @@ class HaloOutbox(models.Model):
     url = models.URLField("pay link", max_length=500, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
+    sent = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="First sent to Halo: from then on Halo may hold it, whatever the answer was.",
+    )
     next_attempt = models.DateTimeField(default=timezone.now)
     last_error = models.TextField(blank=True)
     halo_id = models.CharField("Halo record ID", max_length=64, blank=True)
@@ -595,12 +687,37 @@ class HaloOutbox(models.Model):
                 fields=["invoice"],
                 condition=Q(kind="pay_link", status__in=["pending", "failed"]),
                 name="halooutbox_one_open_pay_link_per_invoice",
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["payment"],
+                condition=Q(kind="payment"),
+                name="halooutbox_one_record_per_payment",
+            ),
+            models.UniqueConstraint(
+                fields=["payment"],
+                condition=Q(kind="refund", status__in=["pending", "failed"]),
+                name="halooutbox_one_open_refund_per_payment",
+            ),
         ]
         indexes = [models.Index(fields=["status", "next_attempt"])]
 
     def __str__(self):
         return f"{self.get_kind_display()} ({self.get_status_display().lower()})"
+
+    @classmethod
+    def queue_refund(cls, payment):
+        """A row correcting Halo's record of `payment` to what is left of it after refunds;
+        an open one is reused (it sends the latest figure) and put back in line."""
+        open_rows = cls.objects.filter(
+            payment=payment,
+            kind=cls.Kind.REFUND,
+            status__in=[cls.Status.PENDING, cls.Status.FAILED],
+        )
+        if not open_rows.update(status=cls.Status.PENDING, next_attempt=timezone.now()):
+            row = cls.objects.create(
+                tenant_id=payment.tenant_id, kind=cls.Kind.REFUND, payment=payment
+            )
+            transaction.on_commit(lambda: _queue_delivery(row.pk))
 
     def claim(self):
         """Take the row for one delivery attempt; False when another worker has it. The

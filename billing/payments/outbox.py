@@ -8,16 +8,21 @@ a response lost on the way back, or a worker killed mid-call, never records a pa
 """
 
 import logging
+from decimal import Decimal
 from itertools import groupby
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from billing.models import Invoice
 from billing.payments.models import (
+    NOT_IN_HALO,
+    REFUNDED_AFTER_SENDING,
     REFUNDED_FIRST,
     HaloOutbox,
     Payment,
+    PaymentSettings,
     PayPage,
     invoice_for_ref,
 )
@@ -53,8 +58,8 @@ def deliver(ids=None):
             continue
         client = connection.client()
         for row in claimed:
-            if row.kind == HaloOutbox.Kind.PAYMENT:
-                landed += _attempt(row, _record_payment, client, row)
+            if row.kind in _PAYMENT_WRITES:
+                landed += _attempt(row, _PAYMENT_WRITES[row.kind], client, row)
         links = [row for row in claimed if row.kind == HaloOutbox.Kind.PAY_LINK]
         for start in range(0, len(links), settings.HALO_BATCH_SIZE):
             landed += _write_pay_links(client, links[start : start + settings.HALO_BATCH_SIZE])
@@ -81,35 +86,82 @@ def _attempt(row, func, *args):
 
 
 def _record_payment(client, row):
-    payment = row.payment
-    if payment.status != Payment.Status.SUCCEEDED:
-        row.drop(REFUNDED_FIRST)  # the refund came while this row was being sent
-        return 0
-    invoice = payment.invoice or _match_unknown(payment)
+    invoice = row.payment.invoice or _match_unknown(row.payment)
     if invoice is None:
         raise Waiting(
-            f"No invoice {payment.invoice_ref} in the portal yet: the payment is recorded in "
-            "Halo once invoice sync brings that invoice."
+            f"No invoice {row.payment.invoice_ref} in the portal yet: the payment is recorded "
+            "in Halo once invoice sync brings that invoice."
         )
+    sent_before = row.sent is not None
+    payment = claim_payment_write(row)
+    if payment is None:
+        return 0
     record = {
         "invoice_id": invoice.halo_id,
-        "amount": float(payment.amount),
+        "amount": float(payment.net_amount),
         "date": to_halo(payment.succeeded_at or payment.created),
         "thirdpartyid": payment.halo_reference(),
     }
-    saved = (row.attempts > 1 and _already_in_halo(client, record)) or (
+    if method := PaymentSettings.for_tenant(payment.tenant).halo_payment_method:
+        record["method"] = method
+    saved = (sent_before and _already_in_halo(client, record)) or (
         client.create_invoice_payments([record])[0]
     )
-    try:
-        current = client.get_invoice(invoice.halo_id)
-    except HaloError:
-        current = None  # recorded; the next sync brings Halo's figures
+    current = _read_back(client, invoice)
     with transaction.atomic():
         if current is not None:
             Writer(invoice.tenant, client).invoices([current])
         payment.mark_recorded(locally=current is None)
         row.succeed(saved.get("id", ""))
     return 1
+
+
+def _record_refund(client, row):
+    """Make Halo's record of the payment what is left of it: deleted when refunded in
+    full, its amount lowered when in part. Waits for the payment's own row, which may
+    still land it in Halo; looks the record up by its natural key, so it is idempotent."""
+    payment = row.payment
+    if payment.outbox_rows.filter(kind=HaloOutbox.Kind.PAYMENT, status=HaloOutbox.Status.PENDING):
+        raise Waiting("The payment is still on its way to Halo: its refund follows it.")
+    invoice = payment.invoice
+    key = {"invoice_id": invoice.halo_id, "thirdpartyid": payment.halo_reference()}
+    existing = _already_in_halo(client, key)
+    if existing is None:
+        row.drop(NOT_IN_HALO)
+        return 0
+    if payment.net_amount <= 0:
+        client.delete("InvoicePayment", existing["id"])
+    elif Decimal(str(existing.get("amount", 0))) != payment.net_amount:
+        update = {"id": existing["id"], "amount": float(payment.net_amount)}
+        client.create_invoice_payments([update], natural_key=None)
+    current = _read_back(client, invoice)
+    with transaction.atomic():
+        if current is not None:
+            Writer(invoice.tenant, client).invoices([current])
+        row.succeed(existing["id"])
+    return 1
+
+
+def _read_back(client, invoice):
+    """Halo's invoice after a payment changed it, or None (the next sync brings it)."""
+    try:
+        return client.get_invoice(invoice.halo_id)
+    except HaloError:
+        return None
+
+
+def claim_payment_write(row):
+    """The payment as it stands, with the row marked sent, under the payment's row lock (a
+    refund takes it too, so it either sees the row sent or is seen here); None when it is
+    refunded in full (a refund row then removes whatever an earlier try left in Halo)."""
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().get(pk=row.payment_id)
+        if payment.status != Payment.Status.SUCCEEDED or payment.net_amount <= 0:
+            row.drop(REFUNDED_FIRST if row.sent is None else REFUNDED_AFTER_SENDING)
+            return None
+        if row.sent is None:
+            row._set(sent=timezone.now())
+    return payment
 
 
 def _match_unknown(payment):
@@ -132,6 +184,9 @@ def _already_in_halo(client, record):
 
 class Waiting(Exception):
     """Nothing can be sent yet; try again later."""
+
+
+_PAYMENT_WRITES = {HaloOutbox.Kind.PAYMENT: _record_payment, HaloOutbox.Kind.REFUND: _record_refund}
 
 
 # -- pay links ------------------------------------------------------------------------------

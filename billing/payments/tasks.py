@@ -29,7 +29,9 @@ def deliver_outbox(ids=None):
 
 
 def send_receipt(payment_id):
-    emails.send_receipt(Payment.objects.select_related("tenant", "invoice").get(pk=payment_id))
+    payment = Payment.objects.select_related("tenant", "invoice").get(pk=payment_id)
+    payment.learn_card()
+    emails.send_receipt(payment)
 
 
 def send_autopay_failure(payment_id):

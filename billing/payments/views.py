@@ -387,6 +387,7 @@ def payment(request, tenant_code, public_id):
         payment=found,
         pay_page=pay_page,
         amount=display.money(found.amount, found.currency, tenant),
+        refunded=display.money(found.refunded_amount, found.currency, tenant),
         when=display.moment(found.succeeded_at or found.created, tenant),
         still_due=display.money(balance.due, found.currency, tenant) if balance else "",
         balance=balance,
@@ -486,11 +487,13 @@ def receive_event(tenant, processor, event):
             moved = record.payment.apply(
                 event.outcome, source=PaymentEvent.Source.WEBHOOK, event_id=event.id
             )
-            record.outcome = (
-                f"{before} → {record.payment.status}"
-                if moved
-                else f"no change: the payment is already {record.payment.status}"
-            )
+            payment = record.payment
+            if not moved:
+                record.outcome = f"no change: the payment is already {payment.status}"
+            elif payment.status == before:
+                record.outcome = f"{payment.refunded_amount} of {payment.amount} refunded so far"
+            else:
+                record.outcome = f"{before} → {payment.status}"
         record.save(update_fields=["payment", "outcome"])
         return record.outcome
 

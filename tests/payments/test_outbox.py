@@ -128,7 +128,9 @@ def test_a_worker_killed_mid_call_does_not_record_twice(halo_tenant, sim):
         succeeded_at=timezone.now(),
     )  # fmt: skip
     # The killed worker had claimed the row, and its POST had reached Halo.
-    row = HaloOutbox.objects.create(tenant=halo_tenant, kind="payment", payment=payment, attempts=1)
+    row = HaloOutbox.objects.create(
+        tenant=halo_tenant, kind="payment", payment=payment, attempts=1, sent=timezone.now()
+    )
     halo_tenant.halo_connections.get().client().create_invoice_payments(
         [{"invoice_id": invoice.halo_id, "amount": float(invoice.amount_due),
           "thirdpartyid": "test_ch_killed"}]
@@ -204,3 +206,144 @@ def test_unknown_invoice_payment_lands_once_the_invoice_arrives(client, halo_ten
     payment.refresh_from_db()
     assert payment.invoice.halo_id == record["id"]
     assert halo_invoice(sim, record["id"])["paymentstatus"] == 2
+
+
+# -- refunds --------------------------------------------------------------------------------
+
+
+def refund_in_admin(personas, payment):
+    staff = personas.client(personas.owner_a)
+    changelist = reverse("admin:payments_payment_changelist")
+    data = {"action": "refund", "_selected_action": [payment.pk]}
+    return staff.post(changelist, data, follow=True)
+
+
+def test_a_refund_removes_the_payment_from_halo(client, personas, halo_tenant, sim):
+    invoice = unpaid_synced_invoice(halo_tenant, sim)
+    due = invoice.amount_due
+    payment = pay(client, invoice)
+    assert halo_invoice(sim, invoice.halo_id)["paymentstatus"] == 2
+
+    page = refund_in_admin(personas, payment)
+
+    assert "1 payment(s) refunded" in page.content.decode()
+    payment.refresh_from_db()
+    assert (payment.status, payment.refunded_amount) == ("refunded", due)
+    row = HaloOutbox.objects.get(payment=payment, kind="refund")
+    assert row.status == "delivered"
+    assert halo_payments(sim, payment.reference) == []
+    record = halo_invoice(sim, invoice.halo_id)
+    assert (Decimal(str(record["amountdue"])), record["paymentstatus"]) == (due, 0)
+    invoice.refresh_from_db()
+    assert (invoice.amount_due, invoice.amount_paid, invoice.payment_status) == (due, 0, "unpaid")
+    assert 'type="submit"' in client.get(pay_url(invoice)).content.decode()  # payable again
+    # Refunding again does nothing: the payment is no longer succeeded.
+    assert "only succeeded payments" in refund_in_admin(personas, payment).content.decode()
+    assert HaloOutbox.objects.filter(payment=payment, kind="refund").count() == 1
+
+
+def test_viewers_cannot_refund(personas, halo_tenant, sim):
+    payment = factories.payment(halo_tenant, status="succeeded", reference="test_ch_v")
+    staff = personas.client(personas.viewer_a)
+    data = {"action": "refund", "_selected_action": [payment.pk]}
+    staff.post(reverse("admin:payments_payment_changelist"), data)
+    payment.refresh_from_db()
+    assert (payment.status, payment.refunded_amount) == ("succeeded", 0)
+
+
+def test_partial_refunds_lower_halos_payment_and_repeats_change_nothing(client, halo_tenant, sim):
+    invoice = unpaid_synced_invoice(halo_tenant, sim)
+    due = invoice.amount_due
+    payment = pay(client, invoice)
+
+    assert payment.refund(Decimal("20.00"), source="webhook", event_id="evt_a") is True
+    assert payment.refund(Decimal("20.00"), source="webhook", event_id="evt_a") is False
+    assert payment.refund(Decimal("10.00"), source="webhook") is False  # an older total
+
+    payment.refresh_from_db()
+    assert (payment.status, payment.refunded_amount) == ("succeeded", Decimal("20.00"))
+    [recorded] = halo_payments(sim, payment.reference)
+    assert Decimal(str(recorded["amount"])) == due - 20
+    record = halo_invoice(sim, invoice.halo_id)
+    assert (Decimal(str(record["amountdue"])), record["paymentstatus"]) == (Decimal(20), 1)
+    invoice.refresh_from_db()
+    assert (invoice.amount_due, invoice.payment_status) == (20, "partly_paid")
+    assert "20.00 refunded (20.00 of" in payment.events.last().detail
+    assert "Refunded to you" in client.get(payment.get_absolute_url()).content.decode()
+
+    payment.refund(due, source="webhook")  # the rest
+    assert halo_payments(sim, payment.reference) == []
+    assert HaloOutbox.objects.filter(payment=payment, kind="refund").count() == 2
+
+
+def test_a_refund_while_halo_is_down_lands_once_it_recovers(client, halo_tenant, sim, settings):
+    settings.HALO_RETRY_BUDGET_SECONDS = 0.2
+    invoice = unpaid_synced_invoice(halo_tenant, sim)
+    payment = pay(client, invoice)
+    sim.control.add_fault("500", path="InvoicePayment", times=10_000)
+
+    payment.refund(payment.amount, source="webhook")
+
+    row = HaloOutbox.objects.get(payment=payment, kind="refund")
+    assert row.status == "pending" and "internal error" in row.last_error
+    assert len(halo_payments(sim, payment.reference)) == 1
+    sim.control.clear_faults()
+    make_due()
+    assert outbox.deliver() == 1
+    assert halo_payments(sim, payment.reference) == []
+
+
+def test_a_refund_waits_for_the_payment_it_corrects(halo_tenant, sim):
+    """Halo may hold a payment whose answer was lost: the refund row waits for the retry,
+    then removes it."""
+    invoice = unpaid_synced_invoice(halo_tenant, sim)
+    payment = factories.payment(
+        halo_tenant, invoice=invoice, status="succeeded", reference="test_ch_lost",
+        succeeded_at=timezone.now(),
+    )  # fmt: skip
+    record = HaloOutbox.objects.create(
+        tenant=halo_tenant, kind="payment", payment=payment, attempts=1, sent=timezone.now(),
+        next_attempt=timezone.now() + timezone.timedelta(minutes=5),
+    )  # fmt: skip
+    halo_tenant.halo_connections.get().client().create_invoice_payments(
+        [{"invoice_id": invoice.halo_id, "amount": float(invoice.amount_due),
+          "thirdpartyid": "test_ch_lost"}]
+    )  # fmt: skip
+
+    payment.refund(payment.amount, source="webhook")
+    refund = HaloOutbox.objects.get(payment=payment, kind="refund")
+    refund.refresh_from_db()
+    assert refund.status == "pending" and "still on its way" in refund.last_error
+    assert len(halo_payments(sim, "test_ch_lost")) == 1
+
+    make_due()
+    outbox.deliver()
+    record.refresh_from_db()
+    refund.refresh_from_db()
+    assert record.status == "not_needed" and refund.status == "delivered"
+    assert halo_payments(sim, "test_ch_lost") == []
+
+
+def test_payments_are_filed_under_the_chosen_halo_method(client, halo_tenant, sim):
+    settings_for(halo_tenant, halo_payment_method=7)
+    invoice = unpaid_synced_invoice(halo_tenant, sim)
+    payment = pay(client, invoice)
+    [recorded] = halo_payments(sim, payment.reference)
+    assert recorded["method"] == 7
+
+
+def test_refunds_of_portal_invoices_outside_halo_correct_the_portal_copy(client, halo_tenant):
+    invoice = factories.invoice(
+        halo_tenant, source="portal", halo_id=None, posted=True, total=Decimal("50.00"),
+        amount_due=Decimal("50.00"), currency="GBP",
+    )  # fmt: skip
+    payment = pay(client, invoice)
+    invoice.refresh_from_db()
+    assert (invoice.amount_due, invoice.payment_status) == (0, "paid")
+
+    payment.refund(Decimal("15.00"), source="webhook")
+
+    invoice.refresh_from_db()
+    assert (invoice.amount_due, invoice.amount_paid) == (Decimal("15.00"), Decimal("35.00"))
+    assert invoice.payment_status == "partly_paid"
+    assert not HaloOutbox.objects.exists()

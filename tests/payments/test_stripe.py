@@ -6,10 +6,12 @@ own `WebhookSignature.generate_signature_header`."""
 import json
 import time
 from datetime import date, timedelta
+from decimal import Decimal
 
 import pytest
 import responses
 import stripe
+from django.urls import reverse
 from django.utils import timezone
 
 from billing.payments import autopay, tasks
@@ -22,6 +24,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 SECRET_KEY = "sk_test_51Portal"
 SIGNING_SECRET = "whsec_portal_test_secret"
 API = "https://api.stripe.com/v1"
+PAYMENT_INTENT = {
+    "id": "pi_test_1",
+    "object": "payment_intent",
+    "latest_charge": {
+        "id": "ch_1",
+        "object": "charge",
+        "payment_method_details": {"type": "card", "card": {"brand": "visa", "last4": "4242"}},
+    },
+}
 
 
 @pytest.fixture
@@ -45,6 +56,7 @@ def stripe_api():
                 "url": "https://checkout.stripe.com/c/pay/cs_test_1",
             },
         )
+        mock.get(f"{API}/payment_intents/pi_test_1", json=PAYMENT_INTENT)
         yield mock
 
 
@@ -71,6 +83,18 @@ def completed(payment, event_id="evt_1", **extra):
         "metadata": {"payment": payment.public_id},
     }
     return event("checkout.session.completed", session | extra, event_id)
+
+
+def refunded(amount, amount_refunded, event_id):
+    charge = {
+        "id": "ch_1",
+        "object": "charge",
+        "payment_intent": "pi_test_1",
+        "amount": amount,
+        "amount_refunded": amount_refunded,
+        "refunded": amount_refunded >= amount,
+    }
+    return event("charge.refunded", charge, event_id)
 
 
 def deliver(client, tenant, payload, secret=SIGNING_SECRET, timestamp=None):
@@ -138,6 +162,9 @@ def test_signed_webhook_completes_the_payment_once(client, stripe_tenant, stripe
     assert HaloOutbox.objects.filter(payment=payment).count() == 1
     assert ProcessorEvent.objects.count() == 2 and len(mailoutbox) == 1
     assert "Payment received" in client.get(payment.get_absolute_url()).content.decode()
+    # Checkout's events do not name the card: the receipt step asked Stripe.
+    assert (payment.card_brand, payment.card_last4) == ("Visa", "4242")
+    assert "4242" in mailoutbox[0].body
 
 
 def test_out_of_order_events_never_undo_a_success(client, stripe_tenant, stripe_api):
@@ -331,8 +358,7 @@ def test_refund_before_halo_recorded_it_writes_nothing_to_halo(client, stripe_te
     start_checkout(client, invoice)
     payment = Payment.objects.get()
     deliver(client, stripe_tenant, completed(payment))  # no Halo connection: it waits
-    charge = {"id": "ch_1", "payment_intent": "pi_test_1", "refunded": True}
-    answer = deliver(client, stripe_tenant, event("charge.refunded", charge, "evt_refund"))
+    answer = deliver(client, stripe_tenant, refunded(12000, 12000, "evt_refund"))
     assert answer.json()["result"] == "succeeded → refunded"
 
     HaloOutbox.objects.update(next_attempt=timezone.now())
@@ -341,3 +367,49 @@ def test_refund_before_halo_recorded_it_writes_nothing_to_halo(client, stripe_te
     row = HaloOutbox.objects.get(payment=payment)
     assert row.status == "not_needed" and "Refunded" in row.last_error
     assert 'type="submit"' in client.get(pay_url(invoice)).content.decode()  # payable again
+
+
+def test_partial_refunds_at_stripe_are_recorded_once(client, stripe_tenant, stripe_api):
+    invoice = open_invoice(stripe_tenant, amount="120.00")
+    start_checkout(client, invoice)
+    payment = Payment.objects.get()
+    deliver(client, stripe_tenant, completed(payment))
+
+    first = deliver(client, stripe_tenant, refunded(12000, 2500, "evt_r1"))
+    late = deliver(client, stripe_tenant, refunded(12000, 1000, "evt_r0"))  # an older total
+    rest = deliver(client, stripe_tenant, refunded(12000, 12000, "evt_r2"))
+
+    assert first.json()["result"] == "25.00 of 120.00 refunded so far"
+    assert late.json()["result"] == "no change: the payment is already succeeded"
+    assert rest.json()["result"] == "succeeded → refunded"
+    payment.refresh_from_db()
+    assert (payment.status, payment.refunded_amount) == ("refunded", Decimal("120.00"))
+
+
+def test_staff_refund_through_stripe_once_and_wait_for_its_webhook(
+    personas, stripe_api, mailoutbox
+):
+    tenant = personas.tenant_a
+    settings = PaymentSettings.for_tenant(tenant)
+    settings.processor = PaymentSettings.Processor.STRIPE
+    settings.set_stripe_secrets(SECRET_KEY, SIGNING_SECRET)
+    settings.save()
+    payment = factories.payment(
+        tenant, processor="stripe", status="succeeded", reference="pi_test_1",
+        amount=Decimal("80.00"), refunded_amount=Decimal("30.00"),
+    )  # fmt: skip
+    stripe_api.post(f"{API}/refunds", json={"id": "re_1", "object": "refund"})
+    staff = personas.client(personas.owner_a)
+    data = {"action": "refund", "_selected_action": [payment.pk]}
+
+    staff.post(reverse("admin:payments_payment_changelist"), data)
+    staff.post(reverse("admin:payments_payment_changelist"), data)  # a second click
+
+    calls = [c for c in stripe_api.calls if c.request.url.endswith("/refunds")]
+    assert {c.request.headers["Idempotency-Key"] for c in calls} == {
+        f"refund-{payment.idempotency_key}-8000"
+    }
+    assert "payment_intent=pi_test_1" in calls[0].request.body
+    assert "amount=5000" in calls[0].request.body  # what is left, not the whole payment
+    payment.refresh_from_db()
+    assert payment.status == "succeeded"  # until Stripe's charge.refunded arrives

@@ -6,6 +6,7 @@ the caller applies the outcome, so every path records status moves the same way.
 """
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 
 class ProcessorError(Exception):
@@ -29,7 +30,7 @@ class SavedMethod:
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # a Payment.Status: pending, succeeded or failed
+    status: str  # a Payment.Status: pending, succeeded, failed or refunded
     reference: str = ""  # the processor's id of the charge
     checkout_session: str = ""
     checkout_url: str = ""  # where the customer completes the payment (hosted checkout)
@@ -39,6 +40,7 @@ class Outcome:
     card_last4: str = ""
     detail: str = ""  # for the payment's history
     method: SavedMethod | None = None
+    refunded: Decimal | None = None  # a refund: how much is refunded so far, in all
 
     def fields(self):
         names = (
@@ -106,6 +108,15 @@ class Processor:
     def refresh(self, payment):
         """Ask the processor's API how a pending hosted checkout stands: an Outcome once it
         is paid or expired, else None. Normally the webhook says so first."""
+        return None
+
+    def refund(self, payment, amount):
+        """Refund `amount` of a succeeded payment: an Outcome with the refunded total when
+        the processor answers at once, else None (its webhook reports it)."""
+        raise ProcessorError(f"Refunds through the {self.name} processor are not supported.")
+
+    def card(self, payment):
+        """`(brand, last 4 digits)` of the card that paid, when the outcome did not say."""
         return None
 
     def parse_webhook(self, body, headers):

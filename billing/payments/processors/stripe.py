@@ -144,8 +144,9 @@ class StripeProcessor(Processor):
             )
         except stripe.StripeError as error:
             raise ProcessorError(f"Stripe refused the charge: {error}") from error
+        card = {"card_brand": method.brand, "card_last4": method.last4}
         if intent.status == "succeeded":
-            return Outcome("succeeded", reference=intent.id, detail="charged off-session")
+            return Outcome("succeeded", reference=intent.id, detail="charged off-session", **card)
         if intent.status == "processing":
             return Outcome("pending", reference=intent.id, detail="Stripe is processing it")
         return Outcome(
@@ -166,6 +167,31 @@ class StripeProcessor(Processor):
         method.reference = intent.payment_method
         method.save(update_fields=["reference"])
         return method.reference
+
+    # -- after payment -------------------------------------------------------------------
+    def refund(self, payment, amount):
+        """Stripe refunds asynchronously: its `charge.refunded` webhook reports the total.
+        The key names the total after this refund, so a repeated click refunds once."""
+        total = minor_units(payment.refunded_amount + amount)
+        try:
+            self.client().v1.refunds.create(
+                {"payment_intent": payment.reference, "amount": minor_units(amount)},
+                {"idempotency_key": f"refund-{payment.idempotency_key}-{total}"},
+            )
+        except stripe.StripeError as error:
+            raise ProcessorError(f"Stripe refused the refund: {error}") from error
+        return None
+
+    def card(self, payment):
+        """The card's brand and last 4 digits (Checkout does not say them in its events)."""
+        try:
+            intent = self.client().v1.payment_intents.retrieve(
+                payment.reference, {"expand": ["latest_charge"]}
+            )
+            card = intent.latest_charge.payment_method_details.card
+        except (stripe.StripeError, AttributeError, TypeError):
+            return None
+        return card.brand, card.last4
 
     # -- webhooks ------------------------------------------------------------------------
     @sensitive_variables("secret")
@@ -222,8 +248,11 @@ def _outcome(kind, obj, metadata):
                 failure_message=error.get("message") or "The card was declined.",
                 detail=kind,
             )
-    if kind == "charge.refunded" and obj.get("refunded"):
-        return Outcome("refunded", detail="refunded in full at Stripe")
+    if kind == "charge.refunded":
+        # A Charge: `amount_refunded` is the running total of its refunds.
+        refunded = from_minor_units(obj.get("amount_refunded"))
+        whole = "in full" if obj.get("refunded") else "in part"
+        return Outcome("refunded", refunded=refunded, detail=f"refunded {whole} at Stripe")
     return None
 
 
@@ -248,3 +277,7 @@ def _description(payment):
 def minor_units(amount):
     """Pence or cents (every currency the portal offers has two decimals)."""
     return int((Decimal(amount) * 100).to_integral_value())
+
+
+def from_minor_units(value):
+    return (Decimal(int(value or 0)) / 100).quantize(Decimal("0.01"))

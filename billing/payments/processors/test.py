@@ -58,6 +58,10 @@ class TestProcessor(Processor):
         number = next((n for n in TEST_CARDS if n.endswith(method.last4)), "")
         return self._charge(payment, number, saving=False)
 
+    def refund(self, payment, amount):
+        total = payment.refunded_amount + amount
+        return Outcome("refunded", refunded=total, detail=f"{amount} refunded (test processor)")
+
     def _charge(self, payment, number, saving):
         card = {"card_brand": brand(number), "card_last4": number[-4:]}
         failure = TEST_CARDS.get(number, UNKNOWN_CARD)
