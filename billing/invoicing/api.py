@@ -17,9 +17,8 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing.invoicing.documents import RELATED
 from billing.invoicing.models import PdfServed
-from billing.invoicing.pdfs import PdfUnavailable, resolve_pdf
+from billing.invoicing.pdfs import PdfUnavailable, serve_pdf
 from billing.models import Invoice, InvoiceNumberField, number_field
 from portal.api import HasTenantToken, TenantTokenAuthentication, TokenRateThrottle
 from portal.models import ApiToken
@@ -51,13 +50,13 @@ class PdfThrottle(TokenRateThrottle):
         return settings.INVOICE_PDF_RATE  # read per request: tests and deployments set it
 
 
-def find_invoice(tenant, ref):
-    """The tenant's invoice `ref` names, or None.
+def find_invoice_id(tenant, ref):
+    """The id of the tenant's invoice `ref` names, or None.
 
     `ref` is read first as the tenant's number setting says (Halo invoice id, or the
     invoice number: Halo's third-party number, which portal invoices share), then as the
     other; a reading matching several invoices names none. One query fetches the
-    candidates of both readings, and the setting with them.
+    candidates of both readings; the setting is read only when both find some.
     """
     ref = ref.strip()
     if not ref:
@@ -66,14 +65,12 @@ def find_invoice(tenant, ref):
     either = Q(third_party_number=ref)
     if as_id is not None:
         either |= Q(halo_id=as_id)
-    invoices = Invoice.objects.filter(either, tenant=tenant).select_related(*RELATED)
-    candidates = list(invoices.order_by())  # unordered: the default ordering costs CPU
-    if not candidates:
-        return None
-    by_number = [i for i in candidates if i.third_party_number == ref]
-    by_id = [i for i in candidates if as_id is not None and i.halo_id == as_id]
+    invoices = Invoice.objects.filter(either, tenant=tenant).order_by()
+    candidates = list(invoices.values_list("pk", "third_party_number", "halo_id"))
+    by_number = [pk for pk, number, _ in candidates if number == ref]
+    by_id = [pk for pk, _, halo_id in candidates if as_id is not None and halo_id == as_id]
     readings = [by_number, by_id]
-    if number_field(candidates[0].tenant) != InvoiceNumberField.THIRD_PARTY:
+    if by_number and by_id and number_field(tenant) != InvoiceNumberField.THIRD_PARTY:
         readings.reverse()
     found = next((reading for reading in readings if reading), [])
     return found[0] if len(found) == 1 else None
@@ -142,12 +139,12 @@ class InvoicePdfView(APIView):
         tags=["invoices"],
     )
     def get(self, request, ref):
-        invoice = find_invoice(request.tenant, ref)
-        if invoice is None:
+        invoice_id = find_invoice_id(request.tenant, ref)
+        if invoice_id is None:
             detail = "No invoice matches this reference."
             return _error("not_found", detail, status.HTTP_404_NOT_FOUND)
         try:
-            resolved = resolve_pdf(invoice, PdfServed.Channel.API)
+            resolved = serve_pdf(invoice_id, PdfServed.Channel.API)
         except PdfUnavailable as unavailable:
             return _error("unavailable", str(unavailable), status.HTTP_503_SERVICE_UNAVAILABLE)
         response = HttpResponse(

@@ -13,22 +13,35 @@ Two sources:
 The preferred source goes first. When it cannot give a PDF (a rendering error, Halo
 unreachable or holding none) the other is used, the answer says why (`fallback_reason`),
 and so does the served log in the admin.
+
+`serve_pdf` puts a shortcut in front of the resolver for the PDF API, which Halo may call
+often: the portal PDF last served for an invoice is remembered in the cache under the
+fingerprint of the rows it was made from (`documents.source_fingerprint`) and of the code
+that made it. While those rows are unchanged it is served without building anything.
 """
 
+import functools
+import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from django.conf import settings
 from django.core.cache import cache
 
+from billing import pdf
+from billing.invoicing import documents
 from billing.invoicing.documents import (
+    RELATED,
     build_document,
     document_key,
     invoice_number,
     line_rows,
+    source_fingerprint,
 )
 from billing.invoicing.models import InvoicingSettings, PdfServed, PdfVersion
+from billing.models import Invoice
 from billing.pdf import render_invoice_pdf
 from integrations.halo import HaloError
 from integrations.invoice_sync.engine import active_connection
@@ -88,6 +101,61 @@ def resolve_pdf(invoice, channel, prefer=PORTAL, fallback=True):
             fallback_reason=reason,
         )
     raise PdfUnavailable("; ".join(reasons))
+
+
+def serve_pdf(invoice_id, channel):
+    """`resolve_pdf` (portal first, with fallback) for an invoice id, skipping the work
+    while the invoice's data is what its remembered PDF was made from."""
+    before = source_fingerprint(invoice_id)
+    if before is not None and (known := cache.get(_remembered_key(before))):
+        if (content := _stored_content(known["version"])) is not None:
+            version = PdfVersion(
+                pk=known["version"],
+                invoice_id=invoice_id,
+                number=known["number"],
+                source=PORTAL,
+                sha256=known["sha256"],
+                created=known["created"],
+            )
+            PdfServed.record(version, channel)
+            return ResolvedPdf(
+                content, PORTAL, known["filename"], version.etag, version.created, version
+            )
+    resolved = resolve_pdf(Invoice.objects.select_related(*RELATED).get(pk=invoice_id), channel)
+    # Remembered only when the data did not change while it was read (else a PDF of the
+    # old data could be remembered under the new data's fingerprint).
+    if resolved.source == PORTAL and not resolved.fallback_reason:
+        if before is not None and before == source_fingerprint(invoice_id):
+            known = {
+                "version": resolved.version.pk,
+                "number": resolved.version.number,
+                "sha256": resolved.version.sha256,
+                "created": resolved.version.created,
+                "filename": resolved.filename,
+            }
+            cache.set(_remembered_key(before), known, REMEMBER_FOR)
+    return resolved
+
+
+REMEMBER_FOR = 24 * 3600  # seconds; a miss only costs the full resolution
+
+
+def _remembered_key(fingerprint):
+    return f"invoicing:pdf:{_code_version()}:{fingerprint}"
+
+
+@functools.cache
+def _code_version():
+    """Hash of the code that turns rows into a PDF: a deploy changing it forgets what was
+    remembered, as a renderer or mapping change may change the PDF of the same rows."""
+    sources = [documents.__file__, *sorted(Path(pdf.__file__).parent.glob("*.py"))]
+    return hashlib.sha256(b"".join(Path(s).read_bytes() for s in sources)).hexdigest()[:16]
+
+
+def _stored_content(version_id):
+    content = PdfVersion.objects.filter(pk=version_id).values_list("content", flat=True)
+    found = content.first()
+    return bytes(found) if found is not None else None
 
 
 def store_portal_pdf(invoice, *, force=False):

@@ -9,7 +9,7 @@ from django.utils import timezone
 from django.utils.http import http_date
 
 from billing.invoicing import pdfs
-from billing.invoicing.models import PdfServed
+from billing.invoicing.models import InvoicingSettings, PdfServed
 from billing.models import Invoice, InvoiceNumberField
 from portal.models import ApiToken
 from tests import factories
@@ -155,15 +155,61 @@ def test_no_pdf_at_all_is_503(tenant, secret, monkeypatch):
     assert "renderer crashed" in response.json()["detail"]
 
 
-def test_a_stored_pdf_is_served_with_few_queries(
-    tenant, secret, django_assert_max_num_queries, settings
+def test_a_stored_pdf_is_served_without_building_it_again(
+    tenant, secret, django_assert_max_num_queries, settings, monkeypatch
 ):
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     factories.portal_invoice(tenant)
-    get("INV-000001", secret)  # renders and stores v1, stamps the secret's last use
-    # the secret, the invoice with its settings (one join), its lines, the stored version
-    with django_assert_max_num_queries(4):
-        assert get("INV-000001", secret).status_code == 200
+    first = get("INV-000001", secret)  # renders and stores v1, stamps the secret's last use
+
+    def unused(*args):
+        raise AssertionError("the document was built again")
+
+    monkeypatch.setattr(pdfs, "build_document", unused)
+    monkeypatch.setattr(pdfs, "document_key", unused)
+    # the secret, the ref's invoice id, the fingerprint (invoice and lines), the bytes
+    with django_assert_max_num_queries(5):
+        again = get("INV-000001", secret)
+    assert again.status_code == 200 and again.content == first.content
+    assert again["ETag"] == first["ETag"] and again["Last-Modified"] == first["Last-Modified"]
+    assert again["X-Invoice-PDF-Version"] == "1"
+
+
+def _pay_link_on(details):
+    details.tenant.invoicing_settings.pay_link_in_pdf = True
+    details.tenant.invoicing_settings.save()
+    Invoice.objects.filter(pk=details.invoice_id).update(pay_link_url="https://pay.example/x")
+
+
+CHANGES = {
+    # what changes -> (how, text the new PDF shows)
+    "invoice": (lambda d: Invoice.objects.filter(pk=d.invoice_id).update(amount_paid=7), "7.00"),
+    "line": (lambda d: d.invoice.lines.update(description="Renamed service"), "Renamed service"),
+    "organisation": (
+        lambda d: type(d.organisation).objects.filter(pk=d.organisation_id).update(name="Zeta"),
+        "Zeta",
+    ),
+    "tenant": (
+        lambda d: type(d.tenant).objects.filter(pk=d.tenant_id).update(display_name="Omega"),
+        "Omega",
+    ),
+    "invoicing settings": (_pay_link_on, "pay.example"),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_any_change_to_what_the_pdf_shows_is_served_at_once(tenant, secret, change):
+    details = factories.portal_invoice(tenant)
+    InvoicingSettings.for_tenant(tenant)
+    first = get("INV-000001", secret)
+    assert get("INV-000001", secret).content == first.content  # remembered
+    how, shown = CHANGES[change]
+    how(details)
+
+    after = get("INV-000001", secret)
+
+    assert after["X-Invoice-PDF-Version"] == "2"
+    assert shown in pdf_text(after.content) and shown not in pdf_text(first.content)
 
 
 def test_the_endpoint_is_in_the_openapi_schema(db):

@@ -7,7 +7,13 @@ from decimal import Decimal
 
 import pytest
 
-from billing.invoicing.documents import build_document, document_key, line_rows
+from billing.invoicing.documents import (
+    RELATED,
+    build_document,
+    document_key,
+    line_rows,
+    source_fingerprint,
+)
 from billing.invoicing.models import InvoicingSettings
 from billing.invoicing.pdfs import resolve_pdf, store_portal_pdf
 from billing.models import Invoice
@@ -201,3 +207,19 @@ def test_a_changed_invoice_gets_a_new_version_and_keeps_the_old(tenant):
     assert created and second.number == 2 and second.sha256 != first.sha256
     assert "£22.50" in pdf_text(bytes(second.content))
     assert "£13.50" in pdf_text(bytes(first.content))
+
+
+def test_a_document_reads_nothing_its_fingerprint_does_not_cover(tenant, django_assert_num_queries):
+    """`source_fingerprint` hashes the invoice, its RELATED rows and its lines: a document
+    built from them must read nothing else, or the PDF API would miss a change there."""
+    factories.invoicing_settings(tenant, pay_link_in_pdf=True)
+    factories.invoice_sync_settings(tenant)
+    original = factories.portal_invoice(tenant)
+    credit = original.credit()
+    invoices = [original.invoice_id, credit.invoice_id, halo_invoice(tenant).pk]
+    for invoice in Invoice.objects.select_related(*RELATED).filter(pk__in=invoices):
+        rows = line_rows(invoice)
+        with django_assert_num_queries(0):
+            build_document(invoice, InvoicingSettings.for_tenant(invoice.tenant), rows)
+        assert source_fingerprint(invoice.pk) is not None
+    assert source_fingerprint(0) is None
