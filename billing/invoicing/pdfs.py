@@ -154,7 +154,7 @@ def _code_version():
 
 def _stored_content(version_id):
     content = PdfVersion.objects.filter(pk=version_id).values_list("content", flat=True)
-    found = content.first()
+    found = next(iter(content.order_by()), None)
     return bytes(found) if found is not None else None
 
 
