@@ -105,8 +105,8 @@ def start_gunicorn(port, workers):
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        try:
-            get(port, "/healthz")
+        try:  # listening is enough (/healthz would log a 503: no worker runs here)
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return server
         except OSError:
             time.sleep(0.2)
