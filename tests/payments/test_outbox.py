@@ -121,20 +121,26 @@ def test_a_lost_answer_does_not_record_twice(client, halo_tenant, sim):
     assert len(halo_payments(sim, payment.reference)) == 1
 
 
-def test_a_worker_killed_mid_call_does_not_record_twice(halo_tenant, sim):
-    invoice = unpaid_synced_invoice(halo_tenant, sim)
+def sent_without_answer(tenant, sim, reference, **row):
+    """A succeeded payment whose outbox row was sent and reached Halo, but whose worker
+    never heard back (killed, or the answer was lost)."""
+    invoice = unpaid_synced_invoice(tenant, sim)
     payment = factories.payment(
-        halo_tenant, invoice=invoice, status="succeeded", reference="test_ch_killed",
+        tenant, invoice=invoice, status="succeeded", reference=reference,
         succeeded_at=timezone.now(),
     )  # fmt: skip
-    # The killed worker had claimed the row, and its POST had reached Halo.
     row = HaloOutbox.objects.create(
-        tenant=halo_tenant, kind="payment", payment=payment, attempts=1, sent=timezone.now()
+        tenant=tenant, kind="payment", payment=payment, attempts=1, sent=timezone.now(), **row
     )
-    halo_tenant.halo_connections.get().client().create_invoice_payments(
+    tenant.halo_connections.get().client().create_invoice_payments(
         [{"invoice_id": invoice.halo_id, "amount": float(invoice.amount_due),
-          "thirdpartyid": "test_ch_killed"}]
+          "thirdpartyid": reference}]
     )  # fmt: skip
+    return payment, row
+
+
+def test_a_worker_killed_mid_call_does_not_record_twice(halo_tenant, sim):
+    _, row = sent_without_answer(halo_tenant, sim, "test_ch_killed")
     sim.control.clear_requests()
 
     assert outbox.deliver() == 1
@@ -296,19 +302,8 @@ def test_a_refund_while_halo_is_down_lands_once_it_recovers(client, halo_tenant,
 def test_a_refund_waits_for_the_payment_it_corrects(halo_tenant, sim):
     """Halo may hold a payment whose answer was lost: the refund row waits for the retry,
     then removes it."""
-    invoice = unpaid_synced_invoice(halo_tenant, sim)
-    payment = factories.payment(
-        halo_tenant, invoice=invoice, status="succeeded", reference="test_ch_lost",
-        succeeded_at=timezone.now(),
-    )  # fmt: skip
-    record = HaloOutbox.objects.create(
-        tenant=halo_tenant, kind="payment", payment=payment, attempts=1, sent=timezone.now(),
-        next_attempt=timezone.now() + timezone.timedelta(minutes=5),
-    )  # fmt: skip
-    halo_tenant.halo_connections.get().client().create_invoice_payments(
-        [{"invoice_id": invoice.halo_id, "amount": float(invoice.amount_due),
-          "thirdpartyid": "test_ch_lost"}]
-    )  # fmt: skip
+    later = timezone.now() + timezone.timedelta(minutes=5)
+    payment, record = sent_without_answer(halo_tenant, sim, "test_ch_lost", next_attempt=later)
 
     payment.refund(payment.amount, source="webhook")
     refund = HaloOutbox.objects.get(payment=payment, kind="refund")
