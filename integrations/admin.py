@@ -5,7 +5,7 @@ from django.http import HttpResponseNotAllowed
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.decorators import method_decorator
-from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
 from integrations import connection_test
 from integrations.halo import discover_auth_url
@@ -71,6 +71,7 @@ class HaloConnectionForm(TenantScopedForm):
         )
         return cleaned
 
+    @sensitive_variables("secret")
     def save(self, commit=True):
         if secret := self.cleaned_data.get("new_secret"):
             self.instance.set_secret(secret)

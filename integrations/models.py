@@ -2,6 +2,7 @@
 
 from django.db import models
 from django.db.models import Q
+from django.views.decorators.debug import sensitive_variables
 
 from portal import crypto
 from portal.models import Tenant
@@ -92,6 +93,7 @@ class HaloConnection(models.Model):
             crypto.decrypt(self.client_secret_encrypted) if self.client_secret_encrypted else ""
         )
 
+    @sensitive_variables()
     def set_secret(self, plaintext: str) -> None:
         """Encrypt and store; a no-op when unchanged (fresh ciphertext would dirty the row)."""
         if self.client_secret_encrypted and self.secret == plaintext:

@@ -11,10 +11,21 @@ from functools import cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
+from django.views.debug import SafeExceptionReporterFilter
+from django.views.decorators.debug import sensitive_variables
 
 
 class SecretUnreadable(Exception):
     """The stored ciphertext cannot be decrypted with the configured keys."""
+
+
+class SecretSafeReporterFilter(SafeExceptionReporterFilter):
+    """Hide what `sensitive_variables` and `sensitive_post_parameters` mark on DEBUG error
+    pages too (Django shows everything under DEBUG): demo and staging servers run with
+    DEBUG on, holding real Halo and Stripe secrets."""
+
+    def is_active(self, request):
+        return True
 
 
 @cache
@@ -30,6 +41,7 @@ def fernet():
     return _fernet(settings.FIELD_ENCRYPTION_KEY)
 
 
+@sensitive_variables()  # a crash here must not print the plaintext on a DEBUG error page
 def encrypt(plaintext: str) -> str:
     return fernet().encrypt(plaintext.encode()).decode()
 

@@ -177,6 +177,8 @@ SPECTACULAR_SETTINGS = {
 # Seconds since the last worker heartbeat after which /healthz reports the worker down.
 HEALTHZ_MAX_HEARTBEAT_AGE = env.int("HEALTHZ_MAX_HEARTBEAT_AGE", default=180)
 
+DEFAULT_EXCEPTION_REPORTER_FILTER = "portal.crypto.SecretSafeReporterFilter"
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

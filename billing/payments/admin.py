@@ -7,7 +7,9 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
 from billing.models import Invoice
@@ -124,6 +126,10 @@ class PaymentSettingsAdmin(TenantScopedAdmin):
             },
         ),
     ]
+
+    @method_decorator(sensitive_post_parameters("stripe_secret_key", "stripe_webhook_secret"))
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        return super().changeform_view(request, object_id, form_url, extra_context)
 
     def has_add_permission(self, request):
         tenant = request.access.tenant

@@ -16,6 +16,7 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from billing.models import Customer, Invoice, InvoiceNumberField, number_field
 from portal import crypto
@@ -139,6 +140,7 @@ class PaymentSettings(models.Model):
     def stripe_webhook_secret(self):
         return _decrypted(self.stripe_webhook_secret_encrypted)
 
+    @sensitive_variables()
     def set_stripe_secrets(self, secret_key="", webhook_secret=""):
         """Encrypt and store the keys given; blanks keep what is stored."""
         if secret_key:

@@ -216,6 +216,26 @@ def test_debug_error_page_never_shows_secret_or_token(personas, sim, monkeypatch
     assert_secret_absent(page, connection, seen["token"])
 
 
+def test_debug_error_page_never_shows_a_typed_client_secret(personas, sim, monkeypatch, settings):
+    """A crash while saving (here: encrypting) a pasted secret: neither the POST data nor
+    any frame's locals on the technical 500 page (DEBUG) may show it."""
+    settings.DEBUG = True
+
+    def crash(self, data):
+        raise RuntimeError("crash while encrypting")
+
+    monkeypatch.setattr("cryptography.fernet.MultiFernet.encrypt", crash)
+    browser = Client(raise_request_exception=False)
+    browser.force_login(personas.owner_a)
+    secret = sim.demo_app.client_secret
+    data = form_data(auth_url=sim.auth_url, resource_url=sim.api_url, new_secret=secret)
+    response = browser.post(reverse("admin:integrations_haloconnection_add"), data)
+    assert response.status_code == 500
+    page = response.content.decode()
+    assert "crash while encrypting" in page and "set_secret" in page
+    assert secret not in page
+
+
 def test_viewer_cannot_run_test_connection(personas, sim):
     connection = make_connection(sim, personas.tenant_a)
     viewer = personas.client(personas.viewer_a)

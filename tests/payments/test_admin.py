@@ -1,7 +1,10 @@
 """Payment settings in the admin: the link to paste into Halo, Stripe keys stored encrypted,
 and the admin home's health rows."""
 
+import secrets
+
 import pytest
+from django.test import Client
 from django.urls import reverse
 
 from billing.models import InvoiceNumberField
@@ -78,3 +81,25 @@ def test_admin_home_shows_payments_health(personas, settings):
     home = personas.client(personas.owner_a).get(reverse("admin:index")).content.decode()
     assert "Test processor: no real money" in home
     assert "1 failed: open the Halo outbox" in home
+
+
+def test_debug_error_page_never_shows_typed_stripe_keys(personas, settings, monkeypatch):
+    """A crash while saving (here: encrypting) the keys shows every frame's locals and
+    the POST data on the technical 500 page (DEBUG); the keys must not be among them."""
+    settings.DEBUG = True
+
+    def crash(self, data):
+        raise RuntimeError("crash while encrypting")
+
+    monkeypatch.setattr("cryptography.fernet.MultiFernet.encrypt", crash)
+    browser = Client(raise_request_exception=False)
+    browser.force_login(personas.owner_a)
+    # Made here, so the page's source excerpts cannot contain them.
+    key, signing = f"sk_live_{secrets.token_hex(8)}", f"whsec_{secrets.token_hex(8)}"
+    keys = {"stripe_secret_key": key, "stripe_webhook_secret": signing}
+    add = reverse("admin:payments_paymentsettings_add")
+    response = browser.post(add, FORM | {"processor": "stripe"} | keys)
+    assert response.status_code == 500
+    page = response.content.decode()
+    assert "crash while encrypting" in page and "set_stripe_secrets" in page
+    assert key[8:] not in page and signing[6:] not in page
