@@ -142,9 +142,18 @@ class InvoiceSyncSettingsAdmin(TenantScopedAdmin):
                     messages.WARNING,
                 )
                 continue
-            async_task("integrations.invoice_sync.tasks.sync_tenant", tenant.pk, action, "manual")
+            claimed_at = next_allowed - ActionLimit.INTERVALS[action]
+            async_task(
+                "integrations.invoice_sync.tasks.sync_tenant",
+                tenant.pk,
+                action,
+                "manual",
+                claimed_at,
+            )
             self.message_user(
-                request, f"{tenant}: {label} started in the background; see Sync runs."
+                request,
+                f"{tenant}: {label} started in the background; see Sync runs. If it fails, "
+                "it can be started again at once.",
             )
 
     def _connection(self, request, tenant):

@@ -267,6 +267,12 @@ class ActionLimit(models.Model):
         return False, cls.next_allowed(tenant, action)
 
     @classmethod
+    def release(cls, tenant, action, claimed_at):
+        """Give back the claim made at `claimed_at` (its run failed or never ran), unless
+        another claim replaced it since."""
+        cls.objects.filter(tenant=tenant, action=action, last_run=claimed_at).update(last_run=None)
+
+    @classmethod
     def next_allowed(cls, tenant, action):
         """When `action` may run next; None when it may run now."""
         last = (

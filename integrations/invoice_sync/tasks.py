@@ -6,7 +6,7 @@ from django_q.conf import Conf
 from django_q.tasks import async_task
 
 from integrations.invoice_sync import engine, webhooks
-from integrations.invoice_sync.models import WebhookDelivery
+from integrations.invoice_sync.models import ActionLimit, SyncRun, WebhookDelivery
 from portal.models import Tenant
 
 DRAIN = "integrations.invoice_sync.tasks.drain_deliveries"
@@ -51,9 +51,16 @@ def requeue_stuck_deliveries():
         async_task(DRAIN, tenant_id)
 
 
-def sync_tenant(tenant_id, kind, trigger="schedule"):
+def sync_tenant(tenant_id, kind, trigger="schedule", claimed_at=None):
+    """One sync; a manual one that did not succeed gives its rate-limit slot back
+    (`claimed_at`), so staff can try again after fixing the cause."""
     tenant = Tenant.objects.filter(pk=tenant_id).first()
-    return tenant and engine.run_sync(tenant, kind, trigger).status
+    if tenant is None:
+        return None
+    run = engine.run_sync(tenant, kind, trigger)
+    if claimed_at is not None and run.status != SyncRun.Status.OK:
+        ActionLimit.release(tenant, kind, claimed_at)
+    return run.status
 
 
 def sync_all(kind):

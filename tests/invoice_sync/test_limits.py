@@ -97,3 +97,24 @@ def test_viewer_cannot_start_anything(personas):
     assert page.status_code == 200 and page.context["action_form"] is None
     viewer.post(reverse(CHANGELIST), {"action": "fetch_new", "_selected_action": [settings_row.pk]})
     assert not ActionLimit.objects.exists()
+
+
+def test_a_failed_manual_fetch_can_be_started_again_at_once(personas, sim, tasks_run_inline):
+    tenant = personas.tenant_a
+    make_connection(sim, tenant)
+    settings_row = InvoiceSyncSettings.for_tenant(tenant)
+    owner = personas.client(personas.owner_a)
+    sim.control.add_fault("500", path="Invoice", method="GET", times=10_000)
+
+    [message] = act(owner, settings_row, "fetch_new")
+
+    assert "started in the background" in message
+    assert SyncRun.objects.get(tenant=tenant, trigger="manual").status == "failed"
+    assert ActionLimit.next_allowed(tenant, ActionLimit.Action.FETCH_NEW) is None
+    sim.control.clear_faults()
+    [message] = act(owner, settings_row, "fetch_new")
+    assert "started in the background" in message
+    assert manual_runs(tenant, ActionLimit.Action.FETCH_NEW) == 1
+    # This one succeeded: its slot is kept.
+    [message] = act(owner, settings_row, "fetch_new")
+    assert "ran recently" in message
