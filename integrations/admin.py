@@ -8,7 +8,7 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
 from integrations import connection_test
-from integrations.halo import discover_auth_url
+from integrations.halo import discover_auth_url, egress
 from integrations.halo.addresses import derive_urls
 from integrations.models import HaloConnection
 from portal.admin_base import TenantScopedAdmin, TenantScopedForm
@@ -69,6 +69,9 @@ class HaloConnectionForm(TenantScopedForm):
         cleaned["auth_url"], cleaned["resource_url"] = derive_urls(
             auth, resource, discover=discover_auth_url
         )
+        for name in ("auth_url", "resource_url"):
+            if refused := egress.refusal(cleaned[name]):
+                self.add_error(name, refused)
         return cleaned
 
     @sensitive_variables("secret")

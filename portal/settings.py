@@ -204,6 +204,9 @@ HALO_BATCH_SIZE = env.int("HALO_BATCH_SIZE", default=100)
 HALO_PAGE_SIZE = env.int("HALO_PAGE_SIZE", default=100)
 # Seconds to wait for <site>/api/authinfo when deriving a connection's URLs.
 HALO_DISCOVERY_TIMEOUT = env.float("HALO_DISCOVERY_TIMEOUT", default=3.0)
+# Let Halo URLs lead to private or loopback addresses (development and the simulator; a
+# self-hosted Halo on the portal's own network). Off in production: tenant admins type them.
+HALO_ALLOW_PRIVATE_ADDRESSES = env.bool("HALO_ALLOW_PRIVATE_ADDRESSES", default=DEBUG)
 # --- end Halo API client ------------------------------------------------------------------
 
 # --- Payments (billing.payments) -----------------------------------------------------------

@@ -50,6 +50,13 @@ def personas(db):
 
 
 @pytest.fixture(autouse=True)
+def _simulator_on_loopback(settings):
+    """The Halo simulator listens on 127.0.0.1, which the portal refuses to call unless
+    allowed (tests/halo/test_egress.py switches it off again)."""
+    settings.HALO_ALLOW_PRIVATE_ADDRESSES = True
+
+
+@pytest.fixture(autouse=True)
 def _fresh_cache(request):
     """Tokens and rate budgets live in the cache: no test may see another's.
 

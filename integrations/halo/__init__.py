@@ -12,6 +12,7 @@ Catch `HaloError`: `.permanent` (fix data or configuration) vs `.transient` (try
 
 from integrations.halo.client import RESOURCES, HaloClient, RequestStats, discover_auth_url
 from integrations.halo.errors import (
+    HaloAddressRefused,
     HaloAuthError,
     HaloBadRequest,
     HaloBudgetExhausted,
@@ -28,6 +29,7 @@ from integrations.halo.errors import (
 
 __all__ = [
     "RESOURCES",
+    "HaloAddressRefused",
     "HaloAuthError",
     "HaloBadRequest",
     "HaloBudgetExhausted",

@@ -25,7 +25,9 @@ from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 from urllib3.exceptions import NewConnectionError
 
+from integrations.halo import egress
 from integrations.halo.errors import (
+    HaloAddressRefused,
     HaloAuthError,
     HaloBudgetExhausted,
     HaloError,
@@ -114,7 +116,7 @@ class HaloClient:
     def __init__(self, connection, *, stats=None, session=None, retry_budget=None):
         self.connection = connection
         self.stats = stats or RequestStats()
-        self.http = session or requests.Session()
+        self.http = session or egress.session()
         self.tokens = TokenCache(connection)
         self.limiter = RateLimiter(connection.pk, settings.HALO_RATE_LIMIT)
         self.timeout = (settings.HALO_CONNECT_TIMEOUT, settings.HALO_READ_TIMEOUT)
@@ -480,6 +482,10 @@ class HaloClient:
             response = self.http.request(
                 method, url, headers=headers, timeout=self.timeout, **kwargs
             )
+        except egress.BlockedAddress as blocked:
+            raise HaloAddressRefused(
+                str(blocked), url=url.split("?")[0], method=method, attempted=attempted
+            ) from None
         except requests.RequestException as exc:
             logger.debug(
                 "Halo %s failed after %.0f ms: %s (%s)",
@@ -551,9 +557,9 @@ def discover_auth_url(site, timeout=None):
     """The authorisation server Halo announces at `<site>/api/authinfo`, or None."""
     timeout = settings.HALO_DISCOVERY_TIMEOUT if timeout is None else timeout
     try:
-        response = requests.get(f"{site.rstrip('/')}/api/authinfo", timeout=timeout)
+        response = egress.session().get(f"{site.rstrip('/')}/api/authinfo", timeout=timeout)
         auth_url = response.json().get("auth_url") if response.ok else None
-    except (requests.RequestException, ValueError, AttributeError):
+    except (requests.RequestException, ValueError, AttributeError):  # BlockedAddress too
         return None
     if isinstance(auth_url, str) and auth_url.startswith("http"):
         return auth_url.rstrip("/")

@@ -142,6 +142,17 @@ class HaloWrongTenant(HaloServerError):
     )
 
 
+class HaloAddressRefused(HaloError):
+    """The URL leads to an address the portal does not call (`egress`): fix the URL."""
+
+    permanent = True
+    headline = "Did not {attempted}: {reason}"
+
+    def __init__(self, reason, **kwargs):
+        super().__init__("", **kwargs)
+        self.reason = reason
+
+
 class HaloUnavailable(HaloError):
     transient = True
     headline = "Cannot reach {url}: {reason}. Could not {attempted}."
