@@ -95,6 +95,34 @@ class Tenant(models.Model):
         )
 
 
+class OnePerTenant(models.Model):
+    """A tenant's one row of a feature's settings or state, made with defaults on first use.
+
+    Subclasses declare `tenant` as a OneToOneField. `for_tenant` reads the row afresh (a
+    sync reads its settings anew each run; cursors must never be stale), unless the class
+    sets `cached_on_tenant`: then the row a select_related or an earlier call cached on the
+    tenant object is used, for settings read many times per request.
+    """
+
+    cached_on_tenant = False
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def for_tenant(cls, tenant):
+        accessor = cls._meta.get_field("tenant").remote_field.get_accessor_name()
+        if cls.cached_on_tenant:
+            try:
+                return getattr(tenant, accessor)
+            except cls.DoesNotExist:
+                pass
+        row = cls.objects.get_or_create(tenant=tenant)[0]  # races end in one row
+        if cls.cached_on_tenant:
+            setattr(tenant, accessor, row)
+        return row
+
+
 class Membership(models.Model):
     """A staff user's role in one tenant; a user may belong to several tenants."""
 

@@ -49,6 +49,25 @@ def personas(db):
     )
 
 
+@pytest.fixture
+def crashing_encryption(settings, monkeypatch):
+    """DEBUG on, and encrypting a secret crashes: the technical 500 page then shows the POST
+    data and every frame's locals. Answers a browser for a user that shows 500s as pages."""
+    settings.DEBUG = True
+
+    def crash(self, data):
+        raise RuntimeError("crash while encrypting")
+
+    monkeypatch.setattr("cryptography.fernet.MultiFernet.encrypt", crash)
+
+    def browser(user):
+        client = Client(raise_request_exception=False)
+        client.force_login(user)
+        return client
+
+    return browser
+
+
 @pytest.fixture(autouse=True)
 def _simulator_on_loopback(settings):
     """The Halo simulator listens on 127.0.0.1, which the portal refuses to call unless

@@ -142,3 +142,23 @@ def test_heartbeat_schedule_exists_once():
     assert (
         Schedule.objects.filter(name="portal.heartbeat", func="portal.tasks.heartbeat").count() == 1
     )
+
+
+@pytest.mark.django_db
+def test_per_tenant_rows_are_made_once_and_read_fresh_unless_cached(
+    personas, django_assert_num_queries
+):
+    from billing.invoicing.models import InvoicingSettings
+    from integrations.invoice_sync.models import InvoiceSyncSettings
+
+    tenant = personas.tenant_a
+    fresh = InvoiceSyncSettings.for_tenant(tenant)
+    assert InvoiceSyncSettings.for_tenant(tenant).pk == fresh.pk
+    InvoiceSyncSettings.objects.filter(pk=fresh.pk).update(halo_role="secondary")
+    assert InvoiceSyncSettings.for_tenant(tenant).halo_role == "secondary"  # a sync run's read
+
+    cached = InvoicingSettings.for_tenant(tenant)
+    with django_assert_num_queries(0):
+        assert InvoicingSettings.for_tenant(tenant) is cached  # a PDF request's reads
+    assert InvoicingSettings.objects.filter(tenant=tenant).count() == 1
+    assert InvoicingSettings.for_tenant(personas.tenant_b).tenant_id == personas.tenant_b.pk

@@ -19,7 +19,7 @@ from django.utils import timezone
 from billing.invoicing.documents import document_line
 from billing.models import Customer, Invoice, InvoiceLine
 from integrations.billing_sync.models import OrganisationMapping, UsageCount
-from portal.models import Organisation, Product, Tenant
+from portal.models import OnePerTenant, Organisation, Product, Tenant
 
 PAY_LINK_WARNING = (
     "Prints the invoice's pay link, with a QR code of it, on the remittance slip when online "
@@ -29,8 +29,10 @@ PAY_LINK_WARNING = (
 )
 
 
-class InvoicingSettings(models.Model):
+class InvoicingSettings(OnePerTenant):
     """A tenant's invoice document and portal billing choices (created with defaults)."""
+
+    cached_on_tenant = True  # read on every PDF and pay page
 
     tenant = models.OneToOneField(
         Tenant, on_delete=models.CASCADE, related_name="invoicing_settings"
@@ -79,16 +81,6 @@ class InvoicingSettings(models.Model):
 
     def __str__(self):
         return f"Invoicing of {self.tenant}"
-
-    @classmethod
-    def for_tenant(cls, tenant):
-        """The tenant's settings; reads the row select_related may have cached."""
-        try:
-            return tenant.invoicing_settings
-        except cls.DoesNotExist:
-            settings_row, _ = cls.objects.get_or_create(tenant=tenant)
-            tenant.invoicing_settings = settings_row
-            return settings_row
 
     def format_number(self, sequence):
         return f"{self.number_prefix}{sequence:06d}"

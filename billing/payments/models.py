@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import IntegrityError, models, transaction
+from django.db import models, transaction
 from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
@@ -20,7 +20,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from billing.models import Customer, Invoice, InvoiceNumberField, number_field
 from portal import crypto
-from portal.models import Tenant
+from portal.models import OnePerTenant, Tenant
 
 CENT = Decimal("0.01")
 #: Payment fields any later processor message may still fill in while blank.
@@ -37,8 +37,10 @@ def new_token():
     return secrets.token_urlsafe(24)
 
 
-class PaymentSettings(models.Model):
+class PaymentSettings(OnePerTenant):
     """A tenant's choices for online payment; created with safe defaults on first use."""
+
+    cached_on_tenant = True  # read on every PDF and pay page
 
     class Processor(models.TextChoices):
         TEST = "test", "Test processor (demo cards, no real money)"
@@ -119,17 +121,6 @@ class PaymentSettings(models.Model):
 
     def __str__(self):
         return f"Payments of {self.tenant}"
-
-    @classmethod
-    def for_tenant(cls, tenant):
-        try:
-            return tenant.payment_settings
-        except cls.DoesNotExist:
-            try:
-                with transaction.atomic():
-                    return cls.objects.create(tenant=tenant)
-            except IntegrityError:  # created by a concurrent request
-                return cls.objects.get(tenant=tenant)
 
     # -- Stripe secrets (Fernet ciphertext at rest) ----------------------------------------
     @property

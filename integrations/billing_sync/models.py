@@ -19,7 +19,7 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from portal.models import ApiToken, Organisation, Product, Tenant
+from portal.models import ApiToken, OnePerTenant, Organisation, Product, Tenant
 
 
 class RemovalPolicy(models.TextChoices):
@@ -28,7 +28,7 @@ class RemovalPolicy(models.TextChoices):
     LEAVE = "leave", "Leave the licence as it is"
 
 
-class BillingSyncSettings(models.Model):
+class BillingSyncSettings(OnePerTenant):
     """A tenant's billing sync choices (created with defaults on first use)."""
 
     class Schedule(models.TextChoices):
@@ -93,10 +93,6 @@ class BillingSyncSettings(models.Model):
 
     def __str__(self):
         return f"Billing sync settings of {self.tenant}"
-
-    @classmethod
-    def for_tenant(cls, tenant):
-        return cls.objects.get_or_create(tenant=tenant)[0]
 
 
 # -- Halo records the mappings point at ---------------------------------------------------

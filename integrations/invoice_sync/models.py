@@ -10,14 +10,14 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from billing.models import InvoiceNumberField
-from portal.models import ApiToken, Tenant
+from portal.models import ApiToken, OnePerTenant, Tenant
 
 # A run that committed no page for this long has died (the worker was killed): its lock
 # lapses. django-q2 kills tasks after Q_TIMEOUT (15 min by default) anyway.
 LOCK_LAPSE = timedelta(minutes=20)
 
 
-class InvoiceSyncSettings(models.Model):
+class InvoiceSyncSettings(OnePerTenant):
     """A tenant's choices for invoice sync, and the Basic credentials of its Halo webhook."""
 
     class HaloRole(models.TextChoices):
@@ -61,10 +61,6 @@ class InvoiceSyncSettings(models.Model):
     def __str__(self):
         return f"Invoice sync of {self.tenant}"
 
-    @classmethod
-    def for_tenant(cls, tenant):
-        return cls.objects.get_or_create(tenant=tenant)[0]
-
     @property
     def is_primary(self):
         return self.halo_role == self.HaloRole.PRIMARY
@@ -98,7 +94,7 @@ class InvoiceSyncSettings(models.Model):
         return tenant_id if expected_digest and user_ok and password_ok else None
 
 
-class SyncState(models.Model):
+class SyncState(OnePerTenant):
     """Where a tenant's sync stands in Halo's data (the watermark), and who is running it.
 
     Clients and invoices are read in `last_modified` order; each has a cursor, the newest
@@ -122,10 +118,6 @@ class SyncState(models.Model):
 
     def __str__(self):
         return f"Sync state of {self.tenant}"
-
-    @classmethod
-    def for_tenant(cls, tenant):
-        return cls.objects.get_or_create(tenant=tenant)[0]
 
     def cursor(self, feed):
         return getattr(self, f"{feed}_cursor")

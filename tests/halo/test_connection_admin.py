@@ -216,17 +216,10 @@ def test_debug_error_page_never_shows_secret_or_token(personas, sim, monkeypatch
     assert_secret_absent(page, connection, seen["token"])
 
 
-def test_debug_error_page_never_shows_a_typed_client_secret(personas, sim, monkeypatch, settings):
+def test_debug_error_page_never_shows_a_typed_client_secret(personas, sim, crashing_encryption):
     """A crash while saving (here: encrypting) a pasted secret: neither the POST data nor
     any frame's locals on the technical 500 page (DEBUG) may show it."""
-    settings.DEBUG = True
-
-    def crash(self, data):
-        raise RuntimeError("crash while encrypting")
-
-    monkeypatch.setattr("cryptography.fernet.MultiFernet.encrypt", crash)
-    browser = Client(raise_request_exception=False)
-    browser.force_login(personas.owner_a)
+    browser = crashing_encryption(personas.owner_a)
     secret = sim.demo_app.client_secret
     data = form_data(auth_url=sim.auth_url, resource_url=sim.api_url, new_secret=secret)
     response = browser.post(reverse("admin:integrations_haloconnection_add"), data)

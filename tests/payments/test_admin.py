@@ -4,7 +4,6 @@ and the admin home's health rows."""
 import secrets
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 
 from billing.models import InvoiceNumberField
@@ -83,17 +82,10 @@ def test_admin_home_shows_payments_health(personas, settings):
     assert "1 failed: open the Halo outbox" in home
 
 
-def test_debug_error_page_never_shows_typed_stripe_keys(personas, settings, monkeypatch):
+def test_debug_error_page_never_shows_typed_stripe_keys(personas, crashing_encryption):
     """A crash while saving (here: encrypting) the keys shows every frame's locals and
     the POST data on the technical 500 page (DEBUG); the keys must not be among them."""
-    settings.DEBUG = True
-
-    def crash(self, data):
-        raise RuntimeError("crash while encrypting")
-
-    monkeypatch.setattr("cryptography.fernet.MultiFernet.encrypt", crash)
-    browser = Client(raise_request_exception=False)
-    browser.force_login(personas.owner_a)
+    browser = crashing_encryption(personas.owner_a)
     # Made here, so the page's source excerpts cannot contain them.
     key, signing = f"sk_live_{secrets.token_hex(8)}", f"whsec_{secrets.token_hex(8)}"
     keys = {"stripe_secret_key": key, "stripe_webhook_secret": signing}
