@@ -140,13 +140,13 @@ class InvoicePdfView(APIView):
     )
     def get(self, request, ref):
         invoice_id = find_invoice_id(request.tenant, ref)
-        if invoice_id is None:
-            detail = "No invoice matches this reference."
-            return _error("not_found", detail, status.HTTP_404_NOT_FOUND)
         try:
-            resolved = serve_pdf(invoice_id, PdfServed.Channel.API)
+            resolved = invoice_id and serve_pdf(invoice_id, PdfServed.Channel.API)
         except PdfUnavailable as unavailable:
             return _error("unavailable", str(unavailable), status.HTTP_503_SERVICE_UNAVAILABLE)
+        if not resolved:
+            detail = "No invoice matches this reference."
+            return _error("not_found", detail, status.HTTP_404_NOT_FOUND)
         response = HttpResponse(
             resolved.content,
             content_type="application/pdf",

@@ -105,7 +105,8 @@ def resolve_pdf(invoice, channel, prefer=PORTAL, fallback=True):
 
 def serve_pdf(invoice_id, channel):
     """`resolve_pdf` (portal first, with fallback) for an invoice id, skipping the work
-    while the invoice's data is what its remembered PDF was made from."""
+    while the invoice's data is what its remembered PDF was made from; None when the
+    invoice is gone (deleted since its id was looked up)."""
     before = source_fingerprint(invoice_id)
     if before is not None and (known := cache.get(_remembered_key(before))):
         if (content := _stored_content(known["version"])) is not None:
@@ -121,7 +122,10 @@ def serve_pdf(invoice_id, channel):
             return ResolvedPdf(
                 content, PORTAL, known["filename"], version.etag, version.created, version
             )
-    resolved = resolve_pdf(Invoice.objects.select_related(*RELATED).get(pk=invoice_id), channel)
+    invoice = Invoice.objects.select_related(*RELATED).filter(pk=invoice_id).first()
+    if invoice is None:
+        return None
+    resolved = resolve_pdf(invoice, channel)
     # Remembered only when the data did not change while it was read (else a PDF of the
     # old data could be remembered under the new data's fingerprint).
     if resolved.source == PORTAL and not resolved.fallback_reason:

@@ -220,3 +220,14 @@ def test_the_endpoint_is_in_the_openapi_schema(db):
     assert {"401", "404", "429", "304"} <= set(operation["responses"])
     assert operation["security"] == [{"pdfSecret": []}]
     assert schema["components"]["securitySchemes"]["pdfSecret"]["scheme"] == "bearer"
+
+
+def test_an_invoice_deleted_while_being_served_is_404(tenant, secret, monkeypatch):
+    from billing.invoicing import api
+
+    details = factories.portal_invoice(tenant)
+    found = api.find_invoice_id(tenant, "INV-000001")
+    assert found == details.invoice_id
+    monkeypatch.setattr(api, "find_invoice_id", lambda tenant, ref: found + 1000)
+    response = get("INV-000001", secret)
+    assert response.status_code == 404 and response.json()["error"] == "not_found"
