@@ -36,6 +36,8 @@ class Command(BaseCommand):
             "web": [*manage, "runserver", "--noreload", options["addr"]],
         }
         running = {}
+        # A supervisor's or `kill`'s stop must stop the children too, as Ctrl-C does.
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
             for name, cmd in processes.items():
                 if name == "simulator" and not _has_command("halo_simulator"):
@@ -57,6 +59,10 @@ class Command(BaseCommand):
             self.stdout.write("\nStopping...")
         finally:
             _stop_all(running.values())
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _has_command(name):
