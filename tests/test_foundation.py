@@ -1,6 +1,10 @@
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -162,3 +166,55 @@ def test_per_tenant_rows_are_made_once_and_read_fresh_unless_cached(
         assert InvoicingSettings.for_tenant(tenant) is cached  # a PDF request's reads
     assert InvoicingSettings.objects.filter(tenant=tenant).count() == 1
     assert InvoicingSettings.for_tenant(personas.tenant_b).tenant_id == personas.tenant_b.pk
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_devstack_stops_everything_it_started_on_sigterm(tmp_path):
+    """The quick start's one command runs three processes: a supervisor's stop (or `kill`)
+    must stop them all, as Ctrl-C does, not leave a server holding the port."""
+    database = f"sqlite:///{tmp_path / 'portal.sqlite3'}"
+    env = {"DEBUG": "true", "PORTAL_DATA_DIR": str(tmp_path), "DATABASE_URL": database}
+    assert run_manage("migrate", "--noinput", **env).returncode == 0
+    web, halo = _free_port(), _free_port()
+    full_env = {**os.environ, "SECRET_KEY": "x" * 50, "FIELD_ENCRYPTION_KEY": "", **env}
+    command = ["manage.py", "devstack", "--addr", f"127.0.0.1:{web}", "--halo-port", str(halo)]
+    stack = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=full_env)
+    children = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", web), timeout=0.5).close()
+                socket.create_connection(("127.0.0.1", halo), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            pytest.fail("devstack did not start the web server and the simulator")
+        children = Path(f"/proc/{stack.pid}/task/{stack.pid}/children").read_text().split()
+        assert len(children) == 3
+
+        stack.send_signal(signal.SIGTERM)
+
+        assert stack.wait(timeout=30) is not None
+        assert all(not Path(f"/proc/{pid}").exists() or _zombie(pid) for pid in children)
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", web), timeout=0.5)
+    finally:  # nothing left behind, whatever failed
+        if stack.poll() is None:
+            stack.kill()
+        for pid in children:
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), signal.SIGKILL)
+
+
+def _zombie(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
