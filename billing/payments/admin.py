@@ -336,7 +336,7 @@ class PaymentAdmin(ReadOnlyTenantAdmin):
 class HaloOutboxAdmin(ReadOnlyTenantAdmin):
     """What the portal owes Halo; failed rows say what Halo answered and can be retried."""
 
-    list_display = ["created", "kind", "subject", "status", "attempts", "next_attempt", "error"]
+    list_display = ["created", "kind", "subject", "status", "attempts", "next_try", "error"]
     list_filter = ["status", "kind"]
     fields = [
         ("kind", "status"),
@@ -358,6 +358,10 @@ class HaloOutboxAdmin(ReadOnlyTenantAdmin):
                 f"{obj.payment.amount} {obj.payment.currency} on invoice {obj.payment.invoice_ref}"
             )
         return f"Invoice {obj.invoice.display_number()}" if obj.invoice else ""
+
+    @admin.display(description="Next attempt", ordering="next_attempt")
+    def next_try(self, obj):
+        return obj.next_attempt if obj.status == HaloOutbox.Status.PENDING else "–"
 
     @admin.display(description="Last error")
     def error(self, obj):
