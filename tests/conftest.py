@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.test import Client
+from django.test import Client, override_settings
 
 from integrations.halo_sim.testing import run_simulator
 from portal.api import WindowThrottle
@@ -47,6 +47,14 @@ def personas(db):
         viewer_a=make_staff("viewer-a", tenant_a, Membership.Role.VIEWER),
         owner_b=make_staff("owner-b", tenant_b, Membership.Role.OWNER),
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_password_hashing():
+    """Django's default hasher takes a third of a second per password, by design; every
+    test with staff personas makes three. Tests check access, not hashing strength."""
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
 
 
 @pytest.fixture
