@@ -4,6 +4,12 @@ import django.db.models.deletion
 from django.db import migrations, models
 
 
+def refunded_in_full(apps, schema_editor):
+    """Payments refunded before refunds were counted were refunded in full."""
+    Payment = apps.get_model("payments", "Payment")
+    Payment.objects.filter(status="refunded").update(refunded_amount=models.F("amount"))
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -46,4 +52,5 @@ class Migration(migrations.Migration):
             model_name='halooutbox',
             constraint=models.UniqueConstraint(condition=models.Q(('kind', 'refund'), ('status__in', ['pending', 'failed'])), fields=('payment',), name='halooutbox_one_open_refund_per_payment'),
         ),
+        migrations.RunPython(refunded_in_full, migrations.RunPython.noop),
     ]
