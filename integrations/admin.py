@@ -11,7 +11,7 @@ from integrations import connection_test
 from integrations.halo import discover_auth_url, egress
 from integrations.halo.addresses import derive_urls
 from integrations.models import HaloConnection
-from portal.admin_base import TenantScopedAdmin, TenantScopedForm
+from portal.admin_base import TenantScopedAdmin, TenantScopedForm, secret_field
 
 
 class HaloConnectionForm(TenantScopedForm):
@@ -28,13 +28,10 @@ class HaloConnectionForm(TenantScopedForm):
         required=False,
         help_text=HaloConnection._meta.get_field("resource_url").help_text,
     )
-    new_secret = forms.CharField(
-        label="Replace secret",
-        required=False,
-        strip=True,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Paste a new client secret to replace the stored one; leave blank to keep it. "
-        "The secret is stored encrypted and never shown again.",
+    new_secret = secret_field(
+        "Replace secret",
+        "Paste a new client secret to replace the stored one; leave blank to keep it. The "
+        "secret is stored encrypted and never shown again.",
     )
 
     class Meta:

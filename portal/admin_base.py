@@ -56,6 +56,18 @@ def object_tenant_id(obj):
     return current.pk
 
 
+def secret_field(label, help_text, required=False):
+    """A form field for a secret: write-only (never rendered back into the page) and left
+    alone by browsers' password managers."""
+    return forms.CharField(
+        label=label,
+        required=required,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text=help_text,
+    )
+
+
 class TenantScopedForm(forms.ModelForm):
     """Validates with the tenant set, so per-tenant unique constraints give form errors,
     and refuses related objects that belong to another tenant."""
@@ -132,11 +144,17 @@ class TenantScopedAdmin(admin.ModelAdmin):
     def has_view_permission(self, request, obj=None):
         return self.has_module_permission(request)
 
-    def has_add_permission(self, request):
+    def has_edit_permission(self, request):
+        """Owners and admins of the active tenant may change its data. Also the permission
+        of actions that change something on read-only lists (`permissions=["edit"]`),
+        whose change permission is off."""
         return self.has_module_permission(request) and request.access.can_edit()
 
+    def has_add_permission(self, request):
+        return self.has_edit_permission(request)
+
     def has_change_permission(self, request, obj=None):
-        return self.has_module_permission(request) and request.access.can_edit()
+        return self.has_edit_permission(request)
 
     def has_delete_permission(self, request, obj=None):
         return self.has_change_permission(request, obj)

@@ -5,6 +5,7 @@ import logging
 import threading
 
 from django.contrib.auth.models import AnonymousUser
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import BasePermission
@@ -50,6 +51,16 @@ class TenantTokenAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request):
         return 'Bearer realm="portal"'
+
+
+class TokenScheme(OpenApiAuthenticationExtension):
+    """The OpenAPI security scheme of a `TenantTokenAuthentication` subclass: subclass
+    with `target_class`, `name` and `description`."""
+
+    description = ""
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": self.description}
 
 
 class HasTenantToken(BasePermission):

@@ -10,7 +10,6 @@ from django.db.models import Q
 from django.http import HttpResponse
 from django.utils.cache import get_conditional_response
 from django.utils.http import content_disposition_header, http_date
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -20,7 +19,7 @@ from rest_framework.views import APIView
 from billing.invoicing.models import PdfServed
 from billing.invoicing.pdfs import PdfUnavailable, serve_pdf
 from billing.models import Invoice, InvoiceNumberField, number_field
-from portal.api import HasTenantToken, TenantTokenAuthentication, TokenRateThrottle
+from portal.api import HasTenantToken, TenantTokenAuthentication, TokenRateThrottle, TokenScheme
 from portal.models import ApiToken
 
 MAX_HALO_ID = 2**31 - 1  # Halo ids are 32-bit; longer digit strings are numbers, not ids
@@ -30,17 +29,13 @@ class PdfTokenAuthentication(TenantTokenAuthentication):
     purpose = ApiToken.Purpose.PDF
 
 
-class PdfSecretScheme(OpenApiAuthenticationExtension):
+class PdfSecretScheme(TokenScheme):
     target_class = PdfTokenAuthentication
     name = "pdfSecret"
-
-    def get_security_definition(self, auto_schema):
-        return {
-            "type": "http",
-            "scheme": "bearer",
-            "description": "The tenant's PDF secret: an API token with purpose Invoice PDF API, "
-            "created under API tokens in the admin and pasted into Halo.",
-        }
+    description = (
+        "The tenant's PDF secret: an API token with purpose Invoice PDF API, created under "
+        "API tokens in the admin and pasted into Halo."
+    )
 
 
 class PdfThrottle(TokenRateThrottle):

@@ -1,6 +1,5 @@
 import json
 
-from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect
@@ -25,29 +24,24 @@ from billing.payments.models import (
     SavedPaymentMethod,
 )
 from billing.payments.processors import ProcessorError
-from portal.admin_base import ReadOnlyTenantAdmin, TenantScopedAdmin, TenantScopedForm
-
-
-def _editor(request):
-    return request.user.is_active and request.user.is_staff and request.access.can_edit()
+from portal.admin_base import (
+    ReadOnlyTenantAdmin,
+    TenantScopedAdmin,
+    TenantScopedForm,
+    secret_field,
+)
 
 
 class PaymentSettingsForm(TenantScopedForm):
-    stripe_secret_key = forms.CharField(
-        label="Stripe secret key",
-        required=False,
-        strip=True,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="sk_live_… (or sk_test_… to try it out), or a restricted rk_ key. Stored "
-        "encrypted, never shown again; leave blank to keep the stored key.",
+    stripe_secret_key = secret_field(
+        "Stripe secret key",
+        "sk_live_… (or sk_test_… to try it out), or a restricted rk_ key. Stored encrypted, "
+        "never shown again; leave blank to keep the stored key.",
     )
-    stripe_webhook_secret = forms.CharField(
-        label="Stripe webhook signing secret",
-        required=False,
-        strip=True,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="whsec_…, from a Stripe webhook endpoint pointing at the URL below with the "
-        "events checkout.session.*, payment_intent.* and charge.refunded. Stored encrypted.",
+    stripe_webhook_secret = secret_field(
+        "Stripe webhook signing secret",
+        "whsec_…, from a Stripe webhook endpoint pointing at the URL below with the events "
+        "checkout.session.*, payment_intent.* and charge.refunded. Stored encrypted.",
     )
 
     class Meta:
@@ -195,7 +189,7 @@ class PaymentSettingsAdmin(TenantScopedAdmin):
         if tenant is None or not self.has_view_permission(request):
             raise PermissionDenied
         if request.method == "POST":
-            if not _editor(request):
+            if not self.has_edit_permission(request):
                 raise PermissionDenied
             invoice = get_object_or_404(Invoice, pk=request.POST.get("invoice"), tenant=tenant)
             if request.POST.get("do") == "skip":
@@ -235,7 +229,7 @@ class PaymentSettingsAdmin(TenantScopedAdmin):
             "hour": settings.autopay_hour,
             "charges": [row for row in rows if row["plan"].charges],
             "skips": [row for row in rows if not row["plan"].charges],
-            "can_edit": _editor(request),
+            "can_edit": self.has_edit_permission(request),
         }
         return TemplateResponse(request, "admin/payments/autopay_forecast.html", context)
 
@@ -293,10 +287,7 @@ class PaymentAdmin(ReadOnlyTenantAdmin):
             return f"{money} ({refunded} refunded)"
         return money
 
-    def has_refund_permission(self, request):
-        return self.has_module_permission(request) and _editor(request)
-
-    @admin.action(description="Refund in full", permissions=["refund"])
+    @admin.action(description="Refund in full", permissions=["edit"])
     def refund(self, request, queryset):
         """What is left of each succeeded payment goes back to the payer; Halo follows."""
         done, problems = 0, []
@@ -367,10 +358,7 @@ class HaloOutboxAdmin(ReadOnlyTenantAdmin):
     def error(self, obj):
         return obj.last_error[:160] + ("…" if len(obj.last_error) > 160 else "")
 
-    def has_retry_permission(self, request):
-        return self.has_module_permission(request) and _editor(request)
-
-    @admin.action(description="Retry now", permissions=["retry"])
+    @admin.action(description="Retry now", permissions=["edit"])
     def retry_now(self, request, queryset):
         ids = [row.pk for row in queryset if row.retry()]
         if ids:
@@ -393,10 +381,7 @@ class SavedPaymentMethodAdmin(ReadOnlyTenantAdmin):
     ]
     actions = ["revoke"]
 
-    def has_revoke_permission(self, request):
-        return self.has_module_permission(request) and _editor(request)
-
-    @admin.action(description="Revoke: stop charging these cards", permissions=["revoke"])
+    @admin.action(description="Revoke: stop charging these cards", permissions=["edit"])
     def revoke(self, request, queryset):
         methods = list(queryset.filter(active=True))
         for method in methods:

@@ -121,7 +121,10 @@ def _record_refund(client, row):
     full, its amount lowered when in part. Waits for the payment's own row, which may
     still land it in Halo; looks the record up by its natural key, so it is idempotent."""
     payment = row.payment
-    if payment.outbox_rows.filter(kind=HaloOutbox.Kind.PAYMENT, status=HaloOutbox.Status.PENDING):
+    recording = payment.outbox_rows.filter(
+        kind=HaloOutbox.Kind.PAYMENT, status=HaloOutbox.Status.PENDING
+    )
+    if recording.exists():
         raise Waiting("The payment is still on its way to Halo: its refund follows it.")
     invoice = payment.invoice
     key = {"invoice_id": invoice.halo_id, "thirdpartyid": payment.halo_reference()}

@@ -1,6 +1,5 @@
 """`POST /api/v1/usage`: a tenant's system reports current usage counts, all or nothing."""
 
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -14,7 +13,7 @@ from integrations.billing_sync.serializers import (
     UsageResponseSerializer,
     validate_usage,
 )
-from portal.api import HasTenantToken, TenantTokenAuthentication, TokenRateThrottle
+from portal.api import HasTenantToken, TenantTokenAuthentication, TokenRateThrottle, TokenScheme
 from portal.models import ApiToken
 
 
@@ -22,16 +21,10 @@ class UsageTokenAuthentication(TenantTokenAuthentication):
     purpose = ApiToken.Purpose.USAGE
 
 
-class UsageTokenScheme(OpenApiAuthenticationExtension):
+class UsageTokenScheme(TokenScheme):
     target_class = UsageTokenAuthentication
     name = "usageToken"
-
-    def get_security_definition(self, auto_schema):
-        return {
-            "type": "http",
-            "scheme": "bearer",
-            "description": "A usage API token, created under API tokens in the admin.",
-        }
+    description = "A usage API token, created under API tokens in the admin."
 
 
 class UsageThrottle(TokenRateThrottle):

@@ -15,10 +15,10 @@ from integrations.billing_sync.models import (
     UsageSubmission,
 )
 from integrations.billing_sync.runner import refresh_from_halo
-from integrations.models import HaloConnection
 from portal import demo
 from portal.models import ApiToken, Organisation, Product, Tenant
 from tests import factories
+from tests.halo.conftest import make_connection
 
 
 def branded_tenant(slug, **fields):
@@ -83,26 +83,12 @@ def _fast_halo(settings):
     settings.INVOICE_PDF_HALO_BUDGET = 1
 
 
-def connect(tenant, sim):
-    connection = HaloConnection(
-        tenant=tenant,
-        name="Simulator",
-        auth_url=sim.auth_url,
-        resource_url=sim.api_url,
-        halo_tenant=sim.tenant,
-        client_id=sim.demo_app.client_id,
-    )
-    connection.set_secret(sim.demo_app.client_secret)
-    connection.save()
-    return connection
-
-
 @pytest.fixture
 def world(db, sim):
     """A tenant connected to the simulator, the demo catalogue mapped to its clients and
     items (as staff accept the suggestions), every pair counted, 20 % VAT."""
     tenant = branded_tenant("alpha")
-    connection = connect(tenant, sim)
+    connection = make_connection(sim, tenant)
     organisations = [
         Organisation.objects.create(tenant=tenant, name=name, external_ref=ref)
         for name, ref in demo.ORGANISATIONS

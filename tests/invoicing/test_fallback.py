@@ -8,7 +8,8 @@ from billing.invoicing import pdfs
 from billing.invoicing.models import PdfServed
 from billing.invoicing.pdfs import PdfUnavailable, resolve_pdf
 from tests import factories
-from tests.invoicing.conftest import branded_tenant, connect, halo_invoice, pdf_secret
+from tests.halo.conftest import make_connection
+from tests.invoicing.conftest import branded_tenant, halo_invoice, pdf_secret
 
 HALO_PDF = b"%PDF-1.7\n% Halo's own invoice PDF\n%%EOF\n"
 
@@ -18,7 +19,7 @@ def synced(db, sim):
     """A tenant connected to the simulator and one of its invoices, synced, with a PDF
     attached in Halo (as Halo's own PDF template would)."""
     tenant = branded_tenant("alpha")
-    connection = connect(tenant, sim)
+    connection = make_connection(sim, tenant)
     halo_id = sim.control.state("Invoice")[0]["id"]
     invoice = halo_invoice(tenant, halo_id=halo_id)
     client = connection.client()

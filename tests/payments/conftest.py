@@ -12,8 +12,8 @@ from django_q.conf import Conf
 from billing.models import InvoiceLine
 from billing.payments.models import PaymentSettings
 from billing.payments.processors.test import DECLINE, INSUFFICIENT_FUNDS, SUCCESS
-from integrations.models import HaloConnection
 from tests import factories
+from tests.halo.conftest import make_connection
 
 __all__ = ["DECLINE", "INSUFFICIENT_FUNDS", "SUCCESS"]
 
@@ -36,19 +36,8 @@ def tasks_inline(monkeypatch):
 
 
 def connect(tenant, sim, **fields):
-    connection = HaloConnection(
-        tenant=tenant,
-        name="Simulator",
-        auth_url=sim.auth_url,
-        resource_url=sim.api_url,
-        halo_tenant=sim.tenant,
-        client_id=sim.demo_app.client_id,
-        payments=True,
-        **fields,
-    )
-    connection.set_secret(sim.demo_app.client_secret)
-    connection.save()
-    return connection
+    """The tenant connected to the simulator with Payments on."""
+    return make_connection(sim, tenant, payments=True, **fields)
 
 
 @pytest.fixture
