@@ -291,9 +291,7 @@ class ApiToken(models.Model):
         token = next(iter(match.order_by()), None)
         if token is None or token.purpose != purpose or token.state in ("revoked", "expired"):
             return None
-        if token is not None and (
-            token.last_used is None or timezone.now() - token.last_used > USED_RESOLUTION
-        ):
+        if token.last_used is None or timezone.now() - token.last_used > USED_RESOLUTION:
             cls.objects.filter(pk=token.pk).update(last_used=timezone.now())
         return token
 
