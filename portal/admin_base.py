@@ -41,6 +41,14 @@ def filter_to_tenants(queryset, tenant_ids):
     return queryset.filter(**{f"{path}__in": tenant_ids})
 
 
+def scope_to_request(queryset, request):
+    """`queryset` limited to the tenants the request acts for (none filtered for a
+    superuser's "all tenants")."""
+    if request.access.all_tenants:
+        return queryset
+    return filter_to_tenants(queryset, request.access.scope())
+
+
 def object_tenant_id(obj):
     """Follow TENANT_PATH on an instance; None when the chain is not set yet."""
     path = tenant_path(type(obj))
@@ -111,10 +119,7 @@ class TenantScopedAdmin(admin.ModelAdmin):
 
     # -- visibility -------------------------------------------------------------------
     def get_queryset(self, request):
-        qs = super().get_queryset(request)
-        if request.access.all_tenants:
-            return qs
-        return filter_to_tenants(qs, request.access.scope())
+        return scope_to_request(super().get_queryset(request), request)
 
     def _require_in_scope(self, request, object_id):
         """An object outside the request's tenants answers 404 before any permission check,

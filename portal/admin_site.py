@@ -1,10 +1,15 @@
 from django.contrib import admin, messages
-from django.http import HttpResponseRedirect
+from django.contrib.admin.utils import unquote
+from django.contrib.contenttypes import views as contenttype_views
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from portal.access import switch_tenant
+from portal.admin_base import scope_to_request, tenant_path
 from portal.health import tenant_health
 
 
@@ -16,14 +21,42 @@ class PortalAdminSite(admin.AdminSite):
     site_url = None  # the portal has no public home page; customers arrive on pay links
 
     def get_urls(self):
+        inherited = [u for u in super().get_urls() if getattr(u, "name", None) != "view_on_site"]
         return [
             path(
                 "switch-tenant/",
                 self.admin_view(require_POST(self.switch_tenant)),
                 name="switch_tenant",
             ),
-            *super().get_urls(),
+            path(
+                "r/<int:content_type_id>/<path:object_id>/",
+                self.admin_view(self.view_on_site),
+                name="view_on_site",
+            ),
+            *inherited,
         ]
+
+    def view_on_site(self, request, content_type_id, object_id):
+        """Django's "View on site" shortcut, for objects of the request's tenants only: it
+        redirects to public URLs (pay pages, receipts) and primary keys are sequential.
+        Objects that belong to no tenant answer 404 too."""
+        try:
+            model = ContentType.objects.get_for_id(content_type_id).model_class()
+        except ContentType.DoesNotExist:
+            model = None
+        if model is None or tenant_path(model) is None:
+            raise Http404("No object matches the given query.")
+        try:
+            found = (
+                scope_to_request(model._default_manager.all(), request)
+                .filter(pk=unquote(object_id))
+                .exists()
+            )
+        except (ValueError, ValidationError):
+            found = False
+        if not found:
+            raise Http404("No object matches the given query.")
+        return contenttype_views.shortcut(request, content_type_id, object_id)
 
     def switch_tenant(self, request):
         if not switch_tenant(request, request.POST.get("tenant")):

@@ -202,3 +202,28 @@ def test_last_owner_cannot_be_demoted(personas):
     assert "at least one owner" in response.content.decode()
     owner.refresh_from_db()
     assert owner.role == "owner"
+
+
+def test_view_on_site_shortcut_is_scoped_to_the_active_tenant(personas):
+    """`/admin/r/<content type>/<pk>/` redirects to public URLs (pay pages, receipts); with
+    sequential ids another tenant's staff could walk them all."""
+    from django.contrib.contenttypes.models import ContentType
+
+    from billing.payments.models import PayPage
+
+    page = PayPage.for_invoice(factories.invoice(personas.tenant_a))
+    receipt = factories.payment(personas.tenant_a)
+    for obj in (page, receipt):
+        shortcut = reverse(
+            "admin:view_on_site", args=[ContentType.objects.get_for_model(obj).pk, obj.pk]
+        )
+        response = personas.client(personas.owner_b).get(shortcut)
+        assert response.status_code == 404
+        assert obj.get_absolute_url() not in response.content.decode()
+        own = personas.client(personas.viewer_a).get(shortcut)
+        assert own.status_code == 302
+        assert own["Location"].endswith(obj.get_absolute_url())
+    client_b = personas.client(personas.owner_b)
+    payment_type = ContentType.objects.get_for_model(receipt).pk
+    assert client_b.get(f"/admin/r/{payment_type}/not-a-number/").status_code == 404
+    assert client_b.get(f"/admin/r/999999/{receipt.pk}/").status_code == 404
