@@ -5,13 +5,29 @@ from dataclasses import dataclass
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client, override_settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
-from integrations.halo_sim.testing import run_simulator
+from integrations.halo_sim.testing import run_simulator, take_departures
 from portal.api import WindowThrottle
 from portal.models import Membership, Tenant
 from tests import factories
 
 PASSWORD = "correct-horse-battery-staple"
+
+# Property tests: the same examples on every run and machine (CI is deterministic), few
+# enough to keep the suite fast. Examples share one test's database and fixtures, which
+# the tests allow for (they compare row counts before and after each example).
+hypothesis_settings.register_profile(
+    "portal",
+    derandomize=True,
+    database=None,
+    max_examples=60,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+hypothesis_settings.load_profile("portal")
 
 
 @dataclass
@@ -111,3 +127,35 @@ def running_sim():
 def sim(running_sim):
     running_sim.control.reset()
     return running_sim
+
+
+# -- Halo conformance: every request any simulator saw is held to Halo's document ----------
+
+_departures = []  # (test node id, departure dict)
+
+
+@pytest.fixture(autouse=True)
+def _halo_conformance(request):
+    """Collect the departures from Halo's API document that this test's requests made.
+    Tests of the simulator's own strictness send them on purpose and say so with
+    `@pytest.mark.halo_departures`."""
+    yield
+    taken = take_departures()
+    if taken and not request.node.get_closest_marker("halo_departures"):
+        _departures.extend((request.node.nodeid, departure) for departure in taken)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not _departures:
+        return
+    terminalreporter.section("Halo conformance: requests real Halo would not understand")
+    for nodeid, d in _departures:
+        terminalreporter.line(f"{nodeid}: {d['request']}: {d['kind']}: {d['detail']}", red=True)
+    terminalreporter.line(
+        f"{len(_departures)} departure(s) from integrations/halo/halo-openapi.json", red=True
+    )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _departures and session.exitstatus == 0:
+        session.exitstatus = 1

@@ -18,6 +18,7 @@ from billing.invoicing.pdfs import HALO_INVOICE_ATTACHMENT, PdfUnavailable, reso
 from billing.models import InvoiceLine
 from integrations.billing_sync.models import OrganisationMapping, ProductMapping
 from integrations.halo import HaloError, HaloNotFound
+from integrations.halo.records import linked_item_id
 from integrations.invoice_sync.engine import active_connection
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,15 @@ def export_invoices(invoices):
                 details.record_export(exported=False, error=str(error))
                 counts["failed"] += 1
                 continue
+            except Exception as error:  # one invoice's bug must not stop the others
+                log.exception("Export of %s to Halo crashed", details)
+                details.record_export(
+                    exported=False,
+                    error=f"The export stopped on an unexpected error ({type(error).__name__}); "
+                    "the details are in the worker log. Export it again once it is fixed.",
+                )
+                counts["failed"] += 1
+                continue
             counts["created" if result.created else "updated"] += 1
             if result.attached:
                 counts["attached"] += 1
@@ -75,11 +85,11 @@ def export_invoice(details, client):
             f"{details.credit_note_of} again voids it there instead."
         )
     invoice = details.invoice
-    record = _halo_record(details)
+    record = _halo_record(details, client)
     created = invoice.halo_id is None
     if created and (existing := _find_in_halo(client, record)):
         _adopt(invoice, existing)
-        record = _halo_record(details)
+        record = _halo_record(details, client)
         created = False
     [saved] = client.upsert_invoices([record], natural_key=NATURAL_KEY)
     _store_ids(invoice, saved)
@@ -99,7 +109,7 @@ def attachment_filename(details, version):
     return f"Invoice {details.number}{suffix}.pdf"
 
 
-def _halo_record(details):
+def _halo_record(details, client):
     invoice = details.invoice
     client_id = _halo_client_id(details)
     items = _halo_items(details.tenant)
@@ -138,7 +148,7 @@ def _halo_record(details):
         "thirdpartyinvoicenumber": details.number,
         "invoice_date": invoice.invoice_date.isoformat(),
         "duedate": invoice.due_date.isoformat(),
-        "currency_code": invoice.currency,
+        "currency_code": _halo_currency_id(client, invoice.currency),
         "reference": f"Billing period {details.period_start} to {details.period_end}",
         "voided": invoice.voided,
         "lines": lines,
@@ -146,6 +156,17 @@ def _halo_record(details):
     if invoice.halo_id:
         record["id"] = invoice.halo_id
     return record
+
+
+def _halo_currency_id(client, code):
+    """Halo's id of the invoice's currency: Halo takes a currency id, not an ISO code."""
+    currency_id = client.currency_id(code)
+    if currency_id is None:
+        raise ExportError(
+            f"Halo has no {code} currency. Add it in Halo (Configuration › Financial › "
+            "Currencies), then export again."
+        )
+    return currency_id
 
 
 def _halo_client_id(details):
@@ -203,7 +224,7 @@ def _store_line_ids(invoice, halo_lines):
         return  # not the lines we sent: the next export replaces them
     for line, halo_line in zip(lines, halo_lines, strict=True):
         line.halo_id = halo_line.get("id") or line.halo_id
-        line.item_halo_id = halo_line.get("linked_item") or line.item_halo_id
+        line.item_halo_id = linked_item_id(halo_line) or line.item_halo_id
     InvoiceLine.objects.bulk_update(lines, ["halo_id", "item_halo_id"])
 
 

@@ -12,20 +12,24 @@ Halo to see which creates landed and re-sends only the others; without one it ra
 """
 
 import base64
+import hashlib
 import logging
 import re
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import unquote
 
 import requests
 from django.conf import settings
+from django.core.cache import cache
 from django.views.decorators.debug import sensitive_variables
 from urllib3.exceptions import NewConnectionError
 
 from integrations.halo import egress
+from integrations.halo.contract import contract
 from integrations.halo.errors import (
     HaloAddressRefused,
     HaloAuthError,
@@ -45,6 +49,9 @@ from integrations.halo.tokens import Masked, TokenCache
 
 logger = logging.getLogger("integrations.halo")
 
+#: How long Halo's list of currencies is trusted (it changes when an admin adds one).
+CURRENCY_TTL = 6 * 3600
+
 
 @dataclass(frozen=True)
 class Resource:
@@ -54,8 +61,17 @@ class Resource:
     keys: tuple = ()  # list envelope keys; none: Halo answers a bare array
     read_scope: str = ""
     edit_scope: str = ""
-    paged: bool = True
     filters: tuple = ()  # record fields Halo lists can be filtered on (narrows re-reads)
+
+    @property
+    def paged(self):
+        """Whether Halo's document gives this list `pageinate` (else it is read whole)."""
+        return contract().accepts("GET", f"/{self.path}", "pageinate")
+
+    @property
+    def inactive(self):
+        """Whether Halo's document gives this list `includeinactive`."""
+        return contract().accepts("GET", f"/{self.path}", "includeinactive")
 
 
 RESOURCES = {
@@ -91,12 +107,9 @@ RESOURCES = {
             "Attachment", "attachment", "attachments", ("attachments",), "read:invoices",
             "edit:invoices", filters=("type", "unique_id"),
         ),
-        Resource(
-            "Webhook", "webhook", "webhooks", (), "admin:webhooks", "admin:webhooks", paged=False
-        ),
-        Resource(
-            "FieldInfo", "field definition", "field definitions", (), "", "admin", paged=False
-        ),
+        Resource("Webhook", "webhook", "webhooks", (), "admin:webhooks", "admin:webhooks"),
+        Resource("FieldInfo", "field definition", "field definitions", (), "", "admin"),
+        Resource("Currency", "currency", "currencies", (), "read:invoices", ""),
     )
 }  # fmt: skip
 
@@ -110,6 +123,7 @@ class RequestStats:
     by_endpoint: Counter = field(default_factory=Counter)  # "GET /Client", "POST /Invoice"...
     retries: int = 0
     waited: float = 0.0  # seconds slept in backoff or for the rate budget
+    halo_time: datetime | None = None  # Halo's clock: the Date of its latest answer
 
 
 class HaloClient:
@@ -206,6 +220,42 @@ class HaloClient:
 
     def list_field_info(self, **filters):
         return self.list("FieldInfo", **filters)
+
+    def currencies(self, fresh=False):
+        """Halo's currencies as `{id: ISO 4217 code}`: an invoice's `currency_code` is one of
+        these ids, not a code. Read from `GET /Currency` once per `CURRENCY_TTL` for every
+        worker (shared cache); `fresh` reads again (a currency added in Halo meanwhile)."""
+        site = hashlib.sha256(self.api_url.encode()).hexdigest()[:16]
+        key = f"halo:currencies:{self.connection.pk}:{site}"
+        pairs = None if fresh else cache.get(key)
+        if pairs is None:
+            pairs = [
+                (int(row["id"]), str(row.get("code") or "").strip().upper())
+                for row in self.list("Currency")
+                if isinstance(row, dict) and row.get("id") is not None
+            ]
+            cache.set(key, pairs, CURRENCY_TTL)
+        return dict(pairs)
+
+    def currency_code(self, currency_id):
+        """The ISO code of Halo currency `currency_id`, or None when Halo has no such one."""
+        if currency_id in (None, ""):
+            return None
+        try:
+            currency_id = int(currency_id)
+        except (TypeError, ValueError):
+            return None
+        return self.currencies().get(currency_id) or self.currencies(fresh=True).get(currency_id)
+
+    def currency_id(self, code):
+        """The id of the Halo currency with ISO code `code`, or None when Halo has none."""
+        code = str(code or "").strip().upper()
+
+        def find(currencies):
+            return next((cid for cid, iso in sorted(currencies.items()) if iso == code), None)
+
+        found = find(self.currencies())
+        return found if found is not None else find(self.currencies(fresh=True))
 
     def get_attachment_bytes(self, attachment_id):
         """(bytes, filename, content type): Halo answers the raw file, not JSON."""
@@ -377,10 +427,9 @@ class HaloClient:
             groups[narrowing].append(position)
         for narrowing, positions in groups.items():
             filters = {f: v for f, v in narrowing if v not in (None, "")}
-            index = {
-                _key(row, natural_key): row
-                for row in self.list(res.path, includeinactive=True, **filters)
-            }
+            if res.inactive:
+                filters["includeinactive"] = True
+            index = {_key(row, natural_key): row for row in self.list(res.path, **filters)}
             for position in positions:
                 found[position] = index.get(_key(records[position], natural_key))
         return found
@@ -503,6 +552,7 @@ class HaloClient:
                 endpoint=label.split(" ", 1)[1],
                 attempted=attempted,
             ) from None
+        self.stats.halo_time = _date_header(response.headers.get("Date")) or self.stats.halo_time
         logger.debug(
             "Halo %s %s -> %s in %.0f ms (%s)",
             label,
@@ -662,6 +712,14 @@ def _retry_after(value):
             return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
         except (TypeError, ValueError):
             return None
+
+
+def _date_header(value):
+    """An HTTP Date header as an aware datetime, or None."""
+    try:
+        return parsedate_to_datetime(value) if value else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _never_sent(exc):

@@ -26,6 +26,11 @@ def add_arguments(parser):
         "--token-lifetime", type=int, default=3600, help="expires_in of new tokens, seconds"
     )
     parser.add_argument("--verbose", action="store_true", help="log each request line")
+    parser.add_argument(
+        "--request-log",
+        default="",
+        help="append every API request here as JSON lines (check: manage.py halo_conformance)",
+    )
 
 
 def build(options):
@@ -38,6 +43,7 @@ def build(options):
             "variants": options["variants"],
             "token_lifetime": options["token_lifetime"],
             "verbose": options["verbose"],
+            "request_log": options.get("request_log") or "",
         }
     )
     seed = options["seed"]

@@ -68,6 +68,8 @@ class Config:
     webhook_out_of_order: bool = False
     clock_offset_seconds: float = 0.0
     verbose: bool = False
+    # Append every API request (JSON lines) here, for `manage.py halo_conformance --from`.
+    request_log: str = ""
 
     def update(self, changes):
         """Apply a partial change (all checked first); raises ValueError."""
@@ -82,6 +84,8 @@ class Config:
                 parsed[key] = parse_rate_limit(value)
             elif key in ("webhook_duplicates", "webhook_out_of_order", "verbose"):
                 parsed[key] = bool(value)
+            elif key == "request_log":
+                parsed[key] = str(value or "")
             else:
                 try:
                     parsed[key] = type(getattr(self, key))(value)

@@ -10,7 +10,7 @@ import random
 from datetime import timedelta
 
 from .auth import Application
-from .state import RESOURCES
+from .state import CURRENCIES, RESOURCES
 
 DEMO_TENANT = "acme"
 DEMO_CLIENT_ID = "3f6b2a1c-9d4e-4b8a-a7c2-5e1d0f9b8c64"
@@ -91,14 +91,32 @@ def load(store, seed):
     if isinstance(seed, dict):
         resources = seed.get("resources", {k: v for k, v in seed.items() if k != "applications"})
         store.load(resources)
+        if not store.tables["Currency"]:  # states saved before currencies were simulated
+            _save(store, "Currency", [_currency(*row) for row in CURRENCIES])
         apps = seed.get("applications")
         return [Application.from_json(a) for a in apps] if apps else [demo_application()]
     if seed not in ("demo", "empty"):
         raise ValueError("seed must be demo, empty or a state object")
+    _save(store, "Currency", [_currency(*row) for row in CURRENCIES])
     _save(store, "FieldInfo", [_vendor_customer_id_field()])
     if seed == "demo":
         _demo(store)
     return [demo_application()]
+
+
+def _currency(currency_id, name, symbol, code, rate):
+    return {
+        "id": currency_id,
+        "name": name,
+        "symbol": symbol,
+        "code": code,
+        "conversion_rate": rate,
+    }
+
+
+def currency_id(code):
+    """The simulator's Halo currency id of an ISO code."""
+    return next(row[0] for row in CURRENCIES if row[3] == code)
 
 
 def demo_application():
@@ -279,7 +297,7 @@ def _demo(store):
                 "thirdpartyinvoicenumber": f"INV-{invoice_date.year}-{123 + k:05d}",
                 "invoice_date": invoice_date.isoformat(),
                 "duedate": (invoice_date + timedelta(days=30)).isoformat(),
-                "currency_code": "USD" if usd else "GBP",
+                "currency_code": currency_id("USD" if usd else "GBP"),
                 "contract_id": contract_of.get(client["id"]) if k % 4 else None,
                 "reference": f"Services {invoice_date:%B %Y}",
                 "posted": state != "unposted",

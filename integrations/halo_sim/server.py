@@ -6,6 +6,13 @@ that would otherwise have worked: count the call, add latency, bearer token
 the store.  Token calls (``POST /auth/token``) are counted and can be faulted
 but do not use up the rate limit, which belongs to the resource server.
 
+Every resource call is held to Halo's own API document (``integrations/halo/contract``):
+an undocumented path or verb answers 404, a field whose value does not fit its type 400,
+and unknown query names and body fields are ignored (dropped before the store sees them),
+as Halo does. Each departure is also recorded (``/_sim/departures``, and the request log
+when one is configured), so a test run can fail on any request real Halo would not
+understand.
+
 Error bodies follow the ``error_body`` variant.  A 500 is the bare text
 ``Internal Server Error`` (what Halo's front end shows when something breaks)
 except under ``error_body=dotnet``, where an escaping .NET exception object is
@@ -26,6 +33,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, quote, urlsplit
+
+from integrations.halo.contract import contract
 
 from . import seed as seeds
 from .auth import Application, RateLimiter, Tokens
@@ -60,6 +69,66 @@ def text_response(status, text):
 
 
 DROP = Response(0, drop=True)
+MAX_DEPARTURES = 10_000
+#: Request log values longer than this are replaced by their length (attachments).
+LOG_VALUE_LIMIT = 2_000
+
+
+class Request:
+    """One request as the contract sees it: its documented operation and departures."""
+
+    def __init__(self, method, path, query, body):
+        self.method, self.path, self.query, self.raw_body = method, path, query, body
+        self.operation, self.departures = None, []
+        self.body = None
+        if method == "POST" and body:
+            try:
+                self.body = json.loads(body)
+            except ValueError:
+                self.body = None  # answered 400 by the store, as Halo does
+
+    @property
+    def resource_path(self):
+        """The path below the resource server's ``/api``."""
+        return "/" + "/".join(p for p in self.path.split("/") if p)[4:]
+
+    def check(self):
+        self.operation, self.departures = contract().check(
+            self.method, self.resource_path, self.query, self.body
+        )
+
+    def known_query(self):
+        """The query without the names Halo's document does not list (Halo ignores them)."""
+        if self.operation is None:
+            return {}
+        return {k: v for k, v in self.query.items() if k.lower() in self.operation.query}
+
+    def known_body(self):
+        """The body without the fields Halo's document does not know (Halo ignores them)."""
+        if self.body is None or self.operation is None or self.operation.body is None:
+            return self.raw_body
+        return json.dumps(contract().known(self.operation.body, self.body)).encode()
+
+    def to_log(self):
+        if self.path.lower().rstrip("/").endswith("/token"):
+            body = {name: "…" for name in _form(self.raw_body)}  # names only: it holds secrets
+        else:
+            body = _shortened(self.body)
+        return {"method": self.method, "path": self.path, "query": self.query, "body": body}
+
+
+def _form(body):
+    return {k: v[-1] for k, v in parse_qs((body or b"").decode("utf-8", "replace")).items()}
+
+
+def _shortened(value):
+    if isinstance(value, dict):
+        return {k: _shortened(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shortened(v) for v in value]
+    if isinstance(value, str) and len(value) > LOG_VALUE_LIMIT:
+        return f"<{len(value)} characters>"
+    return value
 
 
 class Simulator:
@@ -76,6 +145,8 @@ class Simulator:
         self.webhooks = WebhookDispatcher(
             lambda: (self.config.webhook_duplicates, self.config.webhook_out_of_order)
         )
+        self.departures = []
+        self._log_lock = threading.Lock()
         self.reset()
 
     def reset(self, seed=None):
@@ -91,6 +162,8 @@ class Simulator:
             self.counts = collections.Counter()
             self.statuses = collections.Counter()
             self.webhooks.clear()
+            # Departures are not cleared: they belong to whoever sent them, and a test
+            # run collects them across resets (see tests/conftest.py).
             self.store.clear()
             apps = seeds.load(self.store, self.initial_seed if seed is None else seed)
             self.applications = {app.client_id: app for app in apps}
@@ -121,14 +194,20 @@ class Simulator:
         with self.lock:
             self.counts[label] += 1
         self._pause(self.config.latency_ms / 1000)
-        if target == "authinfo":
-            response = json_response(200, {"auth_url": f"http://{headers.get('Host', '')}/auth"})
-        elif target == "token":
+        request = Request(method, path, query, body)
+        if target == "token":
+            request.departures = contract().check_token(query, _form(body))
+        elif parts[:1] and parts[0].lower() == "api":
+            request.check()
+        self._record(request)
+        if target == "token":
             response = self._faulted(method, "token", lambda: self._token(method, query, body))
-        elif target is None:
+        elif request.operation is None or target is None:
             response = self._error(404, "The requested resource was not found")
+        elif target == "authinfo":
+            response = json_response(200, {"auth_url": f"http://{headers.get('Host', '')}/auth"})
         else:
-            response = self._resource_call(method, target, record_id, query, headers, body)
+            response = self._resource_call(method, target, record_id, request, headers)
         with self.lock:
             self.statuses["dropped" if response.drop else str(response.status)] += 1
         return response
@@ -142,6 +221,20 @@ class Simulator:
             record_id = parts[2] if len(parts) == 3 else None
             return f"{method} /{res.name}" + ("/{id}" if record_id else ""), res, record_id
         return f"{method} /{'/'.join(parts)}", None, None
+
+    def _record(self, request):
+        """Keep the request's departures, and log the request when configured."""
+        if request.departures:
+            with self.lock:
+                self.departures.extend(
+                    {**d.to_json(), "request": f"{request.method} {request.path}"}
+                    for d in request.departures
+                )
+                del self.departures[:-MAX_DEPARTURES]
+        if self.config.request_log:
+            line = json.dumps(request.to_log(), ensure_ascii=False)
+            with self._log_lock, open(self.config.request_log, "a", encoding="utf-8") as log:
+                log.write(line + "\n")
 
     def _pause(self, seconds):
         if seconds > 0:
@@ -180,7 +273,8 @@ class Simulator:
             },
         )
 
-    def _resource_call(self, method, res, record_id, query, headers, body):
+    def _resource_call(self, method, res, record_id, request, headers):
+        query = request.known_query()
         scheme, _, value = headers.get("Authorization", "").partition(" ")
         with self.lock:
             token = (
@@ -200,6 +294,9 @@ class Simulator:
         needed = res.read_scope if method == "GET" else res.edit_scope
         if needed is not None and needed not in token.scopes:
             return Response(403)
+        if refused := [d for d in request.departures if d.refused]:
+            return self._error(400, "; ".join(d.detail for d in refused))
+        body = request.known_body()
         return self._faulted(
             method, res.name, lambda: self._execute(method, res, record_id, query, body)
         )
@@ -441,6 +538,16 @@ class Simulator:
         self.webhooks.clear()
         return []
 
+    def _control_get_departures(self, data, rest):
+        with self.lock:
+            return list(self.departures)
+
+    def _control_delete_departures(self, data, rest):
+        """Answer the departures recorded so far and forget them."""
+        with self.lock:
+            taken, self.departures = self.departures, []
+        return taken
+
     def _control_post_tokens(self, data, rest):
         if [part.lower() for part in rest] != ["expire"]:
             raise ValueError("use POST /_sim/tokens/expire")
@@ -482,6 +589,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(response.body)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
+
+    def date_time_string(self, timestamp=None):
+        """The Date header, by the simulator's clock (moved by ``/_sim/config``)."""
+        return super().date_time_string(
+            self.server.simulator.timestamp() if timestamp is None else timestamp
+        )
 
     def log_message(self, format, *args):
         """Quiet unless verbose; the request line never holds the bearer token or secrets."""

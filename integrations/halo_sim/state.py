@@ -29,7 +29,7 @@ INT_FIELDS = frozenset(
     {
         "client_id", "site_id", "invoice_id", "contract_id", "main_site_id", "toplevel_id",
         "type", "unique_id", "subtype", "authentication_type", "eventno", "licence_id",
-        "_itemid", "count",
+        "_itemid", "count", "currency_code", "method",
     }
 )  # fmt: skip
 NUMBER_FIELDS = frozenset(
@@ -57,9 +57,22 @@ REFERENCES = {
 }
 #: Webhook event numbers are our choice; subscriptions match on the name.
 EVENTS = {1: "invoice created", 2: "invoice updated", 3: "invoice paid", 4: "client updated"}
+#: Halo's currencies (``GET /Currency``): id, name, symbol, ISO code, rate. An invoice's
+#: ``currency_code`` is one of these ids, its ``currency`` the symbol. The ids and the
+#: default (1, the tenant's base currency) are our choice; Halo only says they are ids.
+CURRENCIES = (
+    (1, "Pound Sterling", "£", "GBP", 1.0),
+    (2, "US Dollar", "$", "USD", 1.27),
+    (3, "Euro", "€", "EUR", 1.17),
+    (4, "Australian Dollar", "A$", "AUD", 1.93),
+    (5, "Canadian Dollar", "C$", "CAD", 1.74),
+)
+BASE_CURRENCY = 1
 #: Agreement subtypes a partner can pick on a ClientContract.
 CONTRACT_SUBTYPES = {1: "Managed Services", 2: "Pay As You Go", 3: "Project Work"}
 ATTACHMENT_TYPE_INVOICE = 3
+#: Webhook.method is an integer; 1 is POST (our choice).
+WEBHOOK_POST = 1
 CENT = 0.005
 
 
@@ -526,12 +539,13 @@ def _price_lines(store, record, existing):
             item = store.live("Item", item_id)
             if item is None:
                 raise ApiError(400, f"Item {item_id} not found")
-            line["linked_item"] = item_id
+            line["_item_id"] = item_id
             if line.get("item_shortdescription") is None:
                 line["item_shortdescription"] = item["name"]
             if line.get("unit_price") is None:
                 price_field = "recurringprice" if item.get("isrecurringitem") else "baseprice"
                 line["unit_price"] = item.get(price_field) or 0.0
+        line.pop("linked_item", None)  # Halo's rendering of the item; never stored
         if line.get("quantity_licences"):
             count = 0
             for link in line["quantity_licences"]:
@@ -556,6 +570,10 @@ def _price_lines(store, record, existing):
         )
         lines.append(line)
     record["lines"] = lines
+    currency = store.live("Currency", record.get("currency_code") or BASE_CURRENCY)
+    if currency is None:
+        raise ApiError(400, f"Currency {record.get('currency_code')} not found")
+    record.update(currency_code=currency["id"], currency=currency["symbol"])
     if lines:
         record["total"] = round(sum(line["total_price"] for line in lines), 2)
         record["tax_total"] = round(sum(line["tax_amount"] for line in lines), 2)
@@ -679,6 +697,8 @@ def _prepare_attachment(store, record, existing, batch):
 def _prepare_webhook(store, record, existing, batch):
     if not str(record["url"]).startswith(("http://", "https://")):
         raise ApiError(400, "Webhook url must be an http(s) URL")
+    if record.get("method") not in (None, WEBHOOK_POST):
+        raise ApiError(400, f"Webhook method {record['method']} is not supported (1 = POST)")
     numbers = {name: number for number, name in EVENTS.items()}
     events = []
     for event in record.get("events") or []:
@@ -706,7 +726,20 @@ def _prepare_fieldinfo(store, record, existing, batch):
         record["label"] = record["name"][2:]
 
 
-_LINES = {"lines": lambda store, record: record.get("lines") or []}
+def _rendered_lines(store, record):
+    """Invoice lines as Halo answers them: ``linked_item`` is the line's Item object (not an
+    id); the item id a line was written with (``_itemid``) is not echoed."""
+    items = RESOURCES["item"]
+    lines = []
+    for line in record.get("lines") or []:
+        out = {k: v for k, v in line.items() if not k.startswith("_")}
+        if (item := store.tables["Item"].get(line.get("_item_id"))) is not None:
+            out["linked_item"] = store.render(items, item)
+        lines.append(_without_nulls(out))
+    return lines
+
+
+_LINES = {"lines": _rendered_lines}
 
 RESOURCES = {
     res.name.lower(): res
@@ -724,6 +757,9 @@ RESOURCES = {
             },
             defaults={"inactive": False, "toplevel_id": 1},
             customfields=True,
+            # Halo's Client carries no change time (halo-api.md §4); the filters above
+            # still use the one kept here.
+            hidden=("last_modified",),
             commit=_commit_client,
         ),
         Resource(
@@ -778,7 +814,7 @@ RESOURCES = {
                 "invoicedateend": ("invoice_date", "lte"),
             },
             date_search=("last_modified", "date_created", "invoice_date", "duedate", "datepaid"),
-            defaults={"posted": True, "voided": False, "currency_code": "GBP"},
+            defaults={"posted": True, "voided": False},
             created_field="date_created",
             customfields=True,
             readonly=(
@@ -787,7 +823,7 @@ RESOURCES = {
                 "paymentstatus",
                 "tax_total",
                 "datepaid",
-                "linked_item",
+                "currency",
             ),
             optional={**_LINES, "payments": _invoice_payments},
             prepare=_prepare_invoice,
@@ -802,9 +838,8 @@ RESOURCES = {
             required=(("client_id",),),
             search=("client_name", "reference"),
             filters={"client_id": ("client_id", "ids")},
-            defaults={"currency_code": "GBP"},
             created_field="date_created",
-            readonly=("tax_total",),
+            readonly=("tax_total", "currency"),
             optional=_LINES,
             prepare=lambda store, record, existing, batch: _price_lines(store, record, existing),
         ),
@@ -844,6 +879,9 @@ RESOURCES = {
             required=(("filename",), ("data_base64",), ("type",), ("unique_id",)),
             search=("filename",),
             filters={"type": ("type", "ids"), "unique_id": ("unique_id", "ids")},
+            # Listed by owner, not paged and not capped: the document gives /Attachment no
+            # pageinate, page_size, page_no or count.
+            capped=False,
             hidden=("data_base64",),
             prepare=_prepare_attachment,
         ),
@@ -854,11 +892,21 @@ RESOURCES = {
             edit_scope="admin:webhooks",
             required=(("url",),),
             search=("name", "url"),
-            defaults={"method": "POST", "active": True, "authentication_type": 0},
+            defaults={"method": WEBHOOK_POST, "active": True, "authentication_type": 0},
             capped=False,
             guid_ids=True,
             hidden=("basic_password",),
             prepare=_prepare_webhook,
+        ),
+        Resource(
+            # halo-api.md §4: a bare array; guarded by read:invoices (our choice).
+            "Currency",
+            key=None,
+            read_scope="read:invoices",
+            edit_scope="admin",
+            required=(("code",),),
+            search=("name", "code"),
+            capped=False,
         ),
         Resource(
             # Field definitions are schema every integration needs: any valid

@@ -134,6 +134,14 @@ class SimControl:
             time.sleep(0.02)
         return deliveries
 
+    def departures(self):
+        """Requests that departed from Halo's document since they were last taken."""
+        return self._call("GET", "departures")
+
+    def take_departures(self):
+        """The departures recorded so far, forgotten by the simulator."""
+        return self._call("DELETE", "departures")
+
     def expire_tokens(self):
         return self._call("POST", "tokens/expire")
 
@@ -172,6 +180,24 @@ class RunningSimulator:
         return http
 
 
+#: Simulators started by `run_simulator` in this process, and departures left by stopped ones.
+_running = set()
+_left_over = []
+_registry_lock = threading.Lock()
+
+
+def take_departures():
+    """Every departure from Halo's document recorded by this process's simulators since the
+    last call (each a dict: kind, method, endpoint, detail, request), and forget them."""
+    with _registry_lock:
+        taken, _left_over[:] = list(_left_over), []
+        for simulator in _running:
+            with simulator.lock:
+                taken += simulator.departures
+                simulator.departures = []
+    return taken
+
+
 @contextmanager
 def run_simulator(seed="demo", tenant=DEMO_TENANT, **options):
     """Serve a simulator on 127.0.0.1 (free port) from a background thread."""
@@ -179,6 +205,8 @@ def run_simulator(seed="demo", tenant=DEMO_TENANT, **options):
     server = make_server(simulator, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, name="halo-sim", daemon=True)
     thread.start()
+    with _registry_lock:
+        _running.add(simulator)
     try:
         yield RunningSimulator(server)
     finally:
@@ -186,3 +214,6 @@ def run_simulator(seed="demo", tenant=DEMO_TENANT, **options):
         server.server_close()
         simulator.close()
         thread.join(timeout=5)
+        with _registry_lock:
+            _running.discard(simulator)
+            _left_over.extend(simulator.departures)

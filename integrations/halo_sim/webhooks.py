@@ -80,10 +80,8 @@ class WebhookDispatcher:
             "attempt": attempt,
         }
         try:
-            method = (webhook.get("method") or "POST").upper()
-            reply = self._http.request(
-                method, webhook["url"], json=payload, auth=auth, timeout=TIMEOUT
-            )
+            # Webhook.method 1 is POST (our choice; registration refuses others).
+            reply = self._http.post(webhook["url"], json=payload, auth=auth, timeout=TIMEOUT)
             entry["status"] = reply.status_code
         except requests.RequestException as exc:
             entry["error"] = f"{type(exc).__name__}: {exc}"

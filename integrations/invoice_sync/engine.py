@@ -1,12 +1,16 @@
 """The three syncs of a tenant's Halo clients and invoices, and the run around them.
 
-Clients and invoices are each read as a *feed* in Halo's `last_modified` order from the
-tenant's cursor (see `SyncState`), starting `OVERLAP` before it so writes Halo commits late
-are still seen. After every page is stored the query starts again from the newest time on
-it, instead of asking for page 2: an invoice changed mid-sync moves to the end of Halo's
-order, which would shift later pages and skip a record under page numbers, but can never
-hide one behind a cursor. Only records sharing one timestamp beyond a page (bulk imports)
-are paged through.
+Invoices are read as a *feed* in Halo's `last_modified` order from the tenant's cursor (see
+`SyncState`), starting `OVERLAP` before it so writes Halo commits late are still seen. After
+every page is stored the query starts again from the newest time on it, instead of asking
+for page 2: an invoice changed mid-sync moves to the end of Halo's order, which would shift
+later pages and skip a record under page numbers, but can never hide one behind a cursor.
+Only records sharing one timestamp beyond a page (bulk imports) are paged through.
+
+Clients carry no change time in Halo (halo-api.md §4), so their cursor is when the last
+complete read of changed clients began, by Halo's own clock (its `Date` header): the next
+read asks for `lastupdatefromdate` `OVERLAP` before it. A client changed during a read is
+read again next time; an interrupted read leaves the cursor where it was.
 
 An initial sync is the same walk from no cursor, so a failed one simply carries on from
 where its cursor stopped, and "fetch new" is that walk from wherever the last run ended.
@@ -21,6 +25,7 @@ from itertools import islice
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from billing.models import Invoice
 from integrations.halo import HaloError, HaloNotFound, HaloUnexpectedResponse
@@ -42,11 +47,6 @@ class Feed:
     store: str  # the Writer method storing a page
 
 
-def _read_clients(client, start, cutoff, **paging):
-    since = {"lastupdatefromdate": to_halo(start)} if start else {}
-    return client.list_clients(includeinactive=True, order="last_modified", **since, **paging)
-
-
 def _read_invoices(client, start, cutoff, **paging):
     since = {"datesearch": "last_modified", "start_date": to_halo(start)} if start else {}
     if cutoff:
@@ -54,7 +54,7 @@ def _read_invoices(client, start, cutoff, **paging):
     return client.list_invoices(includelines=True, order="last_modified", **since, **paging)
 
 
-FEEDS = (Feed("clients", _read_clients, "customers"), Feed("invoices", _read_invoices, "invoices"))
+INVOICES = Feed("invoices", _read_invoices, "invoices")
 
 
 def _pages(records, size):
@@ -89,9 +89,10 @@ class InvoiceSync:
             self._store_all_contracts()
             self.state.synced_from = self.cutoff
             self.state.save(update_fields=["synced_from"])
-        for feed in FEEDS:
-            cursor = self.state.cursor(feed.name)
-            self._follow(feed, cursor and cursor - OVERLAP)
+        cursor = self.state.cursor("clients")
+        self._read_clients(cursor and cursor - OVERLAP)
+        cursor = self.state.cursor("invoices")
+        self._follow(INVOICES, cursor and cursor - OVERLAP)
         if first_pass:
             self.state.complete_initial()
 
@@ -124,6 +125,19 @@ class InvoiceSync:
         contracts = self.client.list_contracts(includeinactive=True, page_size=self.page_size)
         for page in _pages(contracts, self.page_size):
             self._store("contracts", page)
+
+    def _read_clients(self, start):
+        """Store every client Halo changed since `start` (all of them without one), then
+        move the clients cursor to when this read began by Halo's clock."""
+        since = {"lastupdatefromdate": to_halo(start)} if start else {}
+        began = None
+        clients = self.client.list_clients(includeinactive=True, page_size=self.page_size, **since)
+        for page in _pages(clients, self.page_size):
+            began = began or self.client.stats.halo_time or timezone.now()
+            self._store("customers", page)
+        began = began or self.client.stats.halo_time or timezone.now()
+        with transaction.atomic():
+            self.state.move("clients", began)
 
     def _follow(self, feed, start):
         """Store every record of `feed` modified at or after `start`, moving its cursor

@@ -97,10 +97,11 @@ class InvoiceSyncSettings(OnePerTenant):
 class SyncState(OnePerTenant):
     """Where a tenant's sync stands in Halo's data (the watermark), and who is running it.
 
-    Clients and invoices are read in `last_modified` order; each has a cursor, the newest
-    `last_modified` stored, moved in the same transaction as the page it covers, so a failed
-    run resumes where it stopped and nothing behind a cursor is ever skipped. The times are
-    Halo's clock, never the portal's.
+    Invoices are read in `last_modified` order; their cursor is the newest `last_modified`
+    stored, moved in the same transaction as the page it covers, so a failed run resumes
+    where it stopped and nothing behind a cursor is ever skipped. Clients have no change
+    time in Halo: their cursor is when the last complete read of changed clients began.
+    The times are Halo's clock, never the portal's.
     """
 
     FEEDS = ("clients", "invoices")

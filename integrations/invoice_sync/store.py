@@ -7,6 +7,7 @@ already held keep updating, never left stale); lines are replaced when a record 
 an invoice the portal issued itself and exported to Halo only takes its payment state back.
 """
 
+import logging
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -16,7 +17,10 @@ from django.utils import timezone
 
 from billing.models import AutoPayRule, Contract, Customer, Invoice, InvoiceLine
 from integrations.halo import HaloNotFound
+from integrations.halo.records import linked_item_id
 from integrations.invoice_sync.models import InvoiceSyncSettings
+
+log = logging.getLogger(__name__)
 
 CENT = Decimal("0.01")
 TEN_THOUSANDTH = Decimal("0.0001")
@@ -150,7 +154,7 @@ def payment_status(record, paid, due):
         return Invoice.PaymentStatus.PARTLY_PAID if paid > 0 else Invoice.PaymentStatus.UNPAID
 
 
-def invoice_fields(record, default_currency):
+def invoice_fields(record, currency):
     total, paid = _decimal(record.get("total")), _decimal(record.get("amountpaid"))
     due = _decimal(record["amountdue"]) if record.get("amountdue") is not None else total - paid
     return {
@@ -162,7 +166,7 @@ def invoice_fields(record, default_currency):
         "date_paid": halo_datetime(record.get("datepaid")),
         "halo_created": halo_datetime(record.get("date_created")),
         "halo_last_modified": last_modified(record),
-        "currency": _text(record.get("currency_code") or default_currency, 3),
+        "currency": currency,
         "total": total,
         "tax_total": _decimal(record.get("tax_total")),
         "amount_paid": paid,
@@ -182,7 +186,7 @@ def line_rows(invoice_id, lines):
             invoice_id=invoice_id,
             position=position,
             halo_id=_int(line.get("id")),
-            item_halo_id=_int(line.get("linked_item") or line.get("_itemid")),
+            item_halo_id=linked_item_id(line),
             code=_text(line.get("item_code"), 100),
             description=_text(line.get("item_shortdescription"), 500),
             long_description=_text(line.get("item_longdescription"), 10_000),
@@ -277,6 +281,8 @@ class Writer:
         """Read from Halo the contracts these invoices name that the portal has not seen
         (network calls: keep them outside the transaction storing the records)."""
         wanted = {_int(r.get("contract_id")) for r in records} - {None} - self._missing_contracts
+        if self.client is not None and any(r.get("currency_code") is not None for r in records):
+            self.client.currencies()  # Halo's currency ids, read (or cached) before storing
         if not wanted or self.client is None:
             return
         known = Contract.objects.filter(tenant=self.tenant, halo_id__in=wanted)
@@ -337,7 +343,7 @@ class Writer:
         now = timezone.now()
         rows = []
         for record in records:
-            fields = invoice_fields(record, self.tenant.currency)
+            fields = invoice_fields(record, self._currency(record))
             subtype_id, subtype_name = contracts.get(fields["contract_halo_id"], (None, ""))
             rows.append(
                 Invoice(
@@ -353,6 +359,22 @@ class Writer:
                 )
             )
         return rows
+
+    def _currency(self, record):
+        """The ISO code of a Halo invoice's currency: Halo sends the id of one of its
+        currencies (`currency_code`), or nothing for the base currency."""
+        currency_id = record.get("currency_code")
+        if currency_id is None:
+            return self.tenant.currency
+        code = self.client.currency_code(currency_id) if self.client else None
+        if not code or len(code) != 3:
+            log.warning(
+                "Halo invoice %s of %s names currency %r, which Halo's /Currency does not "
+                "list with an ISO code; stored in the tenant's currency %s",
+                record.get("id"), self.tenant.slug, currency_id, self.tenant.currency,
+            )  # fmt: skip
+            return self.tenant.currency
+        return code
 
     def mark_deleted(self, halo_ids):
         marked = Invoice.objects.filter(tenant=self.tenant, halo_id__in=halo_ids).update(

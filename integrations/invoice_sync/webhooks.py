@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 #: The events the portal subscribes to (the contract's names).
 EVENTS = ("invoice created", "invoice updated", "invoice paid", "client updated")
+#: Halo's `Webhook.method` is an integer; 1 is POST (halo-api.md §4, our choice).
+WEBHOOK_METHOD_POST = 1
 WEBHOOK_NAME = "Halo Partner Portal: invoices and clients"
 #: Writer counts that mean a delivery changed something.
 APPLIED = ("customers_saved", "invoices_created", "invoices_updated", "invoices_deleted")
@@ -44,7 +46,7 @@ def register(sync_settings, client):
     record = {
         "name": WEBHOOK_NAME,
         "url": url,
-        "method": "POST",
+        "method": WEBHOOK_METHOD_POST,
         "active": True,
         "authentication_type": 1,
         "basic_username": username,

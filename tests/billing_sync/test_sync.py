@@ -291,7 +291,7 @@ def test_one_bad_pair_fails_alone(mapped, monkeypatch):
     def refused_for_fabrikam(pair):
         payload = real_payload(pair)
         if pair.organisation_name == "Fabrikam Legal" and pair.sku == "EML-SEC":
-            payload["count"] = "lots"  # Halo answers 400 to a count that is not a number
+            payload["client_id"] = 999_999  # Halo answers 400: no such client
         return payload
 
     monkeypatch.setattr(engine, "create_payload", refused_for_fabrikam)

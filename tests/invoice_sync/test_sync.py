@@ -70,7 +70,15 @@ def test_invoice_fields_map_from_halo(sim, tenant):
     assert invoice.invoice_number == partly["invoicenumber"]
     assert invoice.third_party_number == partly["thirdpartyinvoicenumber"]
     assert invoice.due_date == halo_date(partly, "duedate")
-    assert invoice.currency == partly["currency_code"]
+    # Halo's currency_code is the id of one of its currencies, mapped to ISO through /Currency.
+    currencies = {c["id"]: c["code"] for c in halo(sim, "Currency").values()}
+    assert isinstance(partly["currency_code"], int)
+    assert invoice.currency == currencies[partly["currency_code"]] == "GBP"
+    usd = [r for r in halo(sim, "Invoice").values() if currencies[r["currency_code"]] == "USD"]
+    assert usd, "the demo seed has dollar invoices"
+    assert {i.currency for i in Invoice.objects.filter(halo_id__in=[r["id"] for r in usd])} == {
+        "USD"
+    }
     assert invoice.customer.name == partly["client_name"]
     line, halo_line = invoice.lines.first(), partly["lines"][0]
     assert (line.code, line.quantity) == (halo_line["item_code"], Decimal(halo_line["qty_order"]))

@@ -64,10 +64,21 @@ def test_export_creates_the_invoice_for_the_mapped_client_and_attaches_its_pdf(s
         )
     }
     lines = list(invoice.lines.all())
-    assert [(x["item_code"], x["linked_item"], x["qty_order"]) for x in halo["lines"]] == [
+    # As Halo answers it: each line's linked_item is the Item object, not an id.
+    answered = sim.session().get(
+        f"{sim.api_url}/Invoice/{invoice.halo_id}", params={"includedetails": "true"}, timeout=10
+    )
+    answered_lines = answered.json()["lines"]
+    assert all(isinstance(x["linked_item"], dict) for x in answered_lines)
+    assert [(x["item_code"], x["linked_item"]["id"], x["qty_order"]) for x in answered_lines] == [
         (line.code, items[line.code], float(line.quantity)) for line in lines
     ]
-    assert [line.halo_id for line in lines] == [x["id"] for x in halo["lines"]]
+    assert [line.halo_id for line in lines] == [x["id"] for x in answered_lines]
+    # The export is recorded, with the item ids Halo linked, and the currency sent as id.
+    assert details.exported_at is not None and details.export_error == ""
+    assert [line.item_halo_id for line in lines] == [items[line.code] for line in lines]
+    gbp = next(c["id"] for c in live(sim, "Currency") if c["code"] == "GBP")
+    assert halo["currency_code"] == gbp and halo["currency"] == "£"
 
     [attachment] = attachments(sim, invoice.halo_id)
     version = invoice.pdf_versions.get()
