@@ -13,7 +13,14 @@ from integrations.billing_sync.serializers import (
     UsageResponseSerializer,
     validate_usage,
 )
-from portal.api import HasTenantToken, TenantTokenAuthentication, TokenRateThrottle, TokenScheme
+from portal.api import (
+    HasTenantToken,
+    StrictJSONParser,
+    TenantTokenAuthentication,
+    TokenRateThrottle,
+    TokenScheme,
+    header_text,
+)
 from portal.models import ApiToken
 
 
@@ -36,6 +43,7 @@ class UsageView(APIView):
     authentication_classes = [UsageTokenAuthentication]
     permission_classes = [HasTenantToken]
     throttle_classes = [UsageThrottle]
+    parser_classes = [StrictJSONParser]  # text no database stores: 400, never 500
 
     @extend_schema(
         operation_id="report_usage",
@@ -81,7 +89,9 @@ class UsageView(APIView):
             if isinstance(body, dict)
             else (body, None)
         )
-        header_key = request.headers.get("Idempotency-Key", "").strip()
+        header_key = header_text(request, "Idempotency-Key")
+        if key is not None and (isinstance(key, bool) or not isinstance(key, str | int)):
+            return _invalid("idempotency_key must be a string.")
         key = str(key or "").strip()
         if header_key and key and header_key != key:
             return _invalid("The Idempotency-Key header and idempotency_key differ.")
