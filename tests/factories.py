@@ -1,12 +1,19 @@
 """One way to make a row of each tenant-owned model, for tests that sweep every admin.
 
 `tests/test_admin_isolation.py` fails for a registered admin model missing here, so a new
-model cannot skip the isolation tests.
+model cannot skip the isolation tests. Rows of framework models with an admin (users, groups,
+django-q's tasks and schedules) are made "for" a tenant too: they name it, so the admin URL
+sweep can check that another tenant's staff never see them.
 """
 
 from datetime import date, timedelta
 from decimal import Decimal
 from itertools import count
+
+from django.contrib.auth.models import Group, User
+from django.utils import timezone
+from django_q.models import Failure, OrmQ, Schedule, Success
+from django_q.signing import SignedPackage
 
 from billing.invoicing import models as invoicing
 from billing.models import AutoPayRule, Customer, Invoice, InvoiceLine
@@ -220,6 +227,11 @@ def payment_settings(tenant, **kwargs):
     return payments.PaymentSettings.objects.update_or_create(tenant=tenant, defaults=kwargs)[0]
 
 
+@maker(payments.PayPage)
+def pay_page(tenant, **kwargs):
+    return payments.PayPage.for_invoice(kwargs.pop("invoice", None) or invoice(tenant))
+
+
 @maker(payments.Payment)
 def payment(tenant, **kwargs):
     n = next(_seq)
@@ -352,3 +364,56 @@ def pdf_served(tenant, **kwargs):
 @maker(invoicing.InvoicePdf)
 def invoice_pdf(tenant, **kwargs):
     return invoicing.InvoicePdf.objects.get(pk=invoice(tenant, **kwargs).pk)
+
+
+# -- framework rows that name a tenant (auth, django-q) -----------------------------------
+
+
+@maker(User)
+def staff_user(tenant):
+    return membership(tenant).user
+
+
+@maker(Group)
+def group(tenant):
+    return Group.objects.create(name=f"Group {next(_seq)} of {tenant.name}")
+
+
+@maker(Schedule)
+def schedule(tenant):
+    return Schedule.objects.create(
+        name=f"tenant-{tenant.slug}-{next(_seq)}",
+        func="portal.tasks.heartbeat",
+        schedule_type=Schedule.DAILY,
+    )
+
+
+def _task(tenant, model, success):
+    n = next(_seq)
+    now = timezone.now()
+    return model.objects.create(
+        id=f"{n:032x}",
+        name=f"task-{tenant.slug}-{n}",
+        func="portal.tasks.heartbeat",
+        args=(tenant.pk,),
+        started=now,
+        stopped=now,
+        success=success,
+    )
+
+
+@maker(Success)
+def succeeded_task(tenant):
+    return _task(tenant, Success, success=True)
+
+
+@maker(Failure)
+def failed_task(tenant):
+    return _task(tenant, Failure, success=False)
+
+
+@maker(OrmQ)
+def queued_task(tenant):
+    n = next(_seq)
+    package = {"id": f"{n:032x}", "name": f"queued-{tenant.slug}-{n}", "func": "print"}
+    return OrmQ.objects.create(key="portal", payload=SignedPackage.dumps(package))
