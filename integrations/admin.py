@@ -13,6 +13,9 @@ from integrations.halo.addresses import derive_urls
 from integrations.models import HaloConnection
 from portal.admin_base import TenantScopedAdmin, TenantScopedForm, secret_field
 
+#: Where and as whom the secret is sent: changing any of them needs the secret typed again.
+SECRET_BOUND_FIELDS = ("auth_url", "resource_url", "halo_tenant", "client_id")
+
 
 class HaloConnectionForm(TenantScopedForm):
     # Plain text, not URLField: a pasted `acme.halopsa.com` is completed in clean().
@@ -31,7 +34,8 @@ class HaloConnectionForm(TenantScopedForm):
     new_secret = secret_field(
         "Replace secret",
         "Paste a new client secret to replace the stored one; leave blank to keep it. The "
-        "secret is stored encrypted and never shown again.",
+        "secret is stored encrypted and never shown again. Changing the URLs, tenant name or "
+        "client ID needs it again: it is only ever sent to the Halo it was entered for.",
     )
 
     class Meta:
@@ -69,7 +73,33 @@ class HaloConnectionForm(TenantScopedForm):
         for name in ("auth_url", "resource_url"):
             if refused := egress.refusal(cleaned[name]):
                 self.add_error(name, refused)
+        self._require_secret_again(cleaned)
         return cleaned
+
+    def _require_secret_again(self, cleaned):
+        """A stored secret keeps going where it was entered for: a new address, tenant or
+        client ID (someone else's Halo, perhaps) must come with the secret typed again.
+        `self.instance` still holds the stored values here (the form copies the cleaned
+        values onto it after clean())."""
+        if not self.instance.client_secret_encrypted or cleaned.get("new_secret"):
+            return
+        changed = [
+            HaloConnection._meta.get_field(name).verbose_name
+            for name in SECRET_BOUND_FIELDS
+            if name in cleaned and cleaned[name] != getattr(self.instance, name)
+        ]
+        if changed:
+            what = " and ".join([", ".join(changed[:-1]), changed[-1]] if changed[1:] else changed)
+            self.add_error(
+                "new_secret",
+                f"You changed the {what}: enter the client secret again. The stored secret "
+                "is only ever sent to the Halo application it was entered for.",
+            )
+        elif not self.instance.secret_fits_urls:
+            self.add_error(
+                "new_secret",
+                "The stored client secret was entered for another address: enter it again.",
+            )
 
     @sensitive_variables("secret")
     def save(self, commit=True):

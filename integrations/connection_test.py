@@ -93,6 +93,9 @@ def run(connection, save=True):
     """Probe `connection`; stores the outcome on it (unless `save=False`) and answers it."""
     client = HaloClient(connection, retry_budget=TEST_RETRY_BUDGET)
     try:
+        # Checked again by the client when it fetches a token; here a refusal stops the
+        # test before anything is sent.
+        connection.check_secret_destination()
         scope = client.get_token_info().get("scope")
     except HaloError as error:
         result = Result(connection, False, str(error))

@@ -1,5 +1,7 @@
 """A tenant's connection to its HaloPSA instance, and the state its API client shares."""
 
+from urllib.parse import urlsplit
+
 from django.db import models
 from django.db.models import Q
 from django.views.decorators.debug import sensitive_variables
@@ -11,8 +13,11 @@ from portal.models import Tenant
 class HaloConnection(models.Model):
     """One Halo API application ("Halo app") of a tenant; at most one is active.
 
-    The client secret is stored only as Fernet ciphertext (`portal.crypto`); read it through
-    `secret` and change it through `set_secret`.
+    The client secret is stored only as Fernet ciphertext (`portal.crypto`); change it through
+    `set_secret`, which also records the hosts it was entered for (`secret_entered_for`).
+    Code that sends it asks `secret_for(url)`, which answers it only for that host: a tenant
+    admin who points the connection elsewhere cannot make the portal send the stored secret
+    (or the tokens it buys) to a host of their choosing.
     """
 
     class TestStatus(models.TextChoices):
@@ -40,6 +45,8 @@ class HaloConnection(models.Model):
     )
     client_id = models.CharField("client ID", max_length=100)
     client_secret_encrypted = models.TextField(editable=False, default="")
+    #: {"auth": origin, "resource": origin} of the URLs the secret was entered with.
+    secret_entered_for = models.JSONField(default=dict, editable=False)
     scopes = models.CharField(
         "scopes requested",
         max_length=500,
@@ -87,6 +94,7 @@ class HaloConnection(models.Model):
 
     @property
     def secret(self) -> str:
+        """The plaintext, for comparisons; anything sending it asks `secret_for(url)`."""
         from integrations.halo.tokens import Masked
 
         return Masked(
@@ -95,15 +103,98 @@ class HaloConnection(models.Model):
 
     @sensitive_variables()
     def set_secret(self, plaintext: str) -> None:
-        """Encrypt and store; a no-op when unchanged (fresh ciphertext would dirty the row)."""
+        """Encrypt and store, bound to the connection's current URLs (set them first).
+
+        Keeps the ciphertext when the secret is unchanged (fresh ciphertext would dirty the
+        row); the binding is renewed either way: typing the secret again is what allows it
+        to go to new URLs."""
+        self.secret_entered_for = self._origins()
         if self.client_secret_encrypted and self.secret == plaintext:
             return
         self.client_secret_encrypted = crypto.encrypt(plaintext)
+
+    def _origins(self):
+        return {"auth": origin(self.auth_url), "resource": origin(self.resource_url)}
+
+    @property
+    def secret_fits_urls(self) -> bool:
+        """Whether the stored secret was entered for the connection's current hosts."""
+        bound = self.secret_entered_for or {}
+        return bool(bound.get("auth")) and bound == self._origins()
+
+    def secret_refusal(self, url=None) -> str:
+        """Why the stored secret must not be sent to `url` (default: the authorisation
+        URL), or '' when it may: `url` is on the host it was entered for, and the resource
+        server that will receive the token it buys is too."""
+        if not self.client_secret_encrypted:
+            return ""  # nothing to protect
+        bound = self.secret_entered_for or {}
+        entered_for = bound.get("auth")
+        if not entered_for:
+            return (
+                "the stored client secret was entered for another address. Enter it again "
+                "under “Replace secret” on the Halo connection and save."
+            )
+        target = origin(self.auth_url if url is None else url)
+        again = (
+            "If the connection really moved, enter it again under “Replace secret” on the "
+            "Halo connection and save."
+        )
+        if target != entered_for:
+            return (
+                f"the client secret was entered for {entered_for} and is never sent anywhere "
+                f"else (this would have sent it to {target or 'an invalid address'}). {again}"
+            )
+        resource = origin(self.resource_url)
+        if resource != bound.get("resource"):
+            return (
+                f"the client secret was entered for {entered_for} with the resource server "
+                f"{bound.get('resource')}; the resource server is now "
+                f"{resource or 'an invalid address'}, which would receive the access token. "
+                f"{again}"
+            )
+        return ""
+
+    def check_secret_destination(self, url=None) -> None:
+        """Raise `HaloAddressRefused` (permanent) unless `secret_refusal(url)` is ''."""
+        if reason := self.secret_refusal(url):
+            from integrations.halo.errors import HaloAddressRefused
+
+            raise HaloAddressRefused(
+                reason,
+                url=(url or self.auth_url).split("?")[0],
+                method="POST",
+                endpoint="/token",
+                attempted="get an access token",
+            )
+
+    def secret_for(self, url) -> str:
+        """The client secret, to be sent to `url` only; refused with `HaloAddressRefused`
+        when `url` is not on the host the secret was entered for."""
+        self.check_secret_destination(url)
+        return self.secret
 
     def client(self, **kwargs):
         from integrations.halo import HaloClient
 
         return HaloClient(self, **kwargs)
+
+
+def origin(url):
+    """'https://acme.halopsa.com' for any URL on that scheme, host and port (the default
+    port left out); None for anything that is not an http(s) URL with a host."""
+    try:
+        parts = urlsplit(url or "")
+        port = parts.port
+    except ValueError:
+        return None
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    host = parts.hostname
+    if default is None or not host:
+        return None
+    host = f"[{host}]" if ":" in host else host
+    netloc = host if port in (None, default) else f"{host}:{port}"
+    return f"{parts.scheme.lower()}://{netloc}"
 
 
 class HaloRateWindow(models.Model):
