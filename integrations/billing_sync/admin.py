@@ -1,12 +1,11 @@
 """Billing sync in the admin: settings, Halo pickers, mappings, usage, runs and results."""
 
-import csv
 from dataclasses import dataclass
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
-from django.http import HttpResponse, HttpResponseRedirect
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -31,6 +30,7 @@ from integrations.billing_sync.models import (
 from integrations.billing_sync.schedules import schedule_name
 from integrations.halo import HaloError
 from portal.admin_base import ReadOnlyTenantAdmin, TenantScopedAdmin
+from portal.csv_export import csv_response
 
 STATUS_COLOURS = {
     SyncRun.Status.QUEUED: "#6b7280",
@@ -538,8 +538,6 @@ class SyncResultAdmin(ReadOnlyTenantAdmin):
 
     @admin.action(description="Export selected results as CSV")
     def export_csv(self, request, queryset):
-        response = HttpResponse(content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = 'attachment; filename="billing-sync-results.csv"'
         columns = [
             "run",
             "organisation_name",
@@ -553,10 +551,7 @@ class SyncResultAdmin(ReadOnlyTenantAdmin):
             "outcome",
             "message",
         ]
-        writer = csv.writer(response)
-        writer.writerow(columns)
-        for row in queryset.order_by("run_id", "organisation_name", "product_sku").values_list(
+        rows = queryset.order_by("run_id", "organisation_name", "product_sku").values_list(
             "run_id", *columns[1:]
-        ):
-            writer.writerow(row)
-        return response
+        )
+        return csv_response("billing-sync-results.csv", columns, rows)
