@@ -7,6 +7,7 @@ derives one from SECRET_KEY; production must set its own (check portal.E002).
 
 import base64
 import hashlib
+import re
 from functools import cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -19,13 +20,41 @@ class SecretUnreadable(Exception):
     """The stored ciphertext cannot be decrypted with the configured keys."""
 
 
+# scheme://userinfo@ : the userinfo runs to the last "@" before the host's end, so a
+# password with a raw "@" is hidden whole.
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?P<userinfo>[^/?#\s]*)@", re.I)
+HIDDEN = "********"
+
+
+def hide_url_credentials(text):
+    """`redis://:pw@host` -> `redis://:********@host`, `postgres://user:pw@db` ->
+    `postgres://user:********@db`, `rediss://token@host` -> `rediss://********@host`."""
+
+    def hide(match):
+        user, colon, _ = match["userinfo"].partition(":")
+        return f"{match['scheme']}{user + colon if colon else ''}{HIDDEN}@"
+
+    return _URL_USERINFO.sub(hide, text)
+
+
 class SecretSafeReporterFilter(SafeExceptionReporterFilter):
     """Hide what `sensitive_variables` and `sensitive_post_parameters` mark on DEBUG error
     pages too (Django shows everything under DEBUG): demo and staging servers run with
-    DEBUG on, holding real Halo and Stripe secrets."""
+    DEBUG on, holding real Halo and Stripe secrets. Credentials inside URLs are hidden
+    wherever the page shows them: settings (`REDIS_URL`, a cache's `LOCATION`, `Q_CLUSTER`,
+    nested values too), request metadata (runserver copies the environment there, with
+    `DATABASE_URL`) and string variables of the traceback."""
 
     def is_active(self, request):
         return True
+
+    def cleanse_setting(self, key, value):
+        cleansed = super().cleanse_setting(key, value)  # recurses through this method
+        return hide_url_credentials(cleansed) if isinstance(cleansed, str) else cleansed
+
+    def cleanse_special_types(self, request, value):
+        value = super().cleanse_special_types(request, value)
+        return hide_url_credentials(value) if isinstance(value, str) else value
 
 
 @cache
