@@ -429,11 +429,23 @@ class AutoPayAttemptAdmin(ReadOnlyTenantAdmin):
 
 @admin.register(ProcessorEvent)
 class ProcessorEventAdmin(ReadOnlyTenantAdmin):
-    list_display = ["received", "type", "event_id", "payment", "outcome"]
-    list_filter = ["type"]
-    search_fields = ["=event_id"]
-    fields = [("event_id", "type", "received"), ("payment", "outcome"), "pretty_payload"]
+    """Every processor webhook event whose signature checked, with what became of it: filter
+    by state for the ones waiting for their payment (deferred) or needing staff (failed:
+    unreadable, with the reason)."""
+
+    list_display = ["received", "state", "type", "event_id", "payment", "outcome"]
+    list_filter = ["state", "type"]
+    search_fields = ["=event_id", "=reference"]
+    fields = [
+        ("event_id", "type", "received"),
+        ("state", "outcome"),
+        ("payment", "reference", "refunded_total"),
+        "pretty_payload",
+    ]
     readonly_fields = ["pretty_payload"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("payment")
 
     @admin.display(description="Payload")
     def pretty_payload(self, obj):

@@ -6,13 +6,14 @@ idempotency key), one stored copy per processor webhook event, one auto-pay atte
 invoice per day, and status moves that only go forward under a row lock.
 """
 
+import hashlib
 import secrets
 from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
@@ -510,6 +511,57 @@ class Payment(models.Model):
         self.refresh_from_db()
         return True
 
+    def refund_or_wait(self, total, *, source, detail="", event_id=""):
+        """The processor reports `total` of this payment refunded so far. A paid payment
+        takes it at once (`refund`: answers whether anything changed). One not succeeded
+        (yet) answers None: the caller keeps the report as a deferred `ProcessorEvent`, in
+        this transaction, and the move to succeeded applies it (`_apply_early_refunds`).
+        The row lock taken here, held to the end of the caller's transaction, orders the
+        report against that move: one sees the other."""
+        if Decimal(total) <= 0:
+            return False
+        with transaction.atomic():
+            current = Payment.objects.select_for_update().get(pk=self.pk)
+            if current.status in (self.Status.SUCCEEDED, self.Status.REFUNDED):
+                return self.refund(total, source=source, detail=detail, event_id=event_id)
+            current.events.create(
+                from_status=current.status,
+                to_status=current.status,
+                source=source,
+                detail=f"{Decimal(total).quantize(CENT)} reported refunded before the payment "
+                f"succeeded: taken off when it does. {detail}"[:500],
+                processor_event=event_id,
+            )
+        return None
+
+    def _apply_early_refunds(self):
+        """Under the row lock, just moved to succeeded: refunds the processor reported
+        before (deferred events, or ones naming only this payment's charge, which the
+        portal learnt with the success) go through `refund` now, in the same transaction,
+        so the invoice (in Halo through the outbox) never counts money that went back."""
+        early = ProcessorEvent.objects.filter(
+            tenant_id=self.tenant_id, processor=self.processor, refunded_total__isnull=False
+        )
+        mine = Q(payment=self, state=ProcessorEvent.State.DEFERRED)
+        if self.reference:
+            mine |= Q(payment=None, reference=self.reference, state=ProcessorEvent.State.IGNORED)
+        events = list(early.filter(mine).order_by("-refunded_total", "received", "pk"))
+        if not events:
+            return
+        latest = events[0]  # processors report running totals: the largest is the latest
+        self.refund(
+            latest.refunded_total,
+            source=PaymentEvent.Source.WEBHOOK,
+            detail="Reported before the payment succeeded.",
+            event_id=latest.event_id,
+        )
+        ProcessorEvent.objects.filter(pk__in=[e.pk for e in events]).update(
+            payment=self,
+            state=ProcessorEvent.State.APPLIED,
+            outcome=f"applied when the payment succeeded: {self.refunded_amount} of "
+            f"{self.amount} refunded",
+        )
+
     def _take_refund_off_invoice(self, refunded_now):
         """Called under the payment's row lock, which `outbox.claim_payment_write` takes too:
         a payment not yet sent to Halo is sent less its refunds (or not at all); once Halo
@@ -530,6 +582,7 @@ class Payment(models.Model):
 
         if status == self.Status.SUCCEEDED:
             self._record_success()
+            self._apply_early_refunds()
             transaction.on_commit(lambda: tasks.queue("send_receipt", self.pk))
         elif status == self.Status.FAILED and self.kind == self.Kind.AUTOPAY:
             transaction.on_commit(lambda: tasks.queue("send_autopay_failure", self.pk))
@@ -595,16 +648,38 @@ class PaymentEvent(models.Model):
 
 
 class ProcessorEvent(models.Model):
-    """A verified processor webhook event, stored once: processors repeat and reorder them."""
+    """A processor webhook event whose signature checked, stored once: processors repeat and
+    reorder them. `state` and `outcome` say what became of it; staff filter by state."""
+
+    class State(models.TextChoices):
+        APPLIED = "applied", "Applied"
+        NO_CHANGE = "no_change", "No change"
+        IGNORED = "ignored", "Ignored"
+        DEFERRED = "deferred", "Deferred: waits for its payment"
+        FAILED = "failed", "Failed: needs attention"
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
     processor = models.CharField(max_length=10, choices=PaymentSettings.Processor.choices)
     event_id = models.CharField("event ID", max_length=255)
-    type = models.CharField(max_length=100)
+    type = models.CharField(max_length=100, blank=True)
     payment = models.ForeignKey(
         Payment, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    outcome = models.CharField(max_length=300, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.APPLIED)
+    outcome = models.CharField("what happened", max_length=300, blank=True)
+    reference = models.CharField(
+        "processor reference",
+        max_length=255,
+        blank=True,
+        help_text="The charge the event names (a payment's processor reference).",
+    )
+    refunded_total = models.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="For a refund: the total refunded so far, as the processor reported it.",
+    )
     payload = models.JSONField()
     received = models.DateTimeField(default=timezone.now)
 
@@ -616,9 +691,29 @@ class ProcessorEvent(models.Model):
                 fields=["tenant", "processor", "event_id"], name="processorevent_unique_id"
             )
         ]
+        indexes = [models.Index(fields=["tenant", "state", "-received"])]
 
     def __str__(self):
-        return f"{self.type} {self.event_id}"
+        return f"{self.type or 'event'} {self.event_id}"
+
+    @classmethod
+    def keep_malformed(cls, tenant, processor, malformed, body):
+        """Keep a signed event the portal could not read, for staff (once per event id, or
+        per body when it has no readable id: the processor retries the same body)."""
+        event_id = malformed.event_id or f"unreadable-{hashlib.sha256(body).hexdigest()}"
+        try:
+            with transaction.atomic():
+                return cls.objects.create(
+                    tenant=tenant,
+                    processor=processor,
+                    event_id=event_id,
+                    type=malformed.type,
+                    state=cls.State.FAILED,
+                    outcome=f"refused: {malformed.reason}"[:300],
+                    payload=malformed.payload,
+                )
+        except IntegrityError:
+            return cls.objects.get(tenant=tenant, processor=processor, event_id=event_id)
 
 
 class HaloOutboxQuerySet(models.QuerySet):

@@ -7,6 +7,7 @@ the server (no JavaScript), sent with `Cache-Control: no-store`, no referrer to 
 """
 
 import json
+import logging
 import re
 import secrets
 from functools import wraps
@@ -47,8 +48,10 @@ from billing.payments.models import (
     invoice_for_ref,
     is_issued,
 )
-from billing.payments.processors import InvalidWebhook, StripeProcessor
+from billing.payments.processors import InvalidWebhook, MalformedWebhook, StripeProcessor
 from portal.models import Tenant
+
+log = logging.getLogger(__name__)
 
 #: A Halo template variable left in the link: Halo did not substitute it.
 UNSUBSTITUTED = re.compile(r"^\$[A-Za-z_]+$")
@@ -449,7 +452,9 @@ def logo(request, tenant_code):
 def stripe_webhook(request, tenant_code):
     """Verified with the tenant's signing secret, stored once per event id, applied in the
     same transaction (a crash makes Stripe deliver again; a repeat changes nothing). Every
-    refusal looks the same, whether the tenant exists or not."""
+    refusal of the signature looks the same, whether the tenant exists or not. A signed
+    event the portal cannot read answers 400 with what is wrong, logged and kept for staff
+    (Stripe shows the answer and retries; processor events in the admin, state failed)."""
     options = (
         PaymentSettings.objects.select_related("tenant").filter(tenant__slug=tenant_code).first()
     )
@@ -459,12 +464,31 @@ def stripe_webhook(request, tenant_code):
         event = StripeProcessor(options).parse_webhook(request.body, request.headers)
     except InvalidWebhook:
         return HttpResponse("Invalid signature", status=400, content_type="text/plain")
+    except MalformedWebhook as malformed:
+        record = ProcessorEvent.keep_malformed(
+            options.tenant, StripeProcessor.name, malformed, request.body
+        )
+        log.warning(
+            "Signed Stripe event %s of tenant %s refused: %s",
+            record.event_id,
+            options.tenant.slug,
+            malformed.reason,
+        )
+        return HttpResponse(
+            json.dumps({"error": "invalid", "detail": malformed.reason}),
+            status=400,
+            content_type="application/json",
+        )
     result = receive_event(options.tenant, StripeProcessor.name, event)
     return HttpResponse(json.dumps({"result": result}), content_type="application/json")
 
 
 def receive_event(tenant, processor, event):
-    """Apply a verified processor event once; answers what happened, for the record."""
+    """Apply a verified processor event once; answers what happened, for the record. A
+    refund reported before its payment succeeded is kept (state deferred) and applied by
+    the move to succeeded (`Payment.refund_or_wait`)."""
+    State = ProcessorEvent.State
+    outcome = event.outcome
     with transaction.atomic():
         try:
             with transaction.atomic():
@@ -474,27 +498,41 @@ def receive_event(tenant, processor, event):
                     event_id=event.id,
                     type=event.type,
                     payload=event.payload,
+                    reference=event.reference,
+                    refunded_total=outcome.refunded if outcome else None,
                 )
         except IntegrityError:
             return "duplicate: already received"
-        record.payment = _payment_of(tenant, processor, event)
-        if event.outcome is None:
-            record.outcome = "ignored: not an event the portal acts on"
-        elif record.payment is None:
+        record.payment = payment = _payment_of(tenant, processor, event)
+        if outcome is None:
+            record.state, record.outcome = State.IGNORED, "ignored: not an event the portal acts on"
+        elif payment is None:
+            record.state = State.IGNORED
             record.outcome = "ignored: no payment of this tenant matches"
         else:
-            before = record.payment.status
-            moved = record.payment.apply(
-                event.outcome, source=PaymentEvent.Source.WEBHOOK, event_id=event.id
-            )
-            payment = record.payment
-            if not moved:
+            before = payment.status
+            source = PaymentEvent.Source.WEBHOOK
+            if outcome.refunded is not None:
+                moved = payment.refund_or_wait(
+                    outcome.refunded, source=source, detail=outcome.detail, event_id=event.id
+                )
+            else:
+                moved = payment.apply(outcome, source=source, event_id=event.id)
+            record.state = State.APPLIED
+            if moved is None:
+                record.state = State.DEFERRED
+                record.outcome = (
+                    f"deferred: {outcome.refunded} refunded while the payment is "
+                    f"{payment.status}; waits for the payment to succeed, then taken off"
+                )
+            elif not moved:
+                record.state = State.NO_CHANGE
                 record.outcome = f"no change: the payment is already {payment.status}"
             elif payment.status == before:
                 record.outcome = f"{payment.refunded_amount} of {payment.amount} refunded so far"
             else:
                 record.outcome = f"{before} → {payment.status}"
-        record.save(update_fields=["payment", "outcome"])
+        record.save(update_fields=["payment", "state", "outcome"])
         return record.outcome
 
 

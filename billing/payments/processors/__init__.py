@@ -4,6 +4,7 @@ and Stripe."""
 from billing.payments.processors.base import (
     CardDetails,
     InvalidWebhook,
+    MalformedWebhook,
     Outcome,
     Processor,
     ProcessorError,
@@ -24,6 +25,7 @@ __all__ = [
     "PROCESSORS",
     "CardDetails",
     "InvalidWebhook",
+    "MalformedWebhook",
     "Outcome",
     "Processor",
     "ProcessorError",

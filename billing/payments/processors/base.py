@@ -17,6 +17,16 @@ class InvalidWebhook(Exception):
     """A webhook that is not provably from the processor (bad or missing signature)."""
 
 
+class MalformedWebhook(Exception):
+    """A webhook from the processor (its signature checks) that the portal cannot read:
+    kept for staff with `reason`. `payload` is what can be stored of it (JSON any database
+    takes); `event_id` and `type` are the event's own when they were readable."""
+
+    def __init__(self, reason, *, payload, event_id="", type=""):
+        super().__init__(reason)
+        self.reason, self.payload, self.event_id, self.type = reason, payload, event_id, type
+
+
 @dataclass(frozen=True)
 class SavedMethod:
     """What the processor lets the portal keep to charge a card again later."""

@@ -8,7 +8,6 @@ SDK or by a double click) can never open a second session or make a second charg
 """
 
 import contextlib
-import json
 import time
 from decimal import Decimal
 
@@ -18,12 +17,14 @@ from django.views.decorators.debug import sensitive_variables
 
 from billing.payments.processors.base import (
     InvalidWebhook,
+    MalformedWebhook,
     Outcome,
     Processor,
     ProcessorError,
     SavedMethod,
     WebhookEvent,
 )
+from portal.api import InvalidInput, parse_json
 
 UNREACHABLE = "We could not reach the card processor. Nothing was charged: try again shortly."
 
@@ -196,24 +197,106 @@ class StripeProcessor(Processor):
     # -- webhooks ------------------------------------------------------------------------
     @sensitive_variables("secret")
     def parse_webhook(self, body, headers):
+        """The verified event; `InvalidWebhook` when the signature does not check,
+        `MalformedWebhook` for a signed event the portal cannot read."""
         secret = self.settings.stripe_webhook_secret
         if not secret:
             raise InvalidWebhook("no signing secret is configured")
         try:
-            stripe.Webhook.construct_event(body, headers.get("Stripe-Signature"), secret)
+            stripe.WebhookSignature.verify_header(
+                body,
+                headers.get("Stripe-Signature", ""),
+                secret,
+                tolerance=stripe.Webhook.DEFAULT_TOLERANCE,
+            )
         except (ValueError, stripe.SignatureVerificationError) as error:
             raise InvalidWebhook(str(error)) from error
-        payload = json.loads(body)
-        obj = payload.get("data", {}).get("object", {})
-        metadata = obj.get("metadata") or {}
-        return WebhookEvent(
-            id=payload["id"],
-            type=payload.get("type", ""),
-            payload=payload,
-            payment_id=obj.get("client_reference_id") or metadata.get("payment", ""),
-            reference=obj.get("payment_intent") or "",
-            outcome=_outcome(payload.get("type", ""), obj, metadata),
-        )
+        return read_event(body)
+
+
+#: Longest unreadable body kept for staff.
+KEPT_BODY = 20_000
+
+
+def read_event(body):
+    """The `WebhookEvent` in a verified body. Raises `MalformedWebhook` saying what is wrong
+    when it is not JSON any database stores (`portal.api.parse_json`), or lacks the shape
+    of a Stripe event in any part the portal reads."""
+    try:
+        payload = parse_json(body)
+    except InvalidInput as error:
+        text = body.decode("utf-8", "replace").replace("\x00", "\ufffd")[:KEPT_BODY]
+        raise MalformedWebhook(str(error.detail), payload={"unreadable_body": text}) from None
+    if not isinstance(payload, dict):
+        reason = "Expected a Stripe event: a JSON object with id, type and data."
+        raise MalformedWebhook(reason, payload=payload)
+    event_id, kind = payload.get("id"), payload.get("type")
+    readable = {
+        "event_id": event_id if _is_text(event_id, 255) and event_id else "",
+        "type": kind if _is_text(kind, 100) else "",
+    }
+    if problem := _event_problem(payload):
+        raise MalformedWebhook(problem, payload=payload, **readable)
+    obj = payload["data"]["object"]
+    metadata = obj.get("metadata") or {}
+    try:
+        outcome = _outcome(kind, obj, metadata)
+    except (TypeError, ValueError, KeyError) as error:  # a shape _event_problem missed
+        reason = f"The event's data.object cannot be read: {type(error).__name__}."
+        raise MalformedWebhook(reason, payload=payload, **readable) from None
+    return WebhookEvent(
+        id=event_id,
+        type=kind,
+        payload=payload,
+        payment_id=obj.get("client_reference_id") or metadata.get("payment") or "",
+        reference=obj.get("payment_intent") or "",
+        outcome=outcome,
+    )
+
+
+def _is_text(value, max_length):
+    return isinstance(value, str) and len(value) <= max_length
+
+
+def _event_problem(payload):
+    """What in `payload` the portal cannot read as a Stripe event, or ''."""
+    if not (_is_text(payload.get("id"), 255) and payload.get("id")):
+        return "The event's id must be text of 1 to 255 characters."
+    if not _is_text(payload.get("type"), 100):
+        return "The event's type must be text of at most 100 characters."
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        return "The event's data must be an object."
+    obj = data.get("object")
+    if not isinstance(obj, dict):
+        return "The event's data.object must be an object."
+    metadata = obj.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        return "The event's data.object.metadata must be an object."
+    texts = {
+        "data.object.id": obj.get("id"),
+        "data.object.client_reference_id": obj.get("client_reference_id"),
+        "data.object.payment_intent": obj.get("payment_intent"),
+        "data.object.customer": obj.get("customer"),
+        "data.object.metadata.payment": (metadata or {}).get("payment"),
+        "data.object.metadata.kind": (metadata or {}).get("kind"),
+    }
+    error = obj.get("last_payment_error")
+    if error is not None and not isinstance(error, dict):
+        return "The event's data.object.last_payment_error must be an object."
+    texts |= {
+        "data.object.last_payment_error.code": (error or {}).get("code"),
+        "data.object.last_payment_error.message": (error or {}).get("message"),
+    }
+    for path, value in texts.items():
+        limit = 5000 if path.endswith("message") else 255
+        if value is not None and not _is_text(value, limit):
+            return f"The event's {path} must be text of at most {limit} characters."
+    if payload["type"] == "charge.refunded":
+        refunded = obj.get("amount_refunded")
+        if isinstance(refunded, bool) or not isinstance(refunded, int) or refunded < 0:
+            return "The event's data.object.amount_refunded must be a whole number, 0 or more."
+    return ""
 
 
 def _outcome(kind, obj, metadata):
