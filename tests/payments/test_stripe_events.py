@@ -10,6 +10,7 @@ events by state with the reason.
 import json
 import logging
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 import responses
@@ -17,6 +18,9 @@ import stripe
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.urls import reverse
+from hypothesis import event as event_kind
+from hypothesis import given
+from hypothesis import strategies as st
 
 from billing.models import Invoice
 from billing.payments.models import HaloOutbox, Payment, PaymentSettings, ProcessorEvent
@@ -32,6 +36,7 @@ from tests.payments.test_stripe import (
     event,
     start_checkout,
 )
+from tests.test_hostile_input import json_values, mutated
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -387,3 +392,31 @@ def test_refunds_dropped_before_this_fix_wait_again_or_are_shown_to_staff(tenant
     payment.move(Payment.Status.SUCCEEDED, source="webhook", reference="pi_early-open")
     payment.refresh_from_db()
     assert (payment.status, payment.refunded_amount) == ("refunded", Decimal("120.00"))
+
+
+# -- any signed event -----------------------------------------------------------------------------
+
+signed_events = st.one_of(
+    st.builds(
+        lambda amount: refund_event(SimpleNamespace(public_id="p"), amount, "evt_r"),
+        st.integers(0, 12000),
+    ),
+    st.builds(lambda: event("checkout.session.completed", {"client_reference_id": "p"}, "e")),
+    st.builds(lambda: event("payment_intent.payment_failed", {"id": "pi_1"}, "e")),
+).flatmap(mutated)
+
+
+@given(body=st.one_of(signed_events, json_values.map(lambda v: json.dumps(v).encode())))
+def test_any_signed_event_is_applied_or_refused_and_kept_never_a_500(client, stripe_tenant, body):
+    """Signed (so past the signature check) but otherwise anything."""
+    before = ProcessorEvent.objects.count()
+    answer = sign_and_post(client, stripe_tenant, body.decode())
+    event_kind(f"answer {answer.status_code}")
+    assert answer.status_code in (200, 400), answer.content
+    if answer.status_code == 400:
+        assert answer.json()["error"] == "invalid" and answer.json()["detail"]
+        kept = ProcessorEvent.objects.filter(state="failed")
+        assert ProcessorEvent.objects.count() in (before, before + 1) and kept.exists()
+    else:
+        result = answer.json()["result"]
+        assert result.startswith(("duplicate", "ignored", "no change", "deferred")) or "→" in result

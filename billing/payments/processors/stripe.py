@@ -225,11 +225,10 @@ def read_event(body):
     try:
         payload = parse_json(body)
     except InvalidInput as error:
-        text = body.decode("utf-8", "replace").replace("\x00", "\ufffd")[:KEPT_BODY]
-        raise MalformedWebhook(str(error.detail), payload={"unreadable_body": text}) from None
+        raise MalformedWebhook(str(error.detail), payload=_as_text(body)) from None
     if not isinstance(payload, dict):
         reason = "Expected a Stripe event: a JSON object with id, type and data."
-        raise MalformedWebhook(reason, payload=payload)
+        raise MalformedWebhook(reason, payload=_as_text(body))
     event_id, kind = payload.get("id"), payload.get("type")
     readable = {
         "event_id": event_id if _is_text(event_id, 255) and event_id else "",
@@ -252,6 +251,12 @@ def read_event(body):
         reference=obj.get("payment_intent") or "",
         outcome=outcome,
     )
+
+
+def _as_text(body):
+    """An unreadable body as JSON any database stores, for staff to read."""
+    text = body.decode("utf-8", "replace").replace("\x00", "\ufffd")
+    return {"unreadable_body": text[:KEPT_BODY]}
 
 
 def _is_text(value, max_length):
