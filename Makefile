@@ -20,7 +20,6 @@ install: $(VENV)/.installed
 
 demo: install .env
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py createcachetable
 	$(BIN)/python manage.py demo
 	$(BIN)/python manage.py devstack
 

@@ -15,6 +15,16 @@ class PortalConfig(AppConfig):
         from portal.schedules import ensure_schedules
 
         post_migrate.connect(lambda **kwargs: ensure_schedules(), sender=self, weak=False)
+        post_migrate.connect(create_cache_table, sender=self, weak=False)
+
+
+def create_cache_table(using="default", verbosity=0, **kwargs):
+    """`migrate` alone gives a working deployment: the database cache (the default, holding
+    Halo tokens and rate budgets) needs its table, which `migrate` does not make by itself.
+    Idempotent, and a no-op for other cache backends (Redis)."""
+    from django.core.management import call_command
+
+    call_command("createcachetable", database=using, verbosity=verbosity)
 
 
 class PortalAdminConfig(admin_apps.AdminConfig):

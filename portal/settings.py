@@ -202,6 +202,9 @@ HALO_RATE_LIMIT = env.str("HALO_RATE_LIMIT", default="280/300")
 # Records per POST, and rows per page when listing.
 HALO_BATCH_SIZE = env.int("HALO_BATCH_SIZE", default=100)
 HALO_PAGE_SIZE = env.int("HALO_PAGE_SIZE", default=100)
+# Page size of the one read that looks records up by natural key after many writes
+# (creates Halo saved without echoing them, or whose answer was lost).
+HALO_LOOKUP_PAGE_SIZE = env.int("HALO_LOOKUP_PAGE_SIZE", default=1000)
 # Seconds to wait for <site>/api/authinfo when deriving a connection's URLs.
 HALO_DISCOVERY_TIMEOUT = env.float("HALO_DISCOVERY_TIMEOUT", default=3.0)
 # Let Halo URLs lead to private or loopback addresses (development and the simulator; a

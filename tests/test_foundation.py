@@ -218,3 +218,19 @@ def _zombie(pid):
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_migrate_alone_gives_a_working_cache(tmp_path):
+    """The documented production steps are migrate, then start: nothing else run by hand.
+    The default cache is a database table (Halo tokens, rate budgets), made by migrate."""
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'portal.sqlite3'}",
+        "PORTAL_DATA_DIR": str(tmp_path),
+        "REDIS_URL": "",
+    }
+    migrated = run_manage("migrate", "--noinput", **env)
+    assert migrated.returncode == 0, migrated.stderr
+    probe = "from django.core.cache import cache; cache.set('probe', 'kept'); print(cache.get('probe'))"
+    used = run_manage("shell", "-c", probe, **env)
+    assert used.returncode == 0, used.stderr
+    assert used.stdout.strip().splitlines()[-1] == "kept"

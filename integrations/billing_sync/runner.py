@@ -26,6 +26,7 @@ from integrations.billing_sync.models import (
     UsageCount,
 )
 from integrations.halo import HaloClient, HaloError
+from integrations.halo.client import LICENCE_KEY, record_key
 
 log = logging.getLogger(__name__)
 
@@ -279,29 +280,66 @@ class Runner:
     # -- writing ------------------------------------------------------------------------
 
     def _write(self, rows):
-        """Write in arrays; arrays hit by transient failures are retried once more at the
-        end, re-planned from a fresh read so a create that did land is not made twice."""
+        """Write in arrays. What Halo saved without saying which ids it gave (an answer
+        with the last record only) and arrays hit by transient failures (a lost answer
+        may still have created) are settled after all arrays, from one read of Halo: the
+        ids are looked up, and the failed arrays are re-planned from it and written once
+        more, so a create that did land is not made twice."""
         self.run.beat(phase="Writing to Halo", done=0, total=len(rows))
-        again = self._write_all(rows)
-        if again:
-            self.run.beat(phase=f"Retrying {len(again)} licences")
-            replanned = self._replan(again)
-            for row in self._write_all([r for r in replanned if r.writes and not r.outcome]):
-                row.outcome = Outcome.FAILED
-                row.message = f"Not written, even after retrying: {row.error}"
+        unknown = []
+        again = self._write_all(rows, unknown)
+        if not (again or unknown):
+            return
+        self.run.beat(phase=f"Checking {len(again) + len(unknown)} licences in Halo")
+        licences = self._licences_of({row.pair.client_id for row in again + unknown})
+        self._identify(unknown, licences)
+        if not again:
+            return
+        self.run.beat(phase=f"Retrying {len(again)} licences")
+        unknown = []
+        replanned = self._replan(again, licences)
+        failed = self._write_all([r for r in replanned if r.writes and not r.outcome], unknown)
+        for row in failed:
+            row.outcome = Outcome.FAILED
+            row.message = f"Not written, even after retrying: {row.error}"
+        if unknown:
+            self._identify(unknown, self._licences_of({row.pair.client_id for row in unknown}))
 
-    def _write_all(self, rows):
+    def _write_all(self, rows, unknown):
+        """Write `rows` in arrays; answers the rows to retry (transient failures) and adds
+        to `unknown` the rows Halo saved without echoing their licence id."""
         again = []
         for start in range(0, len(rows), BATCH):
             batch = rows[start : start + BATCH]
-            again += self._write_batch(batch)
+            again += self._write_batch(batch, unknown)
             self.run.beat(done=min(self.run.done + len(batch), self.run.total))
         return again
 
-    def _write_batch(self, batch):
+    def _licences_of(self, client_ids):
+        """The licences Halo holds now for `client_ids`, in one planned read."""
+        narrowings = [{"client_id": client_id} for client_id in sorted(client_ids)]
+        return list(self.client.read_where("SoftwareLicence", narrowings))
+
+    def _identify(self, rows, licences):
+        """Give written rows whose id Halo did not answer the id of their licence."""
+        index = {record_key(licence, LICENCE_KEY): licence for licence in licences}
+        for row in rows:
+            found = index.get(record_key(row.payload, LICENCE_KEY))
+            if found is None:
+                row.outcome = Outcome.FAILED
+                row.message = (
+                    "Halo accepted this licence but it cannot be found there afterwards; "
+                    "the next sync writes it again if it is missing."
+                )
+            else:
+                row.licence_id = found.get("id")
+
+    def _write_batch(self, batch, unknown):
         """Write one array; answers the rows to retry later (transient failures)."""
         try:
-            saved = self.client.upsert_licences([row.payload for row in batch])
+            saved = self.client.upsert_licences(
+                [row.payload for row in batch], find_later=True
+            )
         except HaloError as error:
             if error.transient:
                 for row in batch:
@@ -312,7 +350,9 @@ class Runner:
             if error.status in RECORD_ERRORS and len(batch) > 1 and self.splits_left:
                 self.splits_left -= 1
                 half = len(batch) // 2
-                return self._write_batch(batch[:half]) + self._write_batch(batch[half:])
+                return self._write_batch(batch[:half], unknown) + self._write_batch(
+                    batch[half:], unknown
+                )
             message = str(error)
             if len(batch) > 1:
                 message += (
@@ -325,16 +365,14 @@ class Runner:
             return []
         for row, record in zip(batch, saved, strict=True):
             row.outcome = Outcome.DONE
-            row.licence_id = (record or {}).get("id") or row.licence_id
+            if record is None and not row.licence_id:
+                unknown.append(row)  # created; Halo's answer did not say its id
+            else:
+                row.licence_id = (record or {}).get("id") or row.licence_id
         return []
 
-    def _replan(self, rows):
-        """Plan `rows` again from their clients' licences as Halo has them now."""
-        licences = [
-            licence
-            for client_id in sorted({row.pair.client_id for row in rows})
-            for licence in self.client.list_licences(client_id=client_id, includeinactive=True)
-        ]
+    def _replan(self, rows, licences):
+        """Plan `rows` again from their clients' `licences` as Halo has them now."""
         policies = {row.licence_id: row.policy for row in rows if row.licence_id}
         fresh = {
             id(row.pair): row

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import re
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -49,6 +49,11 @@ from integrations.halo.tokens import Masked, TokenCache
 
 logger = logging.getLogger("integrations.halo")
 
+#: A licence's natural key: one per client and vendor SKU.
+LICENCE_KEY = ("client_id", "vendor_product_sku")
+#: `find` reads filtered (one read per distinct filter value) up to this many values; past
+#: it, one paged read of the whole list is cheaper.
+FILTERED_READS_AT_MOST = 3
 #: How long Halo's list of currencies is trusted (it changes when an admin adds one).
 CURRENCY_TTL = 6 * 3600
 
@@ -165,7 +170,9 @@ class HaloClient:
             seen_ids |= ids
             yield from rows
             count += len(rows)
-            if len(rows) < size or (total is not None and count >= total):
+            # Trust Halo's total when it gives one: a Halo that caps page_size below what
+            # was asked answers short pages that are not the last.
+            if not rows or (count >= total if total is not None else len(rows) < size):
                 return
             page += 1
 
@@ -268,7 +275,7 @@ class HaloClient:
 
     # -- writing -------------------------------------------------------------------------
 
-    def upsert(self, resource, records, natural_key=None, batch_size=None):
+    def upsert(self, resource, records, natural_key=None, batch_size=None, find_later=False):
         """Create (no `id`) or update (with `id`) records; answers the saved records in
         the order given. POSTs arrays of `batch_size` (default `HALO_BATCH_SIZE`).
 
@@ -276,13 +283,18 @@ class HaloClient:
         and vendor SKU): it lets creates be retried safely and their ids be learned when
         Halo does not echo every saved record. Updates Halo does not echo are answered as
         sent, plus their id.
+
+        `find_later`: for a caller writing many batches, who looks records up once with
+        `find` at the end instead of after each batch. Creates Halo saved without echoing
+        them are answered as None, and a create batch whose answer was lost raises its
+        (transient, ambiguous) error without re-reading or re-sending.
         """
         records = list(records)
         size = batch_size or settings.HALO_BATCH_SIZE
         saved = []
         for start in range(0, len(records), size):
             saved += self._save_batch(
-                RESOURCES[resource], records[start : start + size], natural_key
+                RESOURCES[resource], records[start : start + size], natural_key, find_later
             )
         return saved
 
@@ -293,9 +305,13 @@ class HaloClient:
         return self.upsert("Item", records, natural_key, batch_size)
 
     def upsert_licences(
-        self, records, natural_key=("client_id", "vendor_product_sku"), batch_size=None
+        self,
+        records,
+        natural_key=LICENCE_KEY,
+        batch_size=None,
+        find_later=False,
     ):
-        return self.upsert("SoftwareLicence", records, natural_key, batch_size)
+        return self.upsert("SoftwareLicence", records, natural_key, batch_size, find_later)
 
     def upsert_invoices(self, records, natural_key=None, batch_size=None):
         return self.upsert("Invoice", records, natural_key, batch_size)
@@ -345,7 +361,38 @@ class HaloClient:
 
     # -- upsert internals ----------------------------------------------------------------
 
-    def _save_batch(self, res, batch, natural_key):
+    def read_where(self, resource, narrowings):
+        """Every record (inactive ones too) matching any of `narrowings` (each a dict of
+        list filters, e.g. `{"client_id": 12}`), in one planned read: one filtered read
+        each when they are few, else one paged read of the whole list (pages of
+        `HALO_LOOKUP_PAGE_SIZE`) filtered here. Never one read per record or per batch."""
+        res = RESOURCES[resource]
+        narrowings = list({tuple(sorted(n.items())): n for n in narrowings}.values())
+        base = {"includeinactive": True} if res.inactive else {}
+        if narrowings and all(narrowings) and len(narrowings) <= FILTERED_READS_AT_MOST:
+            for narrowing in narrowings:
+                yield from self.list(res.path, **base, **narrowing)
+            return
+        wanted = {tuple(sorted((f, str(v)) for f, v in n.items())) for n in narrowings}
+        paging = {"page_size": settings.HALO_LOOKUP_PAGE_SIZE} if res.paged else {}
+        for row in self.list(res.path, **base, **paging):
+            fields = {f for narrowing in wanted for f, _ in narrowing}
+            have = {(f, str(row.get(f))) for f in fields}
+            if not narrowings or any(set(narrowing) <= have for narrowing in wanted):
+                yield row
+
+    def find(self, resource, records, natural_key):
+        """The Halo record matching each of `records` by `natural_key`, or None (one
+        `read_where` narrowed by the key's fields Halo can filter on)."""
+        res = RESOURCES[resource]
+        narrowings = [
+            {f: v for f in natural_key if f in res.filters and (v := _field(record, f))}
+            for record in records
+        ]
+        index = {record_key(row, natural_key): row for row in self.read_where(resource, narrowings)}
+        return [index.get(record_key(record, natural_key)) for record in records]
+
+    def _save_batch(self, res, batch, natural_key, find_later=False):
         saved = [None] * len(batch)
         pending = list(range(len(batch)))
         retry = self._retry()
@@ -362,7 +409,7 @@ class HaloClient:
                     replay_safe=not creates,
                 )
             except HaloError as error:
-                if not (error.ambiguous and creates):
+                if not (error.ambiguous and creates) or find_later:
                     raise
                 if not all(_has_key(batch[i], natural_key) for i in creates):
                     raise error.note(
@@ -372,18 +419,18 @@ class HaloClient:
                 # A request Halo did not answer in time may still be working: give it as
                 # long again before looking, so a late create is seen rather than repeated.
                 self.stats.waited += retry.pause(getattr(error, "settle", 0.0), error)
-                found = self._find(res, [batch[i] for i in creates], natural_key)
+                found = self.find(res.path, [batch[i] for i in creates], natural_key)
                 for i, record in zip(creates, found, strict=True):
                     saved[i] = record
                 pending = [i for i in pending if saved[i] is None]
                 if pending:
                     self._backoff(retry, error)
                 continue
-            self._match(res, batch, pending, body, natural_key, saved)
+            self._match(res, batch, pending, body, natural_key, saved, find_later)
             pending = []
         return saved
 
-    def _match(self, res, batch, pending, body, natural_key, saved):
+    def _match(self, res, batch, pending, body, natural_key, saved, find_later=False):
         """Pair Halo's answer with what was sent: in order, or the last object only."""
         returned = body if isinstance(body, list) else [body] if isinstance(body, dict) else []
         if len(returned) == len(pending):
@@ -405,9 +452,10 @@ class HaloClient:
                 saved[i] = {str(k).lower(): v for k, v in batch[i].items()}
         unknown = [i for i in pending if saved[i] is None]
         if unknown and all(_has_key(batch[i], natural_key) for i in unknown):
-            for i, record in zip(
-                unknown, self._find(res, [batch[i] for i in unknown], natural_key), strict=True
-            ):
+            if find_later:
+                return  # the caller looks them up once, with find()
+            found = self.find(res.path, [batch[i] for i in unknown], natural_key)
+            for i, record in zip(unknown, found, strict=True):
                 saved[i] = record
         if missing := [i for i in unknown if saved[i] is None]:
             raise HaloUnexpectedResponse(
@@ -417,22 +465,6 @@ class HaloClient:
                 endpoint=f"/{res.path}",
                 attempted=_describe(res, [batch[i] for i in missing]),
             )
-
-    def _find(self, res, records, natural_key):
-        """The Halo record matching each sent record by natural key, or None."""
-        found = [None] * len(records)
-        groups = defaultdict(list)
-        for position, record in enumerate(records):
-            narrowing = tuple((f, _field(record, f)) for f in natural_key if f in res.filters)
-            groups[narrowing].append(position)
-        for narrowing, positions in groups.items():
-            filters = {f: v for f, v in narrowing if v not in (None, "")}
-            if res.inactive:
-                filters["includeinactive"] = True
-            index = {_key(row, natural_key): row for row in self.list(res.path, **filters)}
-            for position in positions:
-                found[position] = index.get(_key(records[position], natural_key))
-        return found
 
     # -- HTTP ----------------------------------------------------------------------------
 
@@ -678,7 +710,8 @@ def _has_key(record, natural_key):
     return bool(natural_key) and all(_field(record, f) not in (None, "") for f in natural_key)
 
 
-def _key(record, natural_key):
+def record_key(record, natural_key):
+    """A record's natural key, compared the way Halo matches text (trimmed, any case)."""
     return tuple(str(_field(record, name)).strip().casefold() for name in natural_key)
 
 

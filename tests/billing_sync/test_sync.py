@@ -313,11 +313,11 @@ def test_killed_run_is_taken_over_later_and_converges(mapped, monkeypatch):
     real_write = runner.Runner._write_batch
     written = []
 
-    def dies_after_two(self, batch):
+    def dies_after_two(self, batch, unknown):
         if len(written) == 2:
             raise Killed
         written.append(batch)
-        return real_write(self, batch)
+        return real_write(self, batch, unknown)
 
     monkeypatch.setattr(runner.Runner, "_write_batch", dies_after_two)
     with pytest.raises(Killed):
@@ -369,7 +369,7 @@ def test_many_refused_licences_stay_inside_the_rate_budget(mapped, monkeypatch):
     monkeypatch.setattr(runner, "BATCH", 10)
     monkeypatch.setattr(runner, "MAX_SPLITS", 3)
     real_payload = engine.create_payload
-    monkeypatch.setattr(engine, "create_payload", lambda pair: real_payload(pair) | {"count": "x"})
+    monkeypatch.setattr(engine, "create_payload", lambda pair: real_payload(pair) | {"client_id": 999_999})
     run = mapped.sync()
     assert run.counts == {Outcome.FAILED: 40}
     # 4 arrays, 3 splits of 2 more requests each: 10 POSTs, not one per licence.
@@ -390,3 +390,39 @@ def test_missing_write_permission_stops_the_run_with_what_to_do(mapped, sim):
     assert run.halo_calls["POST /SoftwareLicence"] == 1  # not once per array or licence
     assert run.counts == {Outcome.FAILED: 40}
     assert run.results.first().message.startswith("Not written: Halo denied permission")
+
+
+def licence_reads(mapped):
+    return mapped.sim.control.requests()["by_endpoint"].get("GET /SoftwareLicence", 0)
+
+
+def test_halo_answering_only_the_last_record_costs_one_read_per_run(mapped, monkeypatch):
+    """halo-api.md §3 variant: a many-record POST answered with the last record only. The
+    ids of the others are learned from one read after every array, not per array or client."""
+    monkeypatch.setattr(runner, "BATCH", 10)
+    mapped.sim.control.variants(post_response="last")
+    run = mapped.sync()
+    assert run.status == Status.SUCCEEDED, run.error
+    assert mapped.halo_counts() == mapped.wanted()
+    assert run.halo_calls["POST /SoftwareLicence"] == 4
+    assert licence_reads(mapped) == 2  # planning, then one read for every unknown id
+    ours = {r["id"] for r in mapped.licences() if r.get("vendor_product_sku")}
+    results = run.results.filter(action=Action.CREATE)
+    assert results.count() == 40
+    assert {r.licence_id for r in results} == ours
+
+
+def test_lost_answers_to_create_arrays_are_settled_by_one_read(mapped, monkeypatch):
+    """Two create arrays whose answer is lost (Halo created them) and one answered 500
+    (it did not): one read settles all three, and only the one that did not land is sent
+    again. No per-client re-reads, no duplicates."""
+    monkeypatch.setattr(runner, "BATCH", 10)
+    control = mapped.sim.control
+    control.add_fault(kind="drop_after", path="SoftwareLicence", method="POST", times=2)
+    control.add_fault(kind="500", path="SoftwareLicence", method="POST", after=1)
+    run = mapped.sync()
+    assert run.status == Status.SUCCEEDED, run.error
+    assert mapped.halo_counts() == mapped.wanted()  # one licence per pair
+    assert run.halo_calls["POST /SoftwareLicence"] == 4 + 1  # the 500's array, once more
+    assert licence_reads(mapped) == 2  # planning, then one read to settle
+    assert all(r.licence_id for r in run.results.filter(action=Action.CREATE))

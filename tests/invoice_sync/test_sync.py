@@ -160,6 +160,30 @@ def test_fetch_new_picks_up_a_changed_invoice_and_a_new_client(sim, tenant):
     assert run.invoices_created == 0 and run.invoices_updated >= 1
 
 
+def test_fetch_new_at_500_clients_reads_only_the_clients_changed_since(sim, tenant):
+    """Halo's clients carry no last_modified: the cursor is when the last complete read
+    began by Halo's clock, and the next read asks lastupdatefromdate from just before it."""
+    sim.control.generate(clients=500)
+    sim.control.move_clock(hours=1)  # they were created well before the first read
+    sync(tenant, "initial")
+    state = SyncState.objects.get(tenant=tenant)
+    assert state.clients_cursor is not None
+    assert all("last_modified" not in c for c in sim.session().get(
+        f"{sim.api_url}/Client", params={"count": 5}, timeout=10).json()["clients"])  # fmt: skip
+    sim.control.move_clock(minutes=30)  # within the token's hour
+    [client] = sim.control.records("Client", {"name": "Renamed at Halo", "id": 7})
+    sim.control.clear_requests()
+
+    run = sync(tenant, "new")
+
+    assert Customer.objects.get(halo_id=client["id"]).name == "Renamed at Halo"
+    assert requests_to(sim, "GET /Client") == 1  # one page of changed clients, not 6
+    assert sim.control.requests()["total"] <= 3
+    assert run.status == "ok"
+    moved = SyncState.objects.get(tenant=tenant).clients_cursor
+    assert moved >= state.clients_cursor + timedelta(minutes=30)  # by Halo's clock
+
+
 def test_fetch_new_overlap_catches_a_write_committed_late(sim, tenant):
     """Halo stamps a record with a time just before the newest one already read."""
     sync(tenant, "initial")
