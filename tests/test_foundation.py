@@ -230,7 +230,9 @@ def test_migrate_alone_gives_a_working_cache(tmp_path):
     }
     migrated = run_manage("migrate", "--noinput", **env)
     assert migrated.returncode == 0, migrated.stderr
-    probe = "from django.core.cache import cache; cache.set('probe', 'kept'); print(cache.get('probe'))"
+    probe = (
+        "from django.core.cache import cache; cache.set('probe', 'kept'); print(cache.get('probe'))"
+    )
     used = run_manage("shell", "-c", probe, **env)
     assert used.returncode == 0, used.stderr
     assert used.stdout.strip().splitlines()[-1] == "kept"

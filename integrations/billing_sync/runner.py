@@ -337,9 +337,7 @@ class Runner:
     def _write_batch(self, batch, unknown):
         """Write one array; answers the rows to retry later (transient failures)."""
         try:
-            saved = self.client.upsert_licences(
-                [row.payload for row in batch], find_later=True
-            )
+            saved = self.client.upsert_licences([row.payload for row in batch], find_later=True)
         except HaloError as error:
             if error.transient:
                 for row in batch:

@@ -369,7 +369,9 @@ def test_many_refused_licences_stay_inside_the_rate_budget(mapped, monkeypatch):
     monkeypatch.setattr(runner, "BATCH", 10)
     monkeypatch.setattr(runner, "MAX_SPLITS", 3)
     real_payload = engine.create_payload
-    monkeypatch.setattr(engine, "create_payload", lambda pair: real_payload(pair) | {"client_id": 999_999})
+    monkeypatch.setattr(
+        engine, "create_payload", lambda pair: real_payload(pair) | {"client_id": 999_999}
+    )
     run = mapped.sync()
     assert run.counts == {Outcome.FAILED: 40}
     # 4 arrays, 3 splits of 2 more requests each: 10 POSTs, not one per licence.

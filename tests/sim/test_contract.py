@@ -57,7 +57,12 @@ def test_unknown_query_names_are_ignored_as_halo_does_and_recorded(sim, api):
     """/Attachment has no paging in the document: Halo answers every attachment."""
     invoice = api.post(f"{sim.api_url}/Invoice", json=[{"client_id": 2}]).json()
     for name in ("a.pdf", "b.pdf", "c.pdf"):
-        record = {"filename": name, "data_base64": "JVBERg==", "type": 3, "unique_id": invoice["id"]}
+        record = {
+            "filename": name,
+            "data_base64": "JVBERg==",
+            "type": 3,
+            "unique_id": invoice["id"],
+        }
         assert api.post(f"{sim.api_url}/Attachment", json=[record]).status_code == 201
     sim.control.take_departures()
     reply = api.get(
@@ -76,9 +81,7 @@ def test_unknown_query_names_are_ignored_as_halo_does_and_recorded(sim, api):
 
 def test_unknown_body_fields_are_ignored_not_stored(sim, api):
     sim.control.take_departures()
-    reply = api.post(
-        f"{sim.api_url}/Client", json=[{"name": "Globex", "favourite_colour": "teal"}]
-    )
+    reply = api.post(f"{sim.api_url}/Client", json=[{"name": "Globex", "favourite_colour": "teal"}])
     assert reply.status_code == 201
     assert "favourite_colour" not in reply.json()
     stored = next(c for c in sim.control.state("Client") if c["name"] == "Globex")
