@@ -6,6 +6,7 @@ are reported by the system checks in `portal.checks` (ids `portal.E001`...), so 
 misconfigured deployment refuses to start instead of running with insecure defaults.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -43,8 +44,11 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Redoc served from static files, not a CDN
+    "csp",
     "django_q",
     "portal",
     "integrations",
@@ -57,6 +61,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "portal.security.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -64,6 +69,8 @@ MIDDLEWARE = [
     "portal.access.ActiveTenantMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a login refused by axes' backend into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -137,6 +144,34 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# --- Login and password-reset limits (portal.login_limits) ---------------------------------
+# django-axes' backend first: it refuses a locked-out login before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_URL = "admin:login"
+# Wrong passwords for one username from one client address before that pair is locked out,
+# and for how long (a failure while locked out starts the wait again). Locking the pair,
+# not the username, means an attacker cannot lock a user out from everywhere.
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The client address as pay-link throttling sees it: X-Forwarded-For only behind
+# PAYMENTS_PROXIES trusted proxies.
+AXES_CLIENT_IP_CALLABLE = "portal.login_limits.client_address"
+AXES_LOCKOUT_CALLABLE = "portal.login_limits.lockout_response"
+# Attempts are not tenant data: no admin for them (unlock with `manage.py axes_reset_username`
+# or wait for the cool-off), and no log of every successful login.
+AXES_ENABLE_ADMIN = False
+AXES_DISABLE_ACCESS_LOG = True
+# Password-reset mails (DRF rate syntax; empty: unlimited): per address typed, and requests
+# per client address. Over a limit nothing is sent and the page says what it always says.
+PASSWORD_RESET_EMAIL_RATE = env.str("PASSWORD_RESET_EMAIL_RATE", default="3/hour")
+PASSWORD_RESET_IP_RATE = env.str("PASSWORD_RESET_IP_RATE", default="20/hour")
+# --- end login limits ------------------------------------------------------------------------
+
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
@@ -154,16 +189,45 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
-SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+# HTTPS only in production: plain HTTP is redirected (except /healthz, which load
+# balancers probe over HTTP) and browsers are told to use HTTPS for a year (HSTS).
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
+# Behind a proxy that terminates TLS: the header it sets to "https" (e.g. X-Forwarded-Proto;
+# the proxy must overwrite what clients send). Unset: no header is trusted, since a client
+# could send it to pass plain HTTP off as HTTPS.
+if _proxy_ssl_header := env.str("SECURE_PROXY_SSL_HEADER", default=""):
+    _meta_name = _proxy_ssl_header.strip().upper().replace("-", "_").removeprefix("HTTP_")
+    SECURE_PROXY_SSL_HEADER = (f"HTTP_{_meta_name}", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+
+# Content-Security-Policy (django-csp, portal.security.CSPMiddleware) on every page but PDFs:
+# scripts only from the portal's static files (no inline script, no other site). Styles may
+# be inline: the admin's templates and list columns use style attributes. Pay pages send
+# their own stricter policy (billing.payments.views), which this one leaves in place.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": [],
+    # Deny by default: with no authentication classes nobody is authenticated, so a view
+    # is open only when it declares its own permission_classes (public ones say AllowAny).
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "portal.api.exception_handler",
 }
@@ -172,6 +236,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Usage input, invoice PDFs for Halo, and Halo webhook deliveries.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its docs describe the public APIs and hold no tenant data.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Seconds since the last worker heartbeat after which /healthz reports the worker down.

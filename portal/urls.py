@@ -1,10 +1,9 @@
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
-from portal import views
+from portal import login_limits, views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
@@ -14,12 +13,29 @@ urlpatterns = [
     path("api/v1/", include("integrations.billing_sync.urls")),
     path("api/v1/", include("integrations.invoice_sync.urls")),
     path("api/v1/", include("billing.invoicing.urls")),
+    # Password-reset mail is capped (portal.login_limits); logins go through axes' backend.
     path(
         "admin/password_reset/",
-        auth_views.PasswordResetView.as_view(),
+        login_limits.PasswordResetView.as_view(),
         name="admin_password_reset",
     ),
     path("admin/", admin.site.urls),
+    # The admin's login is the one login page (this one had no template of its own).
+    path(
+        "accounts/login/",
+        RedirectView.as_view(pattern_name="admin:login", query_string=True),
+        name="login",
+    ),
+    path(
+        "accounts/password_reset/",
+        login_limits.PasswordResetView.as_view(),
+        name="password_reset",
+    ),
+    path(
+        "accounts/reset/<uidb64>/<token>/",
+        login_limits.PasswordResetConfirmView.as_view(),
+        name="password_reset_confirm",
+    ),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("billing.payments.urls")),
 ]
