@@ -157,6 +157,8 @@ LOGIN_URL = "admin:login"
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_COOLOFF_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# The login forms' field (axes' default is a lazy object, which DEBUG error pages choke on).
+AXES_USERNAME_FORM_FIELD = "username"
 AXES_RESET_ON_SUCCESS = True
 # The client address as pay-link throttling sees it: X-Forwarded-For only behind
 # PAYMENTS_PROXIES trusted proxies.
@@ -239,6 +241,7 @@ SPECTACULAR_SETTINGS = {
     # The schema and its docs describe the public APIs and hold no tenant data.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "REDOC_DIST": "SIDECAR",
+    "PREPROCESSING_HOOKS": ["portal.api.api_paths_only"],
 }
 
 # Seconds since the last worker heartbeat after which /healthz reports the worker down.
