@@ -99,6 +99,15 @@ def _simulator_on_loopback(settings):
     settings.HALO_ALLOW_PRIVATE_ADDRESSES = True
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _plain_http():
+    """Production settings (DEBUG off) redirect HTTP to HTTPS; the test client and the live
+    server speak HTTP (tests/test_deploy_settings.py checks the redirect). For the session,
+    before the live server builds its middleware."""
+    with override_settings(SECURE_SSL_REDIRECT=False):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _fresh_cache(request):
     """Tokens and rate budgets live in the cache: no test may see another's.
