@@ -4,7 +4,11 @@
 
 Prints, for a first sync, an unchanged re-sync and a 10%-changed sync: Halo requests, wall
 time and the process's peak memory; then a naive one-request-per-pair baseline (the first
-sync's pairs, one POST each) and the ratio. The simulator runs in its own process with the
+sync's pairs, one POST each) and the ratio. Then two more first syncs, each of a fresh
+tenant on a fresh Halo, beside the normal one: Halo answering every many-record POST with
+the last record only (a variant halo-api.md lists), and Halo failing 10% of calls with 500
+plus losing the answer to every tenth licence POST (created, never answered), at the real
+rate limit. The simulator runs in its own process with the
 real rate limit (300 per 5 minutes), so the peak memory is the portal's and the three syncs
 must fit in one rate-limit window. A temporary SQLite database is used.
 """
@@ -71,12 +75,12 @@ def start_simulator():
     return process, base_url
 
 
-def build_tenant(control, base_url, organisations):
+def build_tenant(control, base_url, organisations, slug="bench"):
     control.generate(clients=organisations)
     control.records(
         "Item", [{"name": f"Item {sku}", "supplier_part_code": sku} for sku in PRODUCTS]
     )
-    tenant = Tenant.objects.create(name="Bench MSP", slug="bench")
+    tenant = Tenant.objects.create(name=f"Bench MSP {slug}", slug=slug)
     connection = HaloConnection(
         tenant=tenant,
         auth_url=f"{base_url}/auth",
@@ -132,6 +136,39 @@ def measure(label, tenant):
         "peak_mb": peak_mb(),
         "summary": run.summary(),
     }
+
+
+def portal_licences(control):
+    licences = [r for r in control.state("SoftwareLicence") if not r.get("_deleted")]
+    return [r for r in licences if engine.owned_sku(r) is not None]
+
+
+def one_per_pair(licences, pairs):
+    keys = {(r["client_id"], engine.owned_sku(r)) for r in licences}
+    return len(licences) == len(keys) == pairs
+
+
+def first_sync_with(control, base_url, organisations, label, slug, config=(), faults=()):
+    """A first sync of a fresh tenant on a fresh (empty) Halo that misbehaves as told."""
+    control.reset("empty")
+    tenant, _ = build_tenant(control, base_url, organisations, slug)
+    control.clear_requests()
+    if config:
+        control.config(**dict(config))
+    for fault in faults:
+        control.add_fault(**fault)
+    row = measure(label, tenant)
+    control.config(fault_rate=0)
+    control.clear_faults()
+    return row, portal_licences(control)
+
+
+def every_tenth_lost(posts):
+    """Fault rules losing the answer to every tenth licence POST (Halo saved it)."""
+    return [
+        {"kind": "drop_after", "path": "SoftwareLicence", "method": "POST", "after": 9}
+        for _ in range(posts // 10)
+    ]
 
 
 def change_ten_percent(tenant):
@@ -192,6 +229,18 @@ def main():
         control.config(rate_limit="off")
         sample = min(args.baseline_pairs or pairs, pairs)
         naive_requests, naive_seconds = naive_baseline(tenant, connection, sample)
+        control.config(rate_limit="300/300")
+        last_only, last_only_licences = first_sync_with(
+            control, base_url, args.organisations, "first sync, last record only", "bench-last",
+            config={"variants": {"post_response": "last"}},
+        )  # fmt: skip
+        posts = -(-pairs // 100)
+        with override_settings(HALO_BACKOFF_BASE=0.5, HALO_BACKOFF_CAP=2):
+            faulty, faulty_licences = first_sync_with(
+                control, base_url, args.organisations, "first sync, 10% 500 + 10% lost",
+                "bench-faults", config={"fault_rate": 0.1}, faults=every_tenth_lost(posts),
+            )  # fmt: skip
+        statuses = control.requests()["by_status"]
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -211,6 +260,17 @@ def main():
         f"{'naive baseline, first sync':<30}{baseline:>9}{0:>7}{baseline:>8}"
         f"{naive_seconds * scale:>9.2f}{'':>9}   one POST per pair{note}"
     )
+    for r in (last_only, faulty):
+        print(
+            f"{r['scenario']:<30}{r['requests']:>9}{r['reads']:>7}{r['writes']:>8}"
+            f"{r['seconds']:>9.2f}{r['peak_mb']:>9.0f}   {r['status']}: {r['summary']}"
+        )
+    failed_calls = statuses.get("500", 0) + statuses.get("dropped", 0)
+    extra = faulty["requests"] - rows[0]["requests"]
+    print(
+        f"\nunder faults: {failed_calls} calls failed (500 or answer lost), "
+        f"{extra} requests more than the normal first sync"
+    )
     first = rows[0]
     ratio = baseline / first["requests"]
     print(f"\nfirst sync: {ratio:.0f}× fewer Halo requests than the baseline")
@@ -226,6 +286,11 @@ def main():
         ("every sync under 10 s", all(r["seconds"] < 10 for r in rows)),
         ("peak memory under 300 MB", max(r["peak_mb"] for r in rows) < 300),
         ("exactly one portal licence per pair", len(owned) == len(keys) == pairs),
+        ("last-record-only first sync within 75 requests", last_only["requests"] <= 75),
+        ("last-record-only: one licence per pair", one_per_pair(last_only_licences, pairs)),
+        ("under faults, the first sync finishes in one run", faulty["status"] == "Succeeded"),
+        ("under faults, at most 2 extra requests per failed call", extra <= 2 * failed_calls),
+        ("under faults: one licence per pair", one_per_pair(faulty_licences, pairs)),
     ]
     for text, ok in checks:
         print(f"  {'PASS' if ok else 'FAIL'}  {text}")

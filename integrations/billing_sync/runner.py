@@ -6,6 +6,7 @@ itself, so a run killed halfway is completed by the next one, which plans afresh
 """
 
 import logging
+import time
 from collections import Counter
 
 from django.conf import settings
@@ -37,6 +38,10 @@ RECORD_ERRORS = (400, 404, 409, 422)
 # Splitting costs requests: when Halo refuses many records (a systematic 400), stop
 # splitting after this many and fail the remaining arrays whole, inside the rate budget.
 MAX_SPLITS = 30
+# Arrays hit by transient failures are settled and written again up to this many times in
+# one run (each round: one read of Halo, then the arrays that did not land).
+RETRY_ROUNDS = 3
+Action = SyncResult.Action
 Outcome = SyncResult.Outcome
 Status = SyncRun.Status
 
@@ -283,27 +288,37 @@ class Runner:
         """Write in arrays. What Halo saved without saying which ids it gave (an answer
         with the last record only) and arrays hit by transient failures (a lost answer
         may still have created) are settled after all arrays, from one read of Halo: the
-        ids are looked up, and the failed arrays are re-planned from it and written once
-        more, so a create that did land is not made twice."""
+        ids are looked up, and the failed arrays are re-planned from it and written again,
+        so a create that did land is not made twice. Up to `RETRY_ROUNDS` such rounds."""
         self.run.beat(phase="Writing to Halo", done=0, total=len(rows))
         unknown = []
         again = self._write_all(rows, unknown)
-        if not (again or unknown):
-            return
-        self.run.beat(phase=f"Checking {len(again) + len(unknown)} licences in Halo")
-        licences = self._licences_of({row.pair.client_id for row in again + unknown})
-        self._identify(unknown, licences)
-        if not again:
-            return
-        self.run.beat(phase=f"Retrying {len(again)} licences")
-        unknown = []
-        replanned = self._replan(again, licences)
-        failed = self._write_all([r for r in replanned if r.writes and not r.outcome], unknown)
-        for row in failed:
+        for attempt in range(RETRY_ROUNDS + 1):
+            if not (again or unknown):
+                return
+            if again:
+                self._pause_before_looking(again, attempt)
+            self.run.beat(phase=f"Checking {len(again) + len(unknown)} licences in Halo")
+            licences = self._licences_of({row.pair.client_id for row in again + unknown})
+            self._identify(unknown, licences)
+            unknown = []
+            if not again:
+                return
+            if attempt == RETRY_ROUNDS:
+                break
+            self.run.beat(phase=f"Retrying {len(again)} licences")
+            replanned = self._replan(again, licences)
+            again = self._write_all([r for r in replanned if r.writes and not r.outcome], unknown)
+        for row in again:
             row.outcome = Outcome.FAILED
             row.message = f"Not written, even after retrying: {row.error}"
-        if unknown:
-            self._identify(unknown, self._licences_of({row.pair.client_id for row in unknown}))
+
+    def _pause_before_looking(self, rows, attempt):
+        """Back off before reading Halo after failed arrays; a request Halo did not answer
+        in time may still be working, so give it as long again (its `settle`)."""
+        settle = max((getattr(row.error, "settle", 0.0) or 0.0 for row in rows), default=0.0)
+        backoff = min(settings.HALO_BACKOFF_CAP, settings.HALO_BACKOFF_BASE * 2**attempt)
+        time.sleep(max(settle, backoff))
 
     def _write_all(self, rows, unknown):
         """Write `rows` in arrays; answers the rows to retry (transient failures) and adds
@@ -389,6 +404,12 @@ class Runner:
         for row in rows:
             if replacement := fresh.get(id(row.pair)):
                 replacement.error = row.error
+                if row.action == Action.CREATE and replacement.action == Action.UNCHANGED:
+                    replacement.action = Action.CREATE  # it landed; Halo's answer was lost
+                    replacement.message = (
+                        "Created. Halo's answer was lost; the licence was found in Halo "
+                        "afterwards, so it was not sent again."
+                    )
                 self.rows[position[id(row.pair)]] = replacement
         return list(fresh.values())
 
