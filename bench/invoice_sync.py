@@ -1,7 +1,8 @@
-"""Invoice sync against the Halo simulator: an initial sync of 10,000 invoices, a fetch-new
-with 50 changed, and webhook ingestion over HTTP.
+"""Invoice sync against the Halo simulator: an initial sync of 10,000 invoices of 500
+clients, a fetch-new with 50 invoices and 5 clients changed, and webhook ingestion over HTTP.
 
     .venv/bin/python bench/invoice_sync.py [--invoices 10000] [--changed 50] [--latency-ms 20]
+        [--clients 500] [--changed-clients 5]
         [--postgres postgres://postgres@127.0.0.1:5432/invoice_sync_bench]
         [--redis redis://127.0.0.1:6379/14]
 
@@ -41,6 +42,8 @@ sys.path.insert(0, str(ROOT))
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("--invoices", type=int, default=10_000)
 parser.add_argument("--changed", type=int, default=50)
+parser.add_argument("--clients", type=int, default=500)
+parser.add_argument("--changed-clients", type=int, default=5)
 parser.add_argument("--latency-ms", type=float, default=20.0)
 parser.add_argument("--deliveries", type=int, default=1000)
 parser.add_argument("--senders", type=int, help="concurrent senders (default 2 x workers)")
@@ -90,7 +93,7 @@ from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.urls import reverse  # noqa: E402
 
-from billing.models import AutoPayRule, Invoice  # noqa: E402
+from billing.models import AutoPayRule, Customer, Invoice  # noqa: E402
 from integrations.halo_sim.seed import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TENANT  # noqa: E402
 from integrations.halo_sim.testing import SimControl  # noqa: E402
 from integrations.invoice_sync import webhooks  # noqa: E402
@@ -306,7 +309,7 @@ def main():
     print(f"Database {database}, broker {broker}, Halo latency {OPTIONS.latency_ms:g} ms")
     try:
         control = SimControl(base_url)
-        halo_data(control, OPTIONS.invoices)
+        halo_data(control, OPTIONS.invoices, clients=OPTIONS.clients)
         tenant = tenant_for(base_url)
         page = settings.HALO_PAGE_SIZE
 
@@ -323,10 +326,16 @@ def main():
         control.records(
             "Invoice", [{"id": i.halo_id, "reference": "Changed for the bench"} for i in changed]
         )
+        renamed = list(Customer.objects.filter(tenant=tenant)[: OPTIONS.changed_clients])
+        control.records(
+            "Client", [{"id": c.halo_id, "name": f"{c.name} (renamed)"} for c in renamed]
+        )
         run, halo, by_endpoint, seconds, cpu, memory = timed_run(tenant, "new", control)
         picked = Invoice.objects.filter(reference="Changed for the bench").count()
+        clients = Customer.objects.filter(tenant=tenant, name__endswith="(renamed)").count()
         print(
-            f"Fetch new: {picked} changed invoices picked up in {seconds:.2f} s ({cpu:.2f} s "
+            f"Fetch new: {picked} changed invoices and {clients} changed clients (of "
+            f"{OPTIONS.clients}) picked up in {seconds:.2f} s ({cpu:.2f} s "
             f"portal CPU); {halo} Halo requests (target <= 3: {dict(by_endpoint)}); peak "
             f"Python heap {memory:.1f} MiB"
         )
