@@ -528,7 +528,7 @@ class HaloClient:
         form = {
             "grant_type": "client_credentials",
             "client_id": conn.client_id,
-            "client_secret": conn.secret,
+            "client_secret": conn.secret_for(url),  # only to the host it was entered for
             "scope": conn.scopes or "all",
         }
         params = {"tenant": conn.halo_tenant} if conn.halo_tenant else None

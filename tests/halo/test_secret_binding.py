@@ -133,11 +133,6 @@ def test_form_requires_the_secret_when_the_stored_one_belongs_elsewhere(personas
     assert "was entered for another address" in errors["new_secret"][0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs integrations/halo/client.py's _fetch_token to send "
-    "conn.secret_for(url) instead of conn.secret (owned by another engineer)",
-)
 @responses.activate
 def test_the_halo_client_refuses_to_send_the_secret_to_another_host(db):
     connection = factories.halo_connection(factories.tenant("moved"))
