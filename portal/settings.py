@@ -61,6 +61,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (admin, pay pages) from the app itself, so `migrate` then start is a
+    # whole deployment: no collectstatic, no web server in front required.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "portal.security.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -180,6 +183,10 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+# WhiteNoise serves the apps' static files where they are (found at start, cached for a
+# day); `collectstatic` into STATIC_ROOT is optional, for a CDN or a web server in front.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_MAX_AGE = 86_400
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(DATA_DIR / "media")))
 MEDIA_URL = "/media/"

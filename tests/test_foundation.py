@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
@@ -236,3 +237,51 @@ def test_migrate_alone_gives_a_working_cache(tmp_path):
     used = run_manage("shell", "-c", probe, **env)
     assert used.returncode == 0, used.stderr
     assert used.stdout.strip().splitlines()[-1] == "kept"
+
+
+def test_the_documented_production_steps_serve_the_console(tmp_path):
+    """README's Production: migrate, then gunicorn, nothing else run by hand. Static files
+    (the admin's styles) are served by the app, and the login page renders."""
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'portal.sqlite3'}",
+        "PORTAL_DATA_DIR": str(tmp_path),
+        "REDIS_URL": "",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto",
+    }
+    assert run_manage("migrate", "--noinput", **env).returncode == 0
+    port = _free_port()
+    full_env = {
+        **os.environ,
+        "SECRET_KEY": "x" * 50,
+        "DEBUG": "false",
+        "FIELD_ENCRYPTION_KEY": "ZmDfcTF7_60GrrY167zsiPd67pEvs0aGOv2oasOM1Pg=",
+        **env,
+    }
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    server = subprocess.Popen(
+        [str(gunicorn), "portal.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+        cwd=ROOT,
+        env=full_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        https = {"X-Forwarded-Proto": "https"}
+        seen = []
+        for line in server.stderr:  # wait for gunicorn to say its worker is up
+            seen.append(line.decode(errors="replace"))
+            if "Booting worker" in seen[-1]:
+                break
+        else:
+            pytest.fail("gunicorn did not start:\n" + "".join(seen))
+        health = requests.get(f"{base}/healthz", timeout=30)
+        assert health.status_code in (200, 503)  # 503 only for the worker not yet running
+        css = requests.get(f"{base}/static/admin/css/base.css", headers=https, timeout=10)
+        assert css.status_code == 200 and "text/css" in css.headers["Content-Type"]
+        login = requests.get(f"{base}/admin/login/", headers=https, timeout=10)
+        assert login.status_code == 200 and "/static/admin/css/base.css" in login.text
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
