@@ -74,6 +74,11 @@ def test_invoice_fields_map_from_halo(sim, tenant):
     currencies = {c["id"]: c["code"] for c in halo(sim, "Currency").values()}
     assert isinstance(partly["currency_code"], int)
     assert invoice.currency == currencies[partly["currency_code"]] == "GBP"
+    # Every line keeps the Halo item Halo linked (answered as an Item object).
+    lines = InvoiceLine.objects.filter(invoice__tenant=tenant).exclude(invoice__halo_id=None)
+    assert lines.exists() and not lines.filter(item_halo_id=None).exists()
+    stored = set(lines.filter(invoice=invoice).values_list("item_halo_id", flat=True))
+    assert stored == {line["_item_id"] for line in partly["lines"]}
     usd = [r for r in halo(sim, "Invoice").values() if currencies[r["currency_code"]] == "USD"]
     assert usd, "the demo seed has dollar invoices"
     assert {i.currency for i in Invoice.objects.filter(halo_id__in=[r["id"] for r in usd])} == {
