@@ -1,9 +1,9 @@
 """Bearer tokens of a connection, shared by every worker process through Django's cache.
 
-The cache key holds the connection id and a hash of everything that decides the token
-(URLs, tenant, client id, secret, scopes): editing the connection starts afresh, and the
-key never contains the secret. The token itself is stored encrypted (`portal.crypto`),
-since the default cache is a database table.
+The cache key holds the connection id and a hash of everything that decides the token or
+where it is sent (both URLs, tenant, client id, secret, scopes): editing the connection
+starts afresh, and the key never contains the secret. The token itself is stored
+encrypted (`portal.crypto`), since the default cache is a database table.
 """
 
 import hashlib
@@ -41,6 +41,7 @@ class TokenCache:
     def __init__(self, connection):
         parts = (
             connection.auth_url,
+            connection.resource_url,  # where the token goes: a move starts afresh
             connection.halo_tenant,
             connection.client_id,
             connection.secret,

@@ -41,6 +41,14 @@ def test_token_fetched_once_and_shared_through_the_cache(sim, connection):
     assert sim_count(sim, "POST /auth/token") == 1
 
 
+def test_a_token_is_never_sent_to_a_resource_server_it_was_not_fetched_for(connection):
+    from integrations.halo.tokens import TokenCache
+
+    before = TokenCache(connection).key
+    connection.resource_url = "https://elsewhere.example/api"
+    assert TokenCache(connection).key != before  # a cached token is not reused there
+
+
 def test_token_refreshed_a_minute_before_expiry(sim, connection):
     sim.control.config(token_lifetime=61)  # fresh for one second only
     halo = connection.client()
