@@ -239,6 +239,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "portal.api.exception_handler",
+    # JSON no database stores (NULs, lone surrogates, deep nesting) is a 400, in every API.
+    "DEFAULT_PARSER_CLASSES": [
+        "portal.api.StrictJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Halo Partner Portal API",

@@ -67,3 +67,19 @@ def test_every_api_view_declares_who_may_call_it(route, cls):
     permissions = cls().get_permissions()
     assert permissions, f"{route}: {cls.__name__} has no permission classes"
     assert not any(isinstance(p, AllowAny) for p in permissions), route
+
+
+def test_a_view_that_says_nothing_parses_json_strictly():
+    """JSON no database stores answers 400 in any API, not only the ones that remember."""
+
+    class Forgotten(APIView):
+        permission_classes = [AllowAny]
+
+        def post(self, request):
+            return Response({"got": request.data})
+
+    request = RequestFactory().post(
+        "/api/v1/forgotten", data=b'{"name": "nul \\u0000"}', content_type="application/json"
+    )
+    response = Forgotten.as_view()(request)
+    assert response.status_code == 400
