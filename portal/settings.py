@@ -241,7 +241,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "portal.api.exception_handler",
     # JSON no database stores (NULs, lone surrogates, deep nesting) is a 400, in every API.
     "DEFAULT_PARSER_CLASSES": [
-        "portal.api.StrictJSONParser",
+        "portal.input_checks.StrictJSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],

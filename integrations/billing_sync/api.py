@@ -13,14 +13,8 @@ from integrations.billing_sync.serializers import (
     UsageResponseSerializer,
     validate_usage,
 )
-from portal.api import (
-    HasTenantToken,
-    StrictJSONParser,
-    TenantTokenAuthentication,
-    TokenRateThrottle,
-    TokenScheme,
-    header_text,
-)
+from portal.api import HasTenantToken, TenantTokenAuthentication, TokenRateThrottle, TokenScheme
+from portal.input_checks import StrictJSONParser, header_text
 from portal.models import ApiToken
 
 

@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 
 from integrations.invoice_sync import tasks
 from integrations.invoice_sync.models import InvoiceSyncSettings, WebhookDelivery
-from portal.api import InvalidInput, parse_json
+from portal.input_checks import InvalidInput, parse_json
 
 
 def _basic_credentials(request):
@@ -49,7 +49,7 @@ class HaloWebhookAuthentication(BaseAuthentication):
 
 def _parse(body):
     """The delivery as a dict with an id; `InvalidInput` (400) saying what is wrong with
-    anything else, including text no database stores (`portal.api.parse_json`)."""
+    anything else, including text no database stores (`portal.input_checks.parse_json`)."""
     payload = parse_json(body)
     if not isinstance(payload, dict) or payload.get("id") in (None, "", 0):
         raise InvalidInput("Expected a Halo webhook delivery: JSON with an id.")

@@ -24,7 +24,7 @@ from billing.payments.processors.base import (
     SavedMethod,
     WebhookEvent,
 )
-from portal.api import InvalidInput, parse_json
+from portal.input_checks import InvalidInput, parse_json
 
 UNREACHABLE = "We could not reach the card processor. Nothing was charged: try again shortly."
 
@@ -220,7 +220,7 @@ KEPT_BODY = 20_000
 
 def read_event(body):
     """The `WebhookEvent` in a verified body. Raises `MalformedWebhook` saying what is wrong
-    when it is not JSON any database stores (`portal.api.parse_json`), or lacks the shape
+    when it is not JSON any database stores (`portal.input_checks.parse_json`), or lacks the shape
     of a Stripe event in any part the portal reads."""
     try:
         payload = parse_json(body)
