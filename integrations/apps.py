@@ -7,4 +7,4 @@ class IntegrationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from integrations import demo, health  # noqa: F401  (registers the demo step and health row)
+        from integrations import health  # noqa: F401  (registers the health row)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.core.files.base import ContentFile
+from django.utils.module_loading import autodiscover_modules
 
 from portal.models import Organisation, Product, Tenant
 
@@ -48,6 +49,10 @@ def register(func):
 
 
 def steps():
+    """Every app's demo steps, in INSTALLED_APPS order. The apps' `demo` modules (which may
+    use the Halo simulator's seed) are imported here, by the demo command, never at start-up:
+    the running portal does not import the simulator."""
+    autodiscover_modules("demo")
     return list(_steps)
 
 

@@ -285,3 +285,19 @@ def test_the_documented_production_steps_serve_the_console(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_the_running_portal_does_not_import_the_simulator():
+    """Only the simulator's own command, the demo command and tests import it."""
+    probe = (
+        "import sys; from portal.wsgi import application; from django.urls import get_resolver; "
+        "get_resolver().url_patterns; "
+        "print(sorted(m for m in sys.modules if m.startswith('integrations.halo_sim')))"
+    )
+    env = {**os.environ, "DEBUG": "true", "SECRET_KEY": "x" * 50, "FIELD_ENCRYPTION_KEY": ""}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -8,4 +8,4 @@ class InvoicingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from billing.invoicing import demo, health  # noqa: F401  (registers them)
+        from billing.invoicing import health  # noqa: F401  (registers it)

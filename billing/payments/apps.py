@@ -8,4 +8,4 @@ class PaymentsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from billing.payments import demo, health, tasks  # noqa: F401  (registers them)
+        from billing.payments import health, tasks  # noqa: F401  (registers them)

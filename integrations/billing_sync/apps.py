@@ -10,7 +10,7 @@ class BillingSyncConfig(AppConfig):
     def ready(self):
         from django.db.models.signals import post_save
 
-        from integrations.billing_sync import demo, health, schedules  # noqa: F401  (registers)
+        from integrations.billing_sync import health, schedules  # noqa: F401  (registers)
         from integrations.billing_sync.models import BillingSyncSettings
 
         post_save.connect(

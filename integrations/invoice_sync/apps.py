@@ -8,4 +8,4 @@ class InvoiceSyncConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from integrations.invoice_sync import demo, health, schedules  # noqa: F401  (registers them)
+        from integrations.invoice_sync import health, schedules  # noqa: F401  (registers them)
