@@ -20,7 +20,7 @@ def halo_connection(context):
         "payments": True,
         "webhooks": True,
     }
-    connection = HaloConnection.objects.filter(tenant=context.tenant, active=True).first()
+    connection = HaloConnection.objects.active(context.tenant)
     connection = connection or HaloConnection(tenant=context.tenant, active=True)
     changed = [name for name, value in wanted.items() if getattr(connection, name) != value]
     for name in changed:

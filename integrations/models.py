@@ -10,6 +10,21 @@ from portal import crypto
 from portal.models import Tenant
 
 
+class HaloConnectionQuerySet(models.QuerySet):
+    FEATURES = ("billing_sync", "invoice_sync", "payments", "webhooks")
+
+    def active(self, tenant):
+        """The tenant's one active connection (a Tenant or its id), or None."""
+        return self.filter(tenant=tenant, active=True).first()
+
+    def for_feature(self, tenant, feature):
+        """The tenant's active connection with `feature` switched on, or None: the one way
+        every feature finds the connection it may use."""
+        if feature not in self.FEATURES:
+            raise ValueError(f"unknown Halo connection feature {feature!r}")
+        return self.filter(tenant=tenant, active=True, **{feature: True}).first()
+
+
 class HaloConnection(models.Model):
     """One Halo API application ("Halo app") of a tenant; at most one is active.
 
@@ -77,6 +92,8 @@ class HaloConnection(models.Model):
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
+    objects = HaloConnectionQuerySet.as_manager()
+
     class Meta:
         ordering = ["tenant", "-active", "name"]
         constraints = [
@@ -95,9 +112,7 @@ class HaloConnection(models.Model):
     @property
     def secret(self) -> str:
         """The plaintext, for comparisons; anything sending it asks `secret_for(url)`."""
-        from integrations.halo.tokens import Masked
-
-        return Masked(
+        return crypto.Masked(
             crypto.decrypt(self.client_secret_encrypted) if self.client_secret_encrypted else ""
         )
 

@@ -26,6 +26,15 @@ _URL_USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?P<userinfo>[^/?
 HIDDEN = "********"
 
 
+class Masked(str):
+    """A secret string whose repr hides it: locals on debug pages, reprs in logs."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return "'********'"
+
+
 def hide_url_credentials(text):
     """`redis://:pw@host` -> `redis://:********@host`, `postgres://user:pw@db` ->
     `postgres://user:********@db`, `rediss://token@host` -> `rediss://********@host`."""

@@ -19,7 +19,7 @@ from billing.models import InvoiceLine
 from integrations.billing_sync.models import OrganisationMapping, ProductMapping
 from integrations.halo import HaloError, HaloNotFound
 from integrations.halo.records import linked_item_id
-from integrations.invoice_sync.engine import active_connection
+from integrations.models import HaloConnection
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def export_invoices(invoices):
     for details in invoices:
         by_tenant.setdefault(details.tenant_id, []).append(details)
     for batch in by_tenant.values():
-        connection = active_connection(batch[0].tenant)
+        connection = HaloConnection.objects.for_feature(batch[0].tenant, "invoice_sync")
         client = connection.client() if connection else None
         for details in batch:
             try:

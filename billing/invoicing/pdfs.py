@@ -44,7 +44,7 @@ from billing.invoicing.models import InvoicingSettings, PdfServed, PdfVersion
 from billing.models import Invoice
 from billing.pdf import render_invoice_pdf
 from integrations.halo import HaloError
-from integrations.invoice_sync.engine import active_connection
+from integrations.models import HaloConnection
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ def _from_halo(invoice):
 
 
 def _fetch_from_halo(invoice, cached):
-    connection = active_connection(invoice.tenant)
+    connection = HaloConnection.objects.for_feature(invoice.tenant, "invoice_sync")
     if connection is None:
         raise _SourceFailed("no active Halo connection with invoice sync switched on")
     client = connection.client(retry_budget=settings.INVOICE_PDF_HALO_BUDGET)

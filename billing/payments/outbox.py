@@ -38,7 +38,7 @@ NO_CONNECTION = (
 
 
 def connection_for(tenant_id):
-    return HaloConnection.objects.filter(tenant_id=tenant_id, active=True, payments=True).first()
+    return HaloConnection.objects.for_feature(tenant_id, "payments")
 
 
 def deliver(ids=None):

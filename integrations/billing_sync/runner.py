@@ -53,18 +53,18 @@ class NotConnected(Exception):
 def halo_client_for(tenant):
     from integrations.models import HaloConnection
 
-    connection = HaloConnection.objects.filter(tenant=tenant, active=True).first()
-    if connection is None:
+    connection = HaloConnection.objects.for_feature(tenant, "billing_sync")
+    if connection is not None:
+        return HaloClient(connection)
+    if active := HaloConnection.objects.active(tenant):
         raise NotConnected(
-            "This tenant has no active Halo connection: add one under Halo connections, "
-            "test it, then sync again."
-        )
-    if not connection.billing_sync:
-        raise NotConnected(
-            f"Billing sync is switched off on the Halo connection “{connection}”: tick "
+            f"Billing sync is switched off on the Halo connection “{active}”: tick "
             "“Billing sync” there to let the portal write licences."
         )
-    return HaloClient(connection)
+    raise NotConnected(
+        "This tenant has no active Halo connection: add one under Halo connections, "
+        "test it, then sync again."
+    )
 
 
 def refresh_from_halo(tenant, client):

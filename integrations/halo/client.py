@@ -45,7 +45,8 @@ from integrations.halo.errors import (
     halo_message,
 )
 from integrations.halo.ratelimit import RateLimiter, RetryBudget
-from integrations.halo.tokens import Masked, TokenCache
+from integrations.halo.tokens import TokenCache
+from portal.crypto import Masked
 
 logger = logging.getLogger("integrations.halo")
 

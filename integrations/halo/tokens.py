@@ -13,18 +13,10 @@ from dataclasses import dataclass, field
 from django.core.cache import cache
 
 from portal import crypto
+from portal.crypto import Masked
 
 #: Refresh this long before Halo says the token expires.
 EARLY_REFRESH = 60
-
-
-class Masked(str):
-    """A secret string whose repr hides it: locals on debug pages, reprs in logs."""
-
-    __slots__ = ()
-
-    def __repr__(self):
-        return "'********'"
 
 
 @dataclass

@@ -7,7 +7,6 @@ from django_q.tasks import async_task
 
 from integrations.halo import HaloError
 from integrations.invoice_sync import webhooks
-from integrations.invoice_sync.engine import active_connection
 from integrations.invoice_sync.models import (
     ActionLimit,
     InvoiceSyncSettings,
@@ -15,6 +14,7 @@ from integrations.invoice_sync.models import (
     SyncState,
     WebhookDelivery,
 )
+from integrations.models import HaloConnection
 from portal.admin_base import ReadOnlyTenantAdmin, TenantScopedAdmin
 
 FETCH_ACTIONS = ("fetch_new", "fetch_unpaid")
@@ -157,7 +157,7 @@ class InvoiceSyncSettingsAdmin(TenantScopedAdmin):
             )
 
     def _connection(self, request, tenant):
-        connection = active_connection(tenant)
+        connection = HaloConnection.objects.for_feature(tenant, "invoice_sync")
         if connection is None:
             self.message_user(
                 request,

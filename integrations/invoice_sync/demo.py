@@ -9,8 +9,8 @@ from django_q.tasks import async_task
 
 from billing.models import AutoPayRule, InvoiceNumberField
 from integrations.halo_sim.state import CONTRACT_SUBTYPES
-from integrations.invoice_sync.engine import active_connection
 from integrations.invoice_sync.models import InvoiceSyncSettings, SyncState
+from integrations.models import HaloConnection
 from portal.demo import register
 
 AUTOPAY_SUBTYPE = "Managed Services"
@@ -27,7 +27,8 @@ def invoice_sync(context):
         tenant=tenant, halo_subtype_id=subtype_id, defaults={"subtype_name": AUTOPAY_SUBTYPE}
     )
     context.notes.append(f"Invoice sync: auto-pay on for '{AUTOPAY_SUBTYPE}' agreements")
-    if active_connection(tenant) and not SyncState.for_tenant(tenant).initial_completed:
+    connected = HaloConnection.objects.for_feature(tenant, "invoice_sync")
+    if connected and not SyncState.for_tenant(tenant).initial_completed:
         transaction.on_commit(
             lambda: async_task(
                 "integrations.invoice_sync.tasks.sync_tenant", tenant.pk, "initial", "demo"

@@ -185,14 +185,10 @@ class InvoiceSync:
         self.run.save()
 
 
-def active_connection(tenant):
-    return HaloConnection.objects.filter(tenant=tenant, active=True, invoice_sync=True).first()
-
-
 def run_sync(tenant, kind, trigger):
     """Run one sync of `kind` for `tenant` under its lock; the SyncRun says how it went."""
     run = SyncRun.objects.create(tenant=tenant, kind=kind, trigger=trigger)
-    connection = active_connection(tenant)
+    connection = HaloConnection.objects.for_feature(tenant, "invoice_sync")
     if connection is None:
         run.finish(
             SyncRun.Status.FAILED,

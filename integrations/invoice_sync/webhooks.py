@@ -15,9 +15,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from integrations.halo import HaloError, HaloNotFound
-from integrations.invoice_sync.engine import active_connection
 from integrations.invoice_sync.models import WebhookDelivery
 from integrations.invoice_sync.store import Writer
+from integrations.models import HaloConnection
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def process(delivery_id):
         delivery.settle(WebhookDelivery.Status.IGNORED, note)
         return delivery
     kind = delivery.event.split(" ", 1)[0]
-    connection = active_connection(delivery.tenant)
+    connection = HaloConnection.objects.for_feature(delivery.tenant, "invoice_sync")
     writer = Writer(delivery.tenant, connection.client() if connection else None)
     try:
         # Halo calls first: the transaction below holds the database's write lock.

@@ -11,7 +11,8 @@ from billing.invoicing.models import BillingRun, PortalInvoice
 from billing.invoicing.pdfs import resolve_pdf
 from billing.models import Invoice
 from integrations.billing_sync.models import OrganisationMapping, ProductMapping
-from integrations.invoice_sync.engine import active_connection
+from integrations.halo import HaloClient
+from integrations.models import HaloConnection
 from tests import factories
 from tests.invoicing.conftest import pdf_text
 
@@ -156,8 +157,9 @@ def test_unmapped_organisations_and_products_are_reported_not_exported(sim, deta
 
     other = fresh(PortalInvoice.objects.exclude(pk=details.pk).issued().first())
     ProductMapping.objects.filter(tenant=other.tenant).delete()
+    connection = HaloConnection.objects.for_feature(other.tenant, "invoice_sync")
     with pytest.raises(ExportError, match="Halo items"):
-        export_invoice(other, active_connection(other.tenant).client())
+        export_invoice(other, HaloClient(connection))
 
 
 def test_drafts_are_not_exported(world):
