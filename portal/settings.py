@@ -6,16 +6,31 @@ are reported by the system checks in `portal.checks` (ids `portal.E001`...), so 
 misconfigured deployment refuses to start instead of running with insecure defaults.
 """
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(environ.Env().str("PORTAL_DATA_DIR", default=str(BASE_DIR / "data")))
 
+# `.env` first, so that every variable below may come from it; a variable set in the
+# environment wins over the file. PORTAL_ENV_FILE (from the environment only) names
+# another file, which must then exist.
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+if _env_file := os.environ.get("PORTAL_ENV_FILE", ""):
+    if not Path(_env_file).is_file():
+        raise ImproperlyConfigured(f"PORTAL_ENV_FILE names {_env_file}, which is not a file.")
+environ.Env.read_env(_env_file or BASE_DIR / ".env", overwrite=False)
+
+
+def _path(name, default):
+    """A folder from `name`; empty (as `.env.example` leaves it) means `default`."""
+    return Path(env.str(name, default="") or default)
+
+
+DATA_DIR = _path("PORTAL_DATA_DIR", BASE_DIR / "data")
 
 DEBUG = env.bool("DEBUG", default=False)
 
@@ -96,7 +111,10 @@ TEMPLATES = [
 ]
 
 DATABASES = {
-    "default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'portal.sqlite3'}"),
+    # Empty (as `.env.example` leaves it): the SQLite file in DATA_DIR.
+    "default": env.db_url_config(
+        env.str("DATABASE_URL", default="") or f"sqlite:///{DATA_DIR / 'portal.sqlite3'}"
+    ),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (web, worker, simulator-driven syncs) share the file: wait for
@@ -187,8 +205,8 @@ STATIC_URL = "static/"
 # day); `collectstatic` into STATIC_ROOT is optional, for a CDN or a web server in front.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_MAX_AGE = 86_400
-STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
-MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(DATA_DIR / "media")))
+STATIC_ROOT = _path("STATIC_ROOT", BASE_DIR / "staticfiles")
+MEDIA_ROOT = _path("MEDIA_ROOT", DATA_DIR / "media")
 MEDIA_URL = "/media/"
 
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
