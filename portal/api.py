@@ -14,6 +14,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from portal import counters
 from portal.models import ApiToken
 
 log = logging.getLogger(__name__)
@@ -120,9 +121,9 @@ class WindowThrottle(SimpleRateThrottle):
     each process claims a block of the window's budget from one shared counter and spends it
     in memory. Small rates get blocks of one and are exact. A process's unspent claim is
     lost to the others until the window ends, so busy workers may refuse up to
-    (workers - 1) * block requests early, never let more through; except that the
-    database cache's increments are not atomic (Redis's are), so two racing claims can
-    both be granted.
+    (workers - 1) * block requests early, never let more through. The counter is
+    `portal.counters`: Redis's `INCRBY`, or one atomic upsert in the database (the database
+    cache's own `incr` reads then writes, so two racing claims could both be granted).
     """
 
     BLOCKS_PER_WINDOW = 50
@@ -147,12 +148,7 @@ class WindowThrottle(SimpleRateThrottle):
     def _claim(self, counter):
         """Up to a block of the window's budget from the shared counter."""
         block = max(1, self.num_requests // self.BLOCKS_PER_WINDOW)
-        self.cache.add(counter, 0, self.duration + 1)
-        try:
-            claimed = self.cache.incr(counter, block)
-        except ValueError:  # the counter expired between add and incr
-            self.cache.set(counter, block, self.duration + 1)
-            claimed = block
+        claimed = counters.incr(counter, block, ttl=int(self.duration) + 1)
         return max(0, min(block, self.num_requests - (claimed - block)))
 
     def wait(self):

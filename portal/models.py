@@ -222,6 +222,18 @@ class WorkerHeartbeat(models.Model):
         return cls.objects.order_by("-seen").values_list("seen", flat=True).first()
 
 
+class SharedCounter(models.Model):
+    """A counter shared by every process, for rate limits and alerts (`portal.counters`):
+    incremented in one atomic statement, alive until `expires`."""
+
+    key = models.CharField(max_length=200, primary_key=True)
+    value = models.BigIntegerField(default=0)
+    expires = models.DateTimeField(db_index=True)
+
+    def __str__(self):
+        return f"{self.key} = {self.value}"
+
+
 class ApiTokenQuerySet(models.QuerySet):
     def usable(self):
         now = timezone.now()

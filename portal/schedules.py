@@ -33,3 +33,9 @@ register(
     minutes=1,
     repeats=-1,
 )
+register(
+    "portal.purge_counters",
+    "portal.tasks.purge_counters",
+    schedule_type=Schedule.HOURLY,
+    repeats=-1,
+)

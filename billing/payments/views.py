@@ -13,8 +13,6 @@ import secrets
 from functools import wraps
 
 from django.conf import settings
-from django.core.cache import cache
-from django.core.cache.backends.locmem import LocMemCache
 from django.db import IntegrityError, transaction
 from django.http import (
     FileResponse,
@@ -31,7 +29,6 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from rest_framework.exceptions import Throttled
 from rest_framework.renderers import TemplateHTMLRenderer
 from rest_framework.response import Response
-from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from billing.invoicing.pdfs import PdfUnavailable, resolve_pdf
@@ -49,6 +46,7 @@ from billing.payments.models import (
     is_issued,
 )
 from billing.payments.processors import InvalidWebhook, MalformedWebhook, StripeProcessor
+from portal.api import WindowThrottle
 from portal.models import Tenant
 
 log = logging.getLogger(__name__)
@@ -92,20 +90,11 @@ def not_found(request, tenant=None):
 # -- the link in Halo's invoice email -----------------------------------------------------------
 
 
-def _counter_cache():
-    """Where pay-link visits are counted: the shared cache when it lives in memory (Redis),
-    else this process's memory. The database cache would add a write transaction to every
-    visit, for counts whose only job is to slow down anyone walking through invoice ids."""
-    if settings.CACHES["default"]["BACKEND"].endswith("DatabaseCache"):
-        return LocMemCache("payments-pay-link", {})
-    return cache
-
-
-class PayLinkThrottle(SimpleRateThrottle):
-    """Per client address: Halo invoice ids are sequential, so slow down anyone walking them."""
+class PayLinkThrottle(WindowThrottle):
+    """Per client address: Halo invoice ids are sequential, so slow down anyone walking them.
+    Counted once for every process on every machine (`WindowThrottle`, `portal.counters`)."""
 
     scope = "pay_link"
-    cache = _counter_cache()
 
     def get_rate(self):
         return settings.PAYMENTS_LINK_RATE or None
