@@ -7,6 +7,7 @@ misconfigured deployment refuses to start instead of running with insecure defau
 """
 
 import os
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -204,6 +205,8 @@ STATIC_URL = "static/"
 # WhiteNoise serves the apps' static files where they are (found at start, cached for a
 # day); `collectstatic` into STATIC_ROOT is optional, for a CDN or a web server in front.
 WHITENOISE_USE_FINDERS = True
+# Without collectstatic there is no STATIC_ROOT to index: that is expected, not a warning.
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
 WHITENOISE_MAX_AGE = 86_400
 STATIC_ROOT = _path("STATIC_ROOT", BASE_DIR / "staticfiles")
 MEDIA_ROOT = _path("MEDIA_ROOT", DATA_DIR / "media")

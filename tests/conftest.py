@@ -168,3 +168,45 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 def pytest_sessionfinish(session, exitstatus):
     if _departures and session.exitstatus == 0:
         session.exitstatus = 1
+
+
+# -- a real WSGI server -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def validated_server(transactional_db):
+    """The portal served over HTTP by wsgiref behind its WSGI validator (`wsgiref.validate`):
+    headers that are not plain `str`, bodies of the wrong type and the like answer 500 here,
+    as under runserver or a strict server, where Django's test client lets them pass.
+    Answers the base URL; the server's data is the test database (committed: transactional)."""
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+    from wsgiref.validate import validator
+
+    from django.core.wsgi import get_wsgi_application
+
+    problems = []
+
+    class Handler(WSGIRequestHandler):
+        def log_message(self, format, *args):
+            pass
+
+    class Server(WSGIServer):
+        def handle_error(self, request, client_address):
+            import traceback
+
+            problems.append(traceback.format_exc())
+
+    server = make_server(
+        "127.0.0.1", 0, validator(get_wsgi_application()), server_class=Server,
+        handler_class=Handler,
+    )  # fmt: skip
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert not problems, "the WSGI validator refused an answer:\n" + "\n".join(problems)

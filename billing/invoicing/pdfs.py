@@ -48,7 +48,9 @@ from integrations.models import HaloConnection
 
 log = logging.getLogger(__name__)
 
-PORTAL, HALO = PdfVersion.Source.PORTAL, PdfVersion.Source.HALO
+# Plain text, not the TextChoices members: they end up in HTTP headers, where WSGI servers
+# accept only `str` itself (wsgiref's validator answered every repeat PDF request 500).
+PORTAL, HALO = PdfVersion.Source.PORTAL.value, PdfVersion.Source.HALO.value
 HALO_INVOICE_ATTACHMENT = 3  # Halo's attachment owner type for invoices
 
 
