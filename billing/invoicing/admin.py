@@ -14,7 +14,7 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST
 
 from billing.invoicing import tasks
-from billing.invoicing.documents import invoice_number
+from billing.invoicing.document_builder import invoice_number
 from billing.invoicing.models import (
     BillingRun,
     InvoicePdf,

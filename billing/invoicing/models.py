@@ -16,7 +16,7 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 
-from billing.invoicing.documents import document_line
+from billing.invoicing.document_builder import document_line
 from billing.models import Customer, Invoice, InvoiceLine
 from integrations.billing_sync.models import OrganisationMapping, UsageCount
 from portal.models import OnePerTenant, Organisation, Product, Tenant

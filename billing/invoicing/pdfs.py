@@ -5,7 +5,7 @@ Two sources:
 
 * "portal": the telecom layout rendered from the invoice's current data (portal invoices,
   and Halo invoices from their synced data). Rendered once per version of the data
-  (`documents.document_key`), stored, and served byte for byte after that.
+  (`document_builder.document_key`), stored, and served byte for byte after that.
 * "halo": the PDF attached to the invoice in Halo (`pdf_attachment_id`, else its newest PDF
   attachment), fetched through the Halo client and cached as a version; Halo is asked
   again after `INVOICE_PDF_HALO_TTL` seconds.
@@ -16,7 +16,7 @@ and so does the served log in the admin.
 
 `serve_pdf` puts a shortcut in front of the resolver for the PDF API, which Halo may call
 often: the portal PDF last served for an invoice is remembered in the cache under the
-fingerprint of the rows it was made from (`documents.source_fingerprint`) and of the code
+fingerprint of the rows it was made from (`document_builder.source_fingerprint`) and of the code
 that made it. While those rows are unchanged it is served without building anything.
 """
 
@@ -31,8 +31,8 @@ from django.conf import settings
 from django.core.cache import cache
 
 from billing import pdf
-from billing.invoicing import documents
-from billing.invoicing.documents import (
+from billing.invoicing import document_builder
+from billing.invoicing.document_builder import (
     RELATED,
     build_document,
     document_key,
@@ -45,6 +45,7 @@ from billing.models import Invoice
 from billing.pdf import render_invoice_pdf
 from integrations.halo import HaloError
 from integrations.models import HaloConnection
+from portal import formats
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,11 @@ def _remembered_key(fingerprint):
 def _code_version():
     """Hash of the code that turns rows into a PDF: a deploy changing it forgets what was
     remembered, as a renderer or mapping change may change the PDF of the same rows."""
-    sources = [documents.__file__, *sorted(Path(pdf.__file__).parent.glob("*.py"))]
+    sources = [
+        document_builder.__file__,
+        formats.__file__,
+        *sorted(Path(pdf.__file__).parent.glob("*.py")),
+    ]
     return hashlib.sha256(b"".join(Path(s).read_bytes() for s in sources)).hexdigest()[:16]
 
 

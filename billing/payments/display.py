@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from django.urls import reverse
 
-from billing.pdf.money import format_date, format_money
+from portal.formats import format_date, format_money
 
 WHITE, BLACK = "#FFFFFF", "#000000"
 #: WCAG AA for normal text.

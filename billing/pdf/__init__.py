@@ -3,7 +3,7 @@
 Pure Python (reportlab platypus), no Django: usable from views, tasks and tests alike.
 """
 
-from .document import (
+from .model import (
     Branding,
     Category,
     Customer,

@@ -56,8 +56,15 @@ from reportlab.platypus import (
     Table,
 )
 
-from .document import ZERO, Category, InvoiceDocument, InvoiceLine, Period
-from .money import format_date, format_money, format_percent, format_period, format_quantity
+from portal.formats import (
+    format_date,
+    format_money,
+    format_percent,
+    format_period,
+    format_quantity,
+)
+
+from .model import ZERO, Category, InvoiceDocument, InvoiceLine, Period
 
 # --- fonts and text hygiene ---------------------------------------------------
 

@@ -32,8 +32,8 @@ from billing.pdf import (
     Period,
     render_invoice_pdf,
 )
-from billing.pdf.money import format_money, format_period, format_quantity
 from billing.pdf.render import clean_text
+from portal.formats import format_money, format_period, format_quantity
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PERIOD = Period(date(2025, 3, 1), date(2025, 3, 31))

@@ -1,10 +1,11 @@
-"""Locale-aware formatting of money, quantities, percentages and dates.
+"""Locale-aware formatting of money, quantities, percentages and dates, for every page and
+document the portal shows customers (PDF invoices, pay pages, receipts).
 
 A small table-driven stand-in for Babel covering the locales partners bill in.
 Each locale is one row of conventions; an unknown locale falls back to its
 language ("de_AT" -> "de_DE") and then to en_GB, so a new tenant setting never
 breaks a render.  Amounts must already be rounded by the caller (see
-``document.round_money``); this module only formats, it never rounds money
+``billing.pdf.model.round_money``); this module only formats, it never rounds money
 that is about to be totalled.
 """
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing.invoicing.documents import (
+from billing.invoicing.document_builder import (
     RELATED,
     build_document,
     document_key,
