@@ -97,8 +97,8 @@ from billing.models import AutoPayRule, Customer, Invoice  # noqa: E402
 from integrations.halo_sim.seed import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TENANT  # noqa: E402
 from integrations.halo_sim.testing import SimControl  # noqa: E402
 from integrations.invoice_sync import webhooks  # noqa: E402
-from integrations.invoice_sync.engine import run_sync  # noqa: E402
 from integrations.invoice_sync.models import InvoiceSyncSettings, WebhookDelivery  # noqa: E402
+from integrations.invoice_sync.runner import run_sync  # noqa: E402
 from integrations.models import HaloConnection  # noqa: E402
 from portal.models import Tenant  # noqa: E402
 

@@ -5,7 +5,7 @@ from django.db import transaction
 from django_q.conf import Conf
 from django_q.tasks import async_task
 
-from integrations.invoice_sync import engine, webhooks
+from integrations.invoice_sync import runner, webhooks
 from integrations.invoice_sync.models import ActionLimit, SyncRun, WebhookDelivery
 from portal.models import Tenant
 
@@ -57,7 +57,7 @@ def sync_tenant(tenant_id, kind, trigger="schedule", claimed_at=None):
     tenant = Tenant.objects.filter(pk=tenant_id).first()
     if tenant is None:
         return None
-    run = engine.run_sync(tenant, kind, trigger)
+    run = runner.run_sync(tenant, kind, trigger)
     if claimed_at is not None and run.status != SyncRun.Status.OK:
         ActionLimit.release(tenant, kind, claimed_at)
     return run.status

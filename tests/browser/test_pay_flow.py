@@ -16,7 +16,7 @@ from billing.models import Invoice
 from billing.payments.models import Payment, PaymentSettings
 from billing.payments.processors.test import DECLINE, SUCCESS
 from integrations.halo_sim.testing import run_simulator
-from integrations.invoice_sync.engine import run_sync
+from integrations.invoice_sync.runner import run_sync
 from portal.demo import _logo_png
 from tests import factories
 from tests.payments.conftest import connect

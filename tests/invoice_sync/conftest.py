@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from integrations.invoice_sync.engine import run_sync
+from integrations.invoice_sync.runner import run_sync
 from tests import factories
 from tests.halo.conftest import make_connection
 

@@ -10,8 +10,8 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from billing.models import AutoPayRule, Customer, Invoice, InvoiceLine, InvoiceNumberField
-from integrations.invoice_sync.engine import run_sync
 from integrations.invoice_sync.models import InvoiceSyncSettings, SyncState
+from integrations.invoice_sync.runner import run_sync
 from portal.models import Tenant
 from tests import factories
 from tests.halo.conftest import make_connection

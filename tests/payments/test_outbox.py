@@ -10,7 +10,7 @@ from django.utils import timezone
 from billing.models import Invoice, InvoiceNumberField
 from billing.payments import outbox
 from billing.payments.models import HaloOutbox, Payment
-from integrations.invoice_sync.engine import run_sync
+from integrations.invoice_sync.runner import run_sync
 from tests import factories
 from tests.payments.conftest import card_form, connect, pay_url, settings_for
 

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from billing.models import Invoice
 from billing.payments.models import HaloOutbox, Payment, PaymentSettings, ProcessorEvent
-from integrations.invoice_sync.engine import run_sync
+from integrations.invoice_sync.runner import run_sync
 from tests.payments.conftest import connect, open_invoice, pay_url
 from tests.payments.test_stripe import (
     API,

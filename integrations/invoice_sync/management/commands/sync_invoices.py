@@ -2,8 +2,8 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from integrations.invoice_sync.engine import run_sync
 from integrations.invoice_sync.models import SyncRun
+from integrations.invoice_sync.runner import run_sync
 from portal.models import Tenant
 
 
