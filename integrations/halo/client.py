@@ -133,12 +133,19 @@ class RequestStats:
 
 
 class HaloClient:
-    def __init__(self, connection, *, stats=None, session=None, retry_budget=None):
+    def __init__(
+        self, connection, *, stats=None, session=None, retry_budget=None, clock=None, sleep=None
+    ):
+        """`clock` and `sleep` replace the real ones (`time.time` for token expiry and the
+        shared rate window, `time.monotonic` for retry budgets, `time.sleep`): tests pass a
+        clock they move by hand and a sleep that moves it."""
         self.connection = connection
         self.stats = stats or RequestStats()
         self.http = session or egress.session()
-        self.tokens = TokenCache(connection)
-        self.limiter = RateLimiter(connection.pk, settings.HALO_RATE_LIMIT)
+        self._clocks = {"clock": clock} if clock else {}
+        self._clocks |= {"sleep": sleep} if sleep else {}
+        self.tokens = TokenCache(connection, **({"clock": clock} if clock else {}))
+        self.limiter = RateLimiter(connection.pk, settings.HALO_RATE_LIMIT, **self._clocks)
         self.timeout = (settings.HALO_CONNECT_TIMEOUT, settings.HALO_READ_TIMEOUT)
         self.retry_budget = (
             settings.HALO_RETRY_BUDGET_SECONDS if retry_budget is None else retry_budget
@@ -470,7 +477,9 @@ class HaloClient:
     # -- HTTP ----------------------------------------------------------------------------
 
     def _retry(self):
-        return RetryBudget(self.retry_budget, settings.HALO_BACKOFF_BASE, settings.HALO_BACKOFF_CAP)
+        return RetryBudget(
+            self.retry_budget, settings.HALO_BACKOFF_BASE, settings.HALO_BACKOFF_CAP, **self._clocks
+        )
 
     def _json(self, method, path, attempted, **kwargs):
         response = self._call(method, path, attempted, **kwargs)

@@ -25,12 +25,15 @@ class Token:
     expires_at: float
     reply: dict  # Halo's reply without the token: token_type, expires_in, scope
 
-    def fresh(self, now=None):
-        return (now or time.time()) < self.expires_at - EARLY_REFRESH
+    def fresh(self, now):
+        return now < self.expires_at - EARLY_REFRESH
 
 
 class TokenCache:
-    def __init__(self, connection):
+    def __init__(self, connection, *, clock=time.time):
+        """`clock`: seconds since the epoch (expiry times are shared with other processes
+        through the cache); tests pass one they move by hand."""
+        self.clock = clock
         parts = (
             connection.auth_url,
             connection.resource_url,  # where the token goes: a move starts afresh
@@ -45,13 +48,14 @@ class TokenCache:
 
     def current(self, stale=None):
         """A fresh token from this process or the shared cache, other than `stale`."""
-        if self._token and self._token.fresh() and self._token.access_token != stale:
+        now = self.clock()
+        if self._token and self._token.fresh(now) and self._token.access_token != stale:
             return self._token
         entry = cache.get(self.key)
         if entry:
             plain = Masked(crypto.decrypt(entry["token"]))
             token = Token(plain, entry["expires_at"], entry["reply"])
-            if token.fresh() and token.access_token != stale:
+            if token.fresh(now) and token.access_token != stale:
                 self._token = token
                 return token
         return None
@@ -59,7 +63,7 @@ class TokenCache:
     def store(self, reply):
         lifetime = float(reply.get("expires_in") or 3600)
         info = {k: v for k, v in reply.items() if k != "access_token"}
-        token = Token(Masked(reply["access_token"]), time.time() + lifetime, info)
+        token = Token(Masked(reply["access_token"]), self.clock() + lifetime, info)
         timeout = max(1, int(lifetime - EARLY_REFRESH))
         entry = {"token": crypto.encrypt(token.access_token), "expires_at": token.expires_at}
         cache.set(self.key, entry | {"reply": info}, timeout)

@@ -31,6 +31,31 @@ def make_connection(sim, tenant=None, *, client_id=None, secret=None, **fields):
     return connection
 
 
+class HandClock:
+    """The Halo client's clock (`HaloClient(..., clock=, sleep=)`), moved only by the test:
+    its `sleep` moves it at once instead of waiting, and moves the simulator's clock with it
+    (rate windows and token expiry in Halo run on Halo's clock). `slept` lists the waits."""
+
+    def __init__(self, sim, now=1_800_000_000.0):
+        self.sim, self.now, self.slept = sim, now, []
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+        self.sim.control.move_clock(seconds)
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.advance(seconds)
+
+
+@pytest.fixture
+def halo_clock(sim):
+    return HandClock(sim)
+
+
 @pytest.fixture
 def connection(db, sim):
     return make_connection(sim)

@@ -1,7 +1,6 @@
 """HaloClient against the simulator over real HTTP: tokens, paging, variants, faults."""
 
 import logging
-import time
 
 import pytest
 
@@ -49,15 +48,18 @@ def test_a_token_is_never_sent_to_a_resource_server_it_was_not_fetched_for(conne
     assert TokenCache(connection).key != before  # a cached token is not reused there
 
 
-def test_token_refreshed_a_minute_before_expiry(sim, connection):
+def test_token_refreshed_a_minute_before_expiry(sim, connection, halo_clock):
     sim.control.config(token_lifetime=61)  # fresh for one second only
-    halo = connection.client()
+    halo = connection.client(clock=halo_clock, sleep=halo_clock.sleep)
     halo.get_client(1)
     halo.get_client(1)
     assert halo.stats.token_requests == 1
-    time.sleep(1.1)
+    halo_clock.advance(0.9)
     halo.get_client(1)
-    assert halo.stats.token_requests == 2
+    assert halo.stats.token_requests == 1  # 60.1 s left: still used
+    halo_clock.advance(0.2)
+    halo.get_client(1)
+    assert halo.stats.token_requests == 2  # 59.9 s left: refreshed
     assert sim.control.requests()["by_status"].get("401", 0) == 0
 
 
@@ -229,21 +231,24 @@ def test_forbidden_names_the_permission_to_tick(sim, db):
 # -- retries --------------------------------------------------------------------------------
 
 
-def test_429_with_retry_after_is_honoured(sim, halo):
-    sim.control.add_fault("429", path="Client", method="GET", seconds=1)
-    started = time.monotonic()
+def test_429_with_retry_after_is_honoured(sim, connection, halo_clock):
+    sim.control.add_fault("429", path="Client", method="GET", seconds=3)
+    halo = connection.client(clock=halo_clock, sleep=halo_clock.sleep)
     assert next(halo.list_clients())
-    assert time.monotonic() - started >= 1
+    assert halo_clock.slept == [3]  # Halo's Retry-After, not the client's own backoff
     assert halo.stats.retries == 1 and halo.stats.by_endpoint["GET /Client"] == 2
 
 
-def test_429_without_retry_after_backs_off(sim, halo):
+def test_429_without_retry_after_backs_off(sim, connection, halo_clock, settings):
     sim.control.variants(retry_after="absent")
     sim.control.add_fault("429", path="Client", method="GET", times=3)
-    started = time.monotonic()
+    halo = connection.client(clock=halo_clock, sleep=halo_clock.sleep)
     assert next(halo.list_clients())
-    assert time.monotonic() - started < 1  # HALO_BACKOFF_BASE is tiny in tests
     assert halo.stats.retries == 3
+    # Full jitter: up to HALO_BACKOFF_BASE doubling per retry (scaled down in tests).
+    limits = [settings.HALO_BACKOFF_BASE * 2**n for n in range(3)]
+    assert len(halo_clock.slept) == 3
+    assert all(0 <= s <= limit for s, limit in zip(halo_clock.slept, limits, strict=True))
 
 
 @pytest.mark.parametrize("kind", ["500", "drop_before", "drop_after", "timeout"])
@@ -306,26 +311,29 @@ def test_updates_are_replayed_after_a_lost_answer(sim, halo):
     assert saved["ref"] == "NW" and halo.stats.by_endpoint["POST /Client"] == 2
 
 
-def test_retry_budget_exceeded_is_a_clear_transient_error(sim, connection, settings):
+def test_retry_budget_exceeded_is_a_clear_transient_error(sim, connection, settings, halo_clock):
     settings.HALO_RETRY_BUDGET_SECONDS = 0.3
     sim.control.add_fault("500", path="Client", method="GET", times=1000)
-    started = time.monotonic()
+    halo = connection.client(clock=halo_clock, sleep=halo_clock.sleep)
     with pytest.raises(HaloServerError) as failed:
-        next(connection.client().list_clients())
-    assert time.monotonic() - started < 1.5
+        next(halo.list_clients())
+    assert halo.stats.retries >= 2  # retried while the budget lasted...
+    assert sum(halo_clock.slept) <= 0.3  # ...and never waited past it
+    assert halo.stats.by_endpoint["GET /Client"] == halo.stats.retries + 1
     assert failed.value.transient
     message = str(failed.value)
     assert message.startswith("Halo had an internal error while trying to list clients (500 on")
-    assert "The portal gave up after" in message and "retry budget 0 s" not in message
+    assert "The portal gave up after" in message and "(retry budget 0.3 s)" in message
 
 
-def test_retry_after_longer_than_the_budget_gives_up_at_once(sim, connection, settings):
+def test_retry_after_longer_than_the_budget_gives_up_at_once(sim, connection, settings, halo_clock):
     settings.HALO_RETRY_BUDGET_SECONDS = 0.5
     sim.control.add_fault("429", path="Client", method="GET", seconds=5)
-    started = time.monotonic()
+    halo = connection.client(clock=halo_clock, sleep=halo_clock.sleep)
     with pytest.raises(HaloRateLimited, match="rate limit"):
-        next(connection.client().list_clients())
-    assert time.monotonic() - started < 0.5
+        next(halo.list_clients())
+    assert halo_clock.slept == []  # no wait that could not end in time
+    assert halo.stats.by_endpoint["GET /Client"] == 1
 
 
 def test_unreachable_halo(db, settings):
@@ -348,17 +356,17 @@ def test_unreachable_halo(db, settings):
 # -- rate budget ----------------------------------------------------------------------------
 
 
-def test_burst_stays_under_halo_rate_limit(sim, connection, settings):
+def test_burst_stays_under_halo_rate_limit(sim, connection, settings, halo_clock):
     settings.HALO_RATE_LIMIT = "5/1"
     sim.control.config(rate_limit="5/1")
-    one, two = HaloClient(connection), HaloClient(connection)  # share one budget
-    started = time.monotonic()
+    # Two clients (two processes' worth) share one budget; their waits move Halo's clock too.
+    one, two = (HaloClient(connection, clock=halo_clock, sleep=halo_clock.sleep) for _ in "12")
+    started = halo_clock.now
     for n in range(12):
         (one if n % 2 else two).get_client(1)
-    elapsed = time.monotonic() - started
     assert sim.control.requests()["by_status"].get("429", 0) == 0
-    assert elapsed >= 1.5  # 12 calls + a token at 5 per second
-    assert one.stats.waited + two.stats.waited > 1
+    assert halo_clock.now - started >= 2  # 12 calls + a token at 5 per second: 3 windows
+    assert one.stats.waited + two.stats.waited == pytest.approx(sum(halo_clock.slept))
 
 
 # -- logging --------------------------------------------------------------------------------
