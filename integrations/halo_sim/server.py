@@ -43,6 +43,9 @@ from .faults import FaultQueue, FaultRule
 from .state import ApiError, Store, flag, resource
 from .webhooks import WebhookDispatcher
 
+#: Longest wait a ``/_sim/.../wait`` call may ask for, in seconds.
+MAX_WAIT = 120.0
+
 DOTNET_EXCEPTIONS = {
     400: "System.ArgumentException",
     404: "System.Collections.Generic.KeyNotFoundException",
@@ -142,6 +145,7 @@ class Simulator:
         self.store = Store(now=self.now, emit=self._emit)
         self.lock = self.store.lock
         self._stopping = threading.Event()
+        self._answered = threading.Condition()  # notified as each request is answered
         self.webhooks = WebhookDispatcher(
             lambda: (self.config.webhook_duplicates, self.config.webhook_out_of_order)
         )
@@ -170,6 +174,8 @@ class Simulator:
 
     def close(self):
         self._stopping.set()
+        with self._answered:
+            self._answered.notify_all()
         self.webhooks.close()
 
     def now(self):
@@ -210,6 +216,8 @@ class Simulator:
             response = self._resource_call(method, target, record_id, request, headers)
         with self.lock:
             self.statuses["dropped" if response.drop else str(response.status)] += 1
+        with self._answered:
+            self._answered.notify_all()
         return response
 
     def _route(self, method, parts):
@@ -516,6 +524,22 @@ class Simulator:
                 "by_status": dict(sorted(self.statuses.items())),
             }
 
+    def _control_post_requests(self, data, rest):
+        """``POST /_sim/requests/wait {"answered": n, "timeout": s}``: once ``n`` requests
+        have been answered since the counts were last cleared (a slow answer's write is then
+        applied), the counts plus ``"done": true``; after ``timeout`` seconds, ``false``."""
+        if [part.lower() for part in rest] != ["wait"]:
+            raise ValueError("use POST /_sim/requests/wait")
+        answered, timeout = int(data.get("answered", 1)), _wait_timeout(data)
+
+        def enough():
+            with self.lock:
+                return sum(self.statuses.values()) >= answered
+
+        with self._answered:
+            done = self._answered.wait_for(lambda: self._stopping.is_set() or enough(), timeout)
+        return self._control_get_requests(data, rest) | {"done": bool(done) and enough()}
+
     def _control_delete_requests(self, data, rest):
         with self.lock:
             self.counts.clear()
@@ -533,6 +557,17 @@ class Simulator:
 
     def _control_get_webhook_deliveries(self, data, rest):
         return self.webhooks.deliveries()
+
+    def _control_post_webhook_deliveries(self, data, rest):
+        """``POST /_sim/webhook-deliveries/wait {"count": n, "idle": bool, "timeout": s}``:
+        once ``n`` attempts are logged (with ``idle``, and nothing is left to send),
+        ``{"deliveries": [...], "done": true}``; after ``timeout`` seconds, ``false``."""
+        if [part.lower() for part in rest] != ["wait"]:
+            raise ValueError("use POST /_sim/webhook-deliveries/wait")
+        deliveries, done = self.webhooks.wait(
+            int(data.get("count", 1)), bool(data.get("idle", False)), _wait_timeout(data)
+        )
+        return {"deliveries": deliveries, "done": done}
 
     def _control_delete_webhook_deliveries(self, data, rest):
         self.webhooks.clear()
@@ -554,6 +589,13 @@ class Simulator:
         with self.lock:
             self.tokens.expire_all()
         return {"expired": True}
+
+
+def _wait_timeout(data):
+    timeout = float(data.get("timeout", 30))
+    if not 0 <= timeout <= MAX_WAIT:
+        raise ValueError(f"timeout must be between 0 and {MAX_WAIT:g} seconds")
+    return timeout
 
 
 class Handler(http.server.BaseHTTPRequestHandler):

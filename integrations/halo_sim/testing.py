@@ -9,6 +9,7 @@ Typical use::
         clients = halo.get(f"{sim.api_url}/Client").json()["clients"]
         sim.control.add_fault(kind="drop_after", path="SoftwareLicence", method="POST")
         sim.control.move_clock(hours=2)            # tokens expire, invoices fall overdue
+        sim.control.wait_for_deliveries(2, idle=True)   # on the event: no polling, no sleep
         assert sim.control.requests()["by_endpoint"]["GET /Client"] == 1
 
 For a pytest fixture, start one simulator per module or session and call
@@ -29,7 +30,6 @@ in-process ``simulator``, and ``token()`` / ``session()`` helpers.
 """
 
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -54,8 +54,8 @@ class SimControl:
         self.url = f"{base_url}/_sim"
         self.http = requests.Session()
 
-    def _call(self, method, path, payload=None):
-        reply = self.http.request(method, f"{self.url}/{path}", json=payload, timeout=30)
+    def _call(self, method, path, payload=None, timeout=30):
+        reply = self.http.request(method, f"{self.url}/{path}", json=payload, timeout=timeout)
         if reply.status_code != 200:
             raise AssertionError(
                 f"{method} /_sim/{path} answered {reply.status_code}: {reply.text}"
@@ -123,16 +123,37 @@ class SimControl:
     def webhook_deliveries(self):
         return self._call("GET", "webhook-deliveries")
 
-    def wait_for_deliveries(self, count, timeout=5.0):
-        """Poll until at least ``count`` delivery attempts are logged; answers them."""
-        deadline = time.monotonic() + timeout
-        while len(deliveries := self.webhook_deliveries()) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"expected {count} webhook deliveries, got {len(deliveries)}: {deliveries}"
-                )
-            time.sleep(0.02)
-        return deliveries
+    def wait_for_deliveries(self, count, *, idle=False, timeout=30.0):
+        """The delivery attempts logged, once there are at least ``count`` (and, with
+        ``idle``, the simulator has nothing left to send: every delivery of the changes
+        made so far has been attempted). The simulator answers on the event; ``timeout``
+        only ends a broken run, with an AssertionError listing what did arrive."""
+        reply = self._call(
+            "POST",
+            "webhook-deliveries/wait",
+            {"count": count, "idle": idle, "timeout": timeout},
+            timeout=timeout + 30,
+        )
+        if not reply["done"]:
+            waited = f"{count}{' and nothing left to send' if idle else ''}"
+            raise AssertionError(
+                f"expected {waited} webhook deliveries within {timeout:g} s, got "
+                f"{len(reply['deliveries'])}: {reply['deliveries']}"
+            )
+        return reply["deliveries"]
+
+    def wait_for_requests(self, answered, *, timeout=30.0):
+        """The request counts, once ``answered`` API and token requests have been answered
+        since they were last cleared (a slow answer included: its write is applied by then).
+        ``timeout`` only ends a broken run, with an AssertionError."""
+        reply = self._call(
+            "POST", "requests/wait", {"answered": answered, "timeout": timeout}, timeout + 30
+        )
+        if not reply.pop("done"):
+            raise AssertionError(
+                f"expected {answered} answered requests within {timeout:g} s, got {reply}"
+            )
+        return reply
 
     def departures(self):
         """Requests that departed from Halo's document since they were last taken."""

@@ -1,7 +1,9 @@
 """Webhook deliveries from a background thread, so a slow or failing receiver
 never holds up (or breaks) an API call.
 
-Every attempt is logged for ``GET /_sim/webhook-deliveries``.  The
+Every attempt is logged for ``GET /_sim/webhook-deliveries``; ``wait`` (``POST
+/_sim/webhook-deliveries/wait``) answers once a number of attempts are logged, and
+optionally once nothing is left to send, so tests wait on the event, not a clock.  The
 ``webhook_duplicates`` switch sends each delivery twice (same payload, as a
 retrying Halo would); ``webhook_out_of_order`` gathers what is queued within
 ``REORDER_WINDOW`` seconds and sends it newest first.
@@ -23,26 +25,45 @@ class WebhookDispatcher:
         self._switches = switches
         self._queue = queue.Queue()
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # a delivery logged or finished
         self._log = []
         self._generation = 0
+        self._pending = 0  # queued or being sent
+        self._closed = False
         self._http = requests.Session()
         self._thread = threading.Thread(target=self._run, name="halo-sim-webhooks", daemon=True)
         self._thread.start()
 
     def send(self, webhook, payload):
-        self._queue.put((self._generation, webhook, payload))
+        with self._lock:
+            self._pending += 1
+            self._queue.put((self._generation, webhook, payload))
 
     def deliveries(self):
         with self._lock:
             return list(self._log)
+
+    def wait(self, count, idle=False, timeout=30.0):
+        """``(attempts logged, True)`` once at least ``count`` are logged (and, with ``idle``,
+        nothing is queued or being sent); ``(attempts, False)`` after ``timeout`` seconds."""
+        with self._changed:
+            done = self._changed.wait_for(
+                lambda: self._closed or (len(self._log) >= count and not (idle and self._pending)),
+                timeout,
+            )
+            return list(self._log), bool(done) and not self._closed
 
     def clear(self):
         """Forget the log and anything still queued (used on reset)."""
         with self._lock:
             self._generation += 1
             self._log.clear()
+            self._changed.notify_all()
 
     def close(self):
+        with self._lock:
+            self._closed = True
+            self._changed.notify_all()
         self._queue.put(None)
         self._thread.join(timeout=TIMEOUT + 1)
         self._http.close()
@@ -66,6 +87,9 @@ class WebhookDispatcher:
                 for attempt in range(1, 3 if duplicates else 2):
                     if generation == self._generation:
                         self._deliver(generation, webhook, payload, attempt)
+                with self._lock:
+                    self._pending -= 1
+                    self._changed.notify_all()
 
     def _deliver(self, generation, webhook, payload, attempt):
         auth = None
@@ -88,3 +112,4 @@ class WebhookDispatcher:
         with self._lock:
             if generation == self._generation:
                 self._log.append(entry)
+                self._changed.notify_all()

@@ -7,7 +7,6 @@ order, as the worker would.
 
 import base64
 import json
-import time
 from decimal import Decimal
 
 import pytest
@@ -256,14 +255,10 @@ def halo_hooked(hooked_sim, live_server, personas, settings, queued):
     return personas.tenant_a
 
 
-def all_deliveries(sim, at_least, quiet=0.5):
-    """Every delivery the simulator sends, once it has sent none for `quiet` seconds."""
-    attempts = sim.control.wait_for_deliveries(at_least, timeout=30)
-    while True:
-        time.sleep(quiet)
-        if len(latest := sim.control.webhook_deliveries()) == len(attempts):
-            return attempts
-        attempts = latest
+def all_deliveries(sim, at_least):
+    """Every delivery the simulator sends for the changes made so far: at least `at_least`,
+    and the simulator has nothing left to send."""
+    return sim.control.wait_for_deliveries(at_least, idle=True)
 
 
 def owed(sim, count):

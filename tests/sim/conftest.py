@@ -30,6 +30,7 @@ def api(sim):
 
 class _Receiver(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
+        self.server.gate.wait(timeout=30)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.server.received.append(
             {"authorization": self.headers.get("Authorization"), "json": json.loads(body)}
@@ -44,13 +45,17 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def receiver():
-    """A webhook receiver on a free port: ``.url`` and ``.received`` (list of requests)."""
+    """A webhook receiver on a free port: ``.url``, ``.received`` (list of requests) and
+    ``.gate``, an Event: cleared, the receiver holds each delivery until it is set again."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     server.received = []
+    server.gate = threading.Event()
+    server.gate.set()
     server.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
+    server.gate.set()
     server.shutdown()
     server.server_close()
 
