@@ -298,6 +298,10 @@ HALO_CONNECT_TIMEOUT = env.float("HALO_CONNECT_TIMEOUT", default=5.0)
 HALO_READ_TIMEOUT = env.float("HALO_READ_TIMEOUT", default=30.0)
 # Most seconds one Halo call may spend retrying (backoff, Retry-After, rate budget waits).
 HALO_RETRY_BUDGET_SECONDS = env.float("HALO_RETRY_BUDGET_SECONDS", default=120.0)
+# Most seconds a web request (an admin action, a pay page's PDF) spends on Halo in all:
+# retries, timeouts and rate-budget waits included. Keep it under the web server's worker
+# timeout; longer work runs on the worker.
+HALO_WEB_BUDGET_SECONDS = env.float("HALO_WEB_BUDGET_SECONDS", default=8.0)
 # Backoff without Retry-After: full jitter up to BASE doubling per retry, at most CAP seconds.
 HALO_BACKOFF_BASE = env.float("HALO_BACKOFF_BASE", default=5.0)
 HALO_BACKOFF_CAP = env.float("HALO_BACKOFF_CAP", default=60.0)

@@ -6,11 +6,20 @@
     saved = client.upsert_licences(records)       # same order as `records`, ids filled in
     client.stats.requests, client.stats.by_endpoint
 
+Inside a web request: `connection.client(budget=web_budget())`, so a Halo that hangs
+costs the page `HALO_WEB_BUDGET_SECONDS` at most (then `HaloTimedOut`).
+
 Catch `HaloError`: `.permanent` (fix data or configuration) vs `.transient` (try later);
 `str(error)` is written for partners. See `client.py` for retries and create safety.
 """
 
-from integrations.halo.client import RESOURCES, HaloClient, RequestStats, discover_auth_url
+from integrations.halo.client import (
+    RESOURCES,
+    HaloClient,
+    RequestStats,
+    discover_auth_url,
+    web_budget,
+)
 from integrations.halo.errors import (
     HaloAddressRefused,
     HaloAuthError,
@@ -21,7 +30,9 @@ from integrations.halo.errors import (
     HaloNotFound,
     HaloPermissionError,
     HaloRateLimited,
+    HaloRedirected,
     HaloServerError,
+    HaloTimedOut,
     HaloUnavailable,
     HaloUnexpectedResponse,
     HaloWrongTenant,
@@ -39,10 +50,13 @@ __all__ = [
     "HaloNotFound",
     "HaloPermissionError",
     "HaloRateLimited",
+    "HaloRedirected",
     "HaloServerError",
+    "HaloTimedOut",
     "HaloUnavailable",
     "HaloUnexpectedResponse",
     "HaloWrongTenant",
     "RequestStats",
     "discover_auth_url",
+    "web_budget",
 ]

@@ -6,6 +6,11 @@ once on a 401), maps failures onto the `HaloError` family and retries transient 
 backoff inside one `RetryBudget`. Lists, reads and upserts are single generic
 implementations parameterised by `RESOURCES`; the named methods are thin aliases.
 
+Inside a web request the client gets a `budget` (`HALO_WEB_BUDGET_SECONDS`, see
+`web_budget()`): every retry budget, connect and read timeout and rate-budget wait is capped
+by the time left, and a call that runs out raises `HaloTimedOut` instead of holding the web
+worker; work that may take longer belongs on the worker (django-q2 tasks).
+
 Creates are never duplicated by a retry: a POST holding creates whose answer was lost (no
 response, read timeout, 5xx) is not replayed blindly. With a natural key the client re-reads
 Halo to see which creates landed and re-sends only the others; without one it raises.
@@ -27,6 +32,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.views.decorators.debug import sensitive_variables
 from urllib3.exceptions import NewConnectionError
+from urllib3.util import Timeout
 
 from integrations.halo import egress
 from integrations.halo.contract import contract
@@ -37,14 +43,16 @@ from integrations.halo.errors import (
     HaloError,
     HaloInvalidClient,
     HaloRateLimited,
+    HaloRedirected,
     HaloServerError,
+    HaloTimedOut,
     HaloUnavailable,
     HaloUnexpectedResponse,
     HaloWrongTenant,
     error_for_status,
     halo_message,
 )
-from integrations.halo.ratelimit import RateLimiter, RetryBudget
+from integrations.halo.ratelimit import Deadline, RateLimiter, RetryBudget
 from integrations.halo.tokens import TokenCache
 from portal.crypto import Masked
 
@@ -57,6 +65,15 @@ LICENCE_KEY = ("client_id", "vendor_product_sku")
 FILTERED_READS_AT_MOST = 3
 #: How long Halo's list of currencies is trusted (it changes when an admin adds one).
 CURRENCY_TTL = 6 * 3600
+#: With less of a web budget left than this, no request is started (it could not finish).
+LEAST_ATTEMPT = 0.05
+
+
+def web_budget(seconds=None):
+    """A `Deadline` for the Halo calls of one web request: `HALO_WEB_BUDGET_SECONDS` (or
+    `seconds`, capped by it). Give it to every client the request makes, as `budget`."""
+    cap = settings.HALO_WEB_BUDGET_SECONDS
+    return Deadline(cap if seconds is None else min(seconds, cap))
 
 
 @dataclass(frozen=True)
@@ -134,11 +151,22 @@ class RequestStats:
 
 class HaloClient:
     def __init__(
-        self, connection, *, stats=None, session=None, retry_budget=None, clock=None, sleep=None
+        self,
+        connection,
+        *,
+        stats=None,
+        session=None,
+        retry_budget=None,
+        budget=None,
+        clock=None,
+        sleep=None,
     ):
         """`clock` and `sleep` replace the real ones (`time.time` for token expiry and the
         shared rate window, `time.monotonic` for retry budgets, `time.sleep`): tests pass a
-        clock they move by hand and a sleep that moves it."""
+        clock they move by hand and a sleep that moves it.
+
+        `budget`: seconds, or a `Deadline` shared with other clients, that everything this
+        client does must fit in (web requests; None: the worker's retry budgets only)."""
         self.connection = connection
         self.stats = stats or RequestStats()
         self.http = session or egress.session()
@@ -151,6 +179,9 @@ class HaloClient:
             settings.HALO_RETRY_BUDGET_SECONDS if retry_budget is None else retry_budget
         )
         self.api_url = connection.resource_url.rstrip("/")
+        if budget is not None and not isinstance(budget, Deadline):
+            budget = Deadline(budget, **self._clocks)
+        self.deadline = budget
 
     def __repr__(self):
         return f"<HaloClient connection={self.connection.pk} {self.api_url}>"
@@ -477,8 +508,36 @@ class HaloClient:
     # -- HTTP ----------------------------------------------------------------------------
 
     def _retry(self):
-        return RetryBudget(
-            self.retry_budget, settings.HALO_BACKOFF_BASE, settings.HALO_BACKOFF_CAP, **self._clocks
+        base, cap = settings.HALO_BACKOFF_BASE, settings.HALO_BACKOFF_CAP
+        if self.deadline is None:
+            return RetryBudget(self.retry_budget, base, cap, **self._clocks)
+        clocks = {"clock": self.deadline.clock, "sleep": self.deadline.sleep} | self._clocks
+        # Backoff ends early enough for one more attempt: else the call would stop on the
+        # web budget (HaloTimedOut) and not on what Halo last answered.
+        seconds = min(self.retry_budget, self.deadline.remaining() - LEAST_ATTEMPT)
+        return RetryBudget(max(seconds, 0.0), base, cap, **clocks)
+
+    def _timeouts(self, method, label, attempted, url):
+        """(connect, read) seconds for the next request, and what to pass to requests:
+        within a web budget, each capped by the time left, and the two together too."""
+        if self.deadline is None:
+            return self.timeout, self.timeout
+        left = self.deadline.remaining()
+        if left < LEAST_ATTEMPT:
+            raise self._timed_out(method, label, attempted, url, asked=False)
+        connect, read = (min(limit, left) for limit in self.timeout)
+        return (connect, read), Timeout(connect=connect, read=read, total=left)
+
+    def _timed_out(self, method, label, attempted, url, ambiguous=False, settle=0.0, asked=True):
+        return HaloTimedOut(
+            f"{self.deadline.seconds:g} s",
+            asked=asked,
+            ambiguous=ambiguous,
+            settle=settle,
+            url=url.split("?")[0],
+            method=method,
+            endpoint=label.split(" ", 1)[1],
+            attempted=attempted,
         )
 
     def _json(self, method, path, attempted, **kwargs):
@@ -516,7 +575,7 @@ class HaloClient:
         while True:
             try:
                 return attempt()
-            except HaloBudgetExhausted:
+            except (HaloBudgetExhausted, HaloTimedOut):
                 raise
             except HaloError as error:
                 if not error.transient or (error.ambiguous and not replay_safe):
@@ -562,6 +621,7 @@ class HaloClient:
                 method=method, endpoint=label.split(" ", 1)[1], attempted=attempted
             ).note(f"(HALO_RATE_LIMIT: {settings.HALO_RATE_LIMIT} requests per connection.)")
         self.stats.waited += waited
+        timeout, sent_timeout = self._timeouts(method, label, attempted, url)
         if token is None:
             self.stats.token_requests += 1
         else:
@@ -571,7 +631,7 @@ class HaloClient:
         started = time.perf_counter()
         try:
             response = self.http.request(
-                method, url, headers=headers, timeout=self.timeout, **kwargs
+                method, url, headers=headers, timeout=sent_timeout, **kwargs
             )
         except egress.BlockedAddress as blocked:
             raise HaloAddressRefused(
@@ -585,10 +645,16 @@ class HaloClient:
                 type(exc).__name__,
                 attempted,
             )
+            settle = timeout[1] if isinstance(exc, requests.ReadTimeout) else 0.0
+            if isinstance(exc, requests.Timeout) and self.deadline is not None:
+                if self.deadline.remaining() < LEAST_ATTEMPT:  # the web budget cut it short
+                    raise self._timed_out(
+                        method, label, attempted, url, not _never_sent(exc), settle
+                    ) from None
             raise HaloUnavailable(
-                _reason(exc, self.timeout),
+                _reason(exc, timeout),
                 ambiguous=not _never_sent(exc),
-                settle=self.timeout[1] if isinstance(exc, requests.ReadTimeout) else 0.0,
+                settle=settle,
                 url=url.split("?")[0],
                 method=method,
                 endpoint=label.split(" ", 1)[1],
@@ -603,6 +669,15 @@ class HaloClient:
             _ms(started),
             attempted,
         )
+        if 300 <= response.status_code < 400:  # never followed (egress): say where it led
+            raise HaloRedirected(
+                response.headers.get("Location", "")[:200],
+                status=response.status_code,
+                method=method,
+                endpoint=label.split(" ", 1)[1],
+                attempted=attempted,
+                url=url.split("?")[0],
+            )
         return response
 
     def _error(self, response, method, endpoint, attempted, resource):
@@ -649,8 +724,11 @@ def discover_auth_url(site, timeout=None):
     """The authorisation server Halo announces at `<site>/api/authinfo`, or None."""
     timeout = settings.HALO_DISCOVERY_TIMEOUT if timeout is None else timeout
     try:
-        response = egress.session().get(f"{site.rstrip('/')}/api/authinfo", timeout=timeout)
-        auth_url = response.json().get("auth_url") if response.ok else None
+        response = egress.session().get(
+            f"{site.rstrip('/')}/api/authinfo",
+            timeout=Timeout(connect=timeout, read=timeout, total=timeout),
+        )
+        auth_url = response.json().get("auth_url") if response.status_code == 200 else None
     except (requests.RequestException, ValueError, AttributeError):  # BlockedAddress too
         return None
     if isinstance(auth_url, str) and auth_url.startswith("http"):

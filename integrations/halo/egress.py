@@ -2,15 +2,25 @@
 them make the portal's servers call the vendor's own network (cloud metadata, databases,
 admin consoles) and read the answers back in error messages.
 
-Every connection the Halo client opens is checked after it is made, against the address
-it actually reached, so a host name that resolves differently on the second look (DNS
-rebinding) gains nothing: only public (globally routable) addresses are allowed, unless
-`HALO_ALLOW_PRIVATE_ADDRESSES` is on (development, the simulator on 127.0.0.1, or a
-self-hosted Halo inside the vendor's own network).
+Every connection the Halo client opens resolves the host itself and vets every address it
+resolves to before connecting, then connects only to those addresses (so a host name that
+resolves differently on the second look, DNS rebinding, gains nothing): only public
+(globally routable) addresses are allowed, unless `HALO_ALLOW_PRIVATE_ADDRESSES` is on
+(development, the simulator on 127.0.0.1, or a self-hosted Halo inside the vendor's own
+network). Nothing is ever sent towards a refused address, so the refusal reads the same
+whether a service listens there or not: the check cannot be used to scan internal ports.
+Redirects are never followed (a redirect could point anywhere, and would carry the token
+request's secret along on a 307); the client reports them instead.
+
+Name resolution is bounded by the connect timeout: a host whose name servers do not
+answer fails like one that does not accept the connection.
 """
 
 import ipaddress
 import socket
+import sys
+import threading
+import time
 from urllib.parse import urlsplit
 
 import requests
@@ -18,6 +28,8 @@ from django.conf import settings
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util import connection as urllib3_connection
 
 
 class BlockedAddress(ValueError):
@@ -40,22 +52,60 @@ def is_allowed(address):
     return ip.is_global or settings.HALO_ALLOW_PRIVATE_ADDRESSES
 
 
-def refusal(url):
+def refusal(url, timeout=None):
     """Why the portal would not call `url` (for forms, before anything is saved), or ''."""
     host = urlsplit(url).hostname
     if not host:
         return ""
+    if timeout is None:
+        timeout = settings.HALO_DISCOVERY_TIMEOUT
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+        addresses = {info[4][0] for info in resolve(host, None, timeout)}
     except OSError:
         return ""  # unknown here and now: the connection test says so in its own words
     blocked = sorted(a for a in addresses if not is_allowed(a))
     return str(BlockedAddress(host, blocked[0])) if blocked else ""
 
 
+def resolve(host, port, timeout=None):
+    """`socket.getaddrinfo(host, port)` for TCP, giving up after `timeout` seconds (None:
+    wait as long as the resolver does) with `TimeoutError`. A lookup that overruns goes on
+    in a daemon thread, which the caller does not wait for."""
+    if timeout is None:
+        return socket.getaddrinfo(
+            host, port, urllib3_connection.allowed_gai_family(), socket.SOCK_STREAM
+        )
+    answer = {}
+
+    def lookup():
+        try:
+            answer["infos"] = socket.getaddrinfo(
+                host, port, urllib3_connection.allowed_gai_family(), socket.SOCK_STREAM
+            )
+        except OSError as error:
+            answer["error"] = error
+
+    thread = threading.Thread(target=lookup, name=f"resolve {host}", daemon=True)
+    thread.start()
+    thread.join(max(timeout, 0.0))
+    if thread.is_alive():
+        raise TimeoutError(f"{host} did not resolve within {timeout:g} s")
+    if "error" in answer:
+        raise answer["error"]
+    return answer["infos"]
+
+
+class _NoRedirects(requests.Session):
+    """A session that never follows a redirect, whatever a caller asks: the 3xx answer is
+    handed back as it is (the Halo client turns it into `HaloRedirected`)."""
+
+    def get_redirect_target(self, resp):
+        return None
+
+
 def session():
-    """A requests session whose every connection is checked (see the module docstring)."""
-    http = requests.Session()
+    """A requests session whose every connection is vetted (see the module docstring)."""
+    http = _NoRedirects()
     adapter = _CheckedAdapter()
     http.mount("https://", adapter)
     http.mount("http://", adapter)
@@ -63,13 +113,48 @@ def session():
 
 
 class _Checked:
+    """`_new_conn` of urllib3's connections, resolving and vetting before connecting."""
+
     def _new_conn(self):
-        sock = super()._new_conn()
-        address = sock.getpeername()[0]
-        if not is_allowed(address):
-            sock.close()
-            raise BlockedAddress(self.host, address)
-        return sock
+        timeout = self.timeout if isinstance(self.timeout, (int, float)) else None
+        started = time.monotonic()
+        try:
+            infos = resolve(self._dns_host, self.port, timeout)
+        except socket.gaierror as error:
+            raise NameResolutionError(self.host, self, error) from error
+        except TimeoutError as error:
+            raise ConnectTimeoutError(
+                self, f"Connection to {self.host} timed out. ({error})"
+            ) from error
+        addresses = list(dict.fromkeys(info[4][0] for info in infos))
+        if not addresses:
+            raise NameResolutionError(self.host, self, socket.gaierror("no address"))
+        for address in addresses:
+            if not is_allowed(address):
+                raise BlockedAddress(self.host, address)  # before any packet goes there
+        if timeout is not None:  # one connect timeout covers the lookup and the connect
+            timeout = max(timeout - (time.monotonic() - started), 0.001)
+        error = None
+        for address in addresses:
+            try:
+                sock = urllib3_connection.create_connection(
+                    (address, self.port),
+                    timeout if timeout is not None else self.timeout,
+                    source_address=self.source_address,
+                    socket_options=self.socket_options,
+                )
+            except TimeoutError as exc:
+                error = ConnectTimeoutError(
+                    self, f"Connection to {self.host} timed out. (connect timeout={timeout})"
+                )
+                error.__cause__ = exc
+            except OSError as exc:
+                error = NewConnectionError(self, f"Failed to establish a new connection: {exc}")
+                error.__cause__ = exc
+            else:
+                sys.audit("http.client.connect", self, self.host, self.port)
+                return sock
+        raise error
 
 
 class _CheckedHTTPConnection(_Checked, HTTPConnection):

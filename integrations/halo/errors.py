@@ -153,6 +153,22 @@ class HaloAddressRefused(HaloError):
         self.reason = reason
 
 
+class HaloRedirected(HaloError):
+    """Halo answered a redirect. The portal follows none (`egress`): a redirect could lead
+    anywhere, the secret of a token request with it. The URL on the connection is wrong."""
+
+    permanent = True
+    headline = (
+        "Halo answered a redirect{detail} to {reason}, and the portal does not follow "
+        "redirects. Could not {attempted}. Put the address of your Halo itself on the Halo "
+        "connection (for example https:// rather than http://) and test it again."
+    )
+
+    def __init__(self, location, **kwargs):
+        super().__init__("", **kwargs)
+        self.reason = location or "no address"
+
+
 class HaloUnavailable(HaloError):
     transient = True
     headline = "Cannot reach {url}: {reason}. Could not {attempted}."
@@ -163,6 +179,24 @@ class HaloUnavailable(HaloError):
         self.ambiguous = ambiguous
         #: Seconds an unanswered request may still need to land in Halo (after a read timeout).
         self.settle = settle
+
+
+class HaloTimedOut(HaloUnavailable):
+    """A page's time for Halo (`HALO_WEB_BUDGET_SECONDS`) ran out: the page answers now
+    rather than hold the web worker. `reason` is the budget ("8 s")."""
+
+    headline = (
+        "Halo did not answer within {reason}, the longest a page waits for it, so the portal "
+        "stopped trying to {attempted}. Try again in a moment."
+    )
+
+    def __init__(self, reason, *, asked=True, **kwargs):
+        super().__init__(reason, **kwargs)
+        if not asked:  # the page's budget went on earlier calls (other connections, say)
+            self.headline = (
+                "The portal did not {attempted}: this page's {reason} for Halo were spent on "
+                "the calls before it. Try again in a moment."
+            )
 
 
 def halo_message(response, limit=300):

@@ -150,3 +150,26 @@ class RetryBudget:
             )
         self.sleep(delay)
         return delay
+
+
+class Deadline:
+    """All the time one web request may spend on Halo: `seconds` from now, shared by every
+    call (and every client) given it. The client caps its retry budget, its connect and
+    read timeouts and its rate-budget waits by `remaining()`, so a Halo that hangs costs
+    the page `seconds` at most. Backoff sleeps and the time left are measured by `clock`
+    and `sleep`: by default the class's, which tests replace."""
+
+    clock = staticmethod(time.monotonic)
+    sleep = staticmethod(time.sleep)
+
+    def __init__(self, seconds, *, clock=None, sleep=None):
+        self.seconds = float(seconds)
+        self.clock = clock or type(self).clock
+        self.sleep = sleep or type(self).sleep
+        self.ends = self.clock() + self.seconds
+
+    def remaining(self):
+        return max(0.0, self.ends - self.clock())
+
+    def __repr__(self):
+        return f"<Deadline {self.remaining():.2f} of {self.seconds:g} s left>"
