@@ -329,6 +329,17 @@ PAYMENTS_LINK_RATE = env.str("PAYMENTS_LINK_RATE", default="60/min")
 # Reverse proxies in front of the portal that append to X-Forwarded-For (0: none, so the
 # header, which clients can forge, is ignored when counting pay-link lookups per address).
 PAYMENTS_PROXIES = env.int("PAYMENTS_PROXIES", default=0)
+# Pay-link misses (lookups finding no invoice, wrong answers to the pay-link question)
+# that raise a pay-link alert (billing.payments.enumeration): per client address and across a
+# tenant within a window of PAYMENTS_ALERT_WINDOW seconds (0: never). The tenant's owners are
+# emailed once per incident; it ends after PAYMENTS_ALERT_QUIET seconds without another.
+PAYMENTS_ALERT_WINDOW = env.int("PAYMENTS_ALERT_WINDOW", default=600)
+PAYMENTS_ALERT_ADDRESS_MISSES = env.int("PAYMENTS_ALERT_ADDRESS_MISSES", default=20)
+PAYMENTS_ALERT_TENANT_MISSES = env.int("PAYMENTS_ALERT_TENANT_MISSES", default=100)
+PAYMENTS_ALERT_QUIET = env.int("PAYMENTS_ALERT_QUIET", default=3600)
+# Answers to the pay-link question per invoice (DRF rate), whoever sends them: stops many
+# addresses together guessing one invoice's total or billing email.
+PAYMENTS_LINK_CHECK_RATE = env.str("PAYMENTS_LINK_CHECK_RATE", default="10/hour")
 # Minutes a Stripe Checkout Session stays open (Stripe allows 30 to 1440).
 PAYMENTS_STRIPE_SESSION_MINUTES = env.int("PAYMENTS_STRIPE_SESSION_MINUTES", default=60)
 # Longest wait in seconds between retries of a write to Halo (payments, pay links).

@@ -298,6 +298,18 @@ def processor_event(tenant, **kwargs):
     return payments.ProcessorEvent.objects.create(tenant=tenant, **fields)
 
 
+@maker(payments.PayLinkAlert)
+def pay_link_alert(tenant, **kwargs):
+    moment = timezone.now()
+    fields = {
+        "started": moment,
+        "last_seen": moment,
+        "reason": "20 pay-link misses from 203.0.113.9 within 10 minutes",
+        "addresses": {"203.0.113.9": 20},
+    } | kwargs
+    return payments.PayLinkAlert.objects.create(tenant=tenant, **fields)
+
+
 # -- invoicing ----------------------------------------------------------------------------
 
 

@@ -1,5 +1,6 @@
 import json
 
+from django.conf import settings as conf
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect
@@ -17,6 +18,7 @@ from billing.payments.models import (
     AutoPayAttempt,
     AutoPaySkip,
     HaloOutbox,
+    PayLinkAlert,
     Payment,
     PaymentEvent,
     PaymentSettings,
@@ -53,6 +55,7 @@ class PaymentSettingsForm(TenantScopedForm):
             "allow_partial",
             "halo_pay_buttons",
             "pay_unknown_invoices",
+            "link_check",
             "halo_payment_method",
             "autopay_hour",
             "autopay_charge_on",
@@ -104,7 +107,10 @@ class PaymentSettingsAdmin(TenantScopedAdmin):
                 ]
             },
         ),
-        ("Pay links", {"fields": ["pay_link", "halo_pay_buttons", "pay_unknown_invoices"]}),
+        (
+            "Pay links",
+            {"fields": ["pay_link", "link_check", "halo_pay_buttons", "pay_unknown_invoices"]},
+        ),
         ("Recording in Halo", {"fields": ["halo_payment_method"]}),
         ("Pay page", {"fields": ["allow_partial", "use_halo_pdf", "pdf_fallback"]}),
         (
@@ -450,3 +456,42 @@ class ProcessorEventAdmin(ReadOnlyTenantAdmin):
     @admin.display(description="Payload")
     def pretty_payload(self, obj):
         return format_html("<pre>{}</pre>", json.dumps(obj.payload, indent=2, ensure_ascii=False))
+
+
+@admin.register(PayLinkAlert)
+class PayLinkAlertAdmin(ReadOnlyTenantAdmin):
+    """Incidents of pay-link lookups that look like someone guessing invoice numbers (see
+    `billing.payments.enumeration`); the tenant's owners were emailed when each opened."""
+
+    list_display = ["started", "last_seen", "state", "reason", "address_list"]
+    list_filter = ["is_open"]
+    fields = [
+        ("started", "last_seen", "state"),
+        "reason",
+        ("tenant_misses", "address_list"),
+        ("emailed", "emailed_to"),
+        "advice",
+    ]
+    readonly_fields = ["state", "address_list", "advice"]
+
+    @admin.display(description="State", ordering="is_open")
+    def state(self, obj):
+        quiet = timezone.timedelta(seconds=conf.PAYMENTS_ALERT_QUIET)
+        if obj.is_open and obj.last_seen > timezone.now() - quiet:
+            return "Ongoing"
+        return "Ended"
+
+    @admin.display(description="Addresses (most misses in one window)")
+    def address_list(self, obj):
+        ranked = sorted(obj.addresses.items(), key=lambda item: -item[1])
+        return ", ".join(f"{address} ({misses})" for address, misses in ranked) or "–"
+
+    @admin.display(description="What to do")
+    def advice(self, obj):
+        url = reverse("admin:payments_paymentsettings_changelist")
+        return format_html(
+            "Lookups are limited per client address. To make a guessed invoice number show "
+            'nothing, choose a question under “Ask before showing a pay page” in <a href="{}">'
+            "Payment settings</a>.",
+            url,
+        )

@@ -1,13 +1,15 @@
-"""Emails: the payer's receipt, and the tenant's notice of a failed auto-pay charge."""
+"""Emails: the payer's receipt, and the tenant's notices of a failed auto-pay charge and of
+pay links that look walked."""
 
 from email.utils import formataddr, parseaddr
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
+from django.urls import reverse
 
 from billing.payments import display
-from billing.payments.models import Balance
+from billing.payments.models import Balance, PaymentSettings
 
 
 def _send(tenant, to, subject, template, context):
@@ -73,3 +75,28 @@ def send_autopay_failure(payment):
         },
     )
     return True
+
+
+def send_pay_link_alert(alert):
+    """One email to each owner of the tenant: its pay links look walked. Answers how many
+    were sent."""
+    tenant = alert.tenant
+    owners = sorted(set(tenant.owner_emails()))
+    options = PaymentSettings.objects.filter(tenant=tenant).first()
+    context = {
+        "alert": alert,
+        "started": display.moment(alert.started, tenant),
+        "addresses": sorted(alert.addresses.items(), key=lambda item: -item[1]),
+        "asking": options is not None and options.link_check != PaymentSettings.LinkCheck.OFF,
+        "alerts_url": settings.PORTAL_BASE_URL + reverse("admin:payments_paylinkalert_changelist"),
+        "window_minutes": round(settings.PAYMENTS_ALERT_WINDOW / 60),
+    }
+    for owner in owners:
+        _send(
+            tenant,
+            [owner],
+            f"Pay links of {tenant.brand_name}: someone may be guessing invoice numbers",
+            "pay_link_alert",
+            dict(context),
+        )
+    return len(owners)

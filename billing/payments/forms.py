@@ -171,3 +171,65 @@ def card_fields():
         "card_expiry": text("Expiry date", "cc-exp", inputmode="numeric", placeholder="MM/YY"),
         "card_cvc": text("Security code", "cc-csc", inputmode="numeric", placeholder="CVC"),
     }
+
+
+AMOUNT_TEXT = re.compile(r"[^\d.,\-]")
+
+
+def parse_amount(text):
+    """A money amount as customers type it: "£1,234.50", "1234,50", "1.234,50 €", "120";
+    None when it is not one."""
+    text = AMOUNT_TEXT.sub("", text or "")
+    if not text or len(text) > 30:
+        return None
+    if "," in text and "." in text:
+        decimal_mark = "," if text.rfind(",") > text.rfind(".") else "."
+    elif text.count(",") == 1 and len(text.rsplit(",", 1)[1]) in (1, 2):
+        decimal_mark = ","
+    elif text.count(".") == 1 and len(text.rsplit(".", 1)[1]) != 3:
+        decimal_mark = "."
+    else:
+        decimal_mark = ""  # only thousands separators (or one: "1,234", "1.234")
+    whole, _, fraction = text.rpartition(decimal_mark) if decimal_mark else (text, "", "")
+    digits = re.sub(r"[.,]", "", whole) + ("." + fraction if decimal_mark else "")
+    try:
+        return Decimal(digits).quantize(Decimal("0.01"))
+    except ArithmeticError:
+        return None
+
+
+class LinkCheckForm(forms.Form):
+    """The pay-link question (`PaymentSettings.link_check`): the invoice's total, or the
+    billing email it was sent to."""
+
+    def __init__(self, *args, question, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.question = question
+        if question == "email":
+            self.fields["answer"] = forms.CharField(
+                label="Billing email address",
+                max_length=254,
+                help_text="The address this invoice was sent to.",
+                widget=EmailInput(attrs={"autocomplete": "email"}),
+            )
+        else:
+            self.fields["answer"] = forms.CharField(
+                label="Invoice total",
+                max_length=40,
+                help_text="The total shown on the invoice, including tax, e.g. 120.00.",
+                widget=TextInput(attrs={"inputmode": "decimal", "autocomplete": "off"}),
+            )
+
+    def clean_answer(self):
+        answer = self.cleaned_data["answer"].strip()
+        if self.question != "email" and parse_amount(answer) is None:
+            raise forms.ValidationError("Enter the total as a number, e.g. 120.00.")
+        return answer
+
+    def matches(self, invoice):
+        """Whether the (valid) answer is right for `invoice`."""
+        answer = self.cleaned_data["answer"]
+        if self.question == "email":
+            expected = invoice.customer.billing_email if invoice.customer else ""
+            return bool(expected) and answer.casefold() == expected.strip().casefold()
+        return parse_amount(answer) == Decimal(invoice.total).quantize(Decimal("0.01"))

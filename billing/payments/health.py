@@ -1,17 +1,24 @@
-"""The admin home's rows for payments: the processor, the Halo outbox, and auto-pay."""
+"""The admin home's rows for payments: the processor, the Halo outbox, auto-pay, and pay-link
+alerts."""
 
 from datetime import timedelta
 
 from django.urls import reverse
 from django.utils import timezone
 
-from billing.payments.models import AutoPayAttempt, HaloOutbox, Payment, PaymentSettings
+from billing.payments.models import (
+    AutoPayAttempt,
+    HaloOutbox,
+    PayLinkAlert,
+    Payment,
+    PaymentSettings,
+)
 from portal.health import HealthRow, provider
 
 
 @provider
 def payments(tenant):
-    return [_processor(tenant), _outbox(tenant), _autopay(tenant)]
+    return [_processor(tenant), _outbox(tenant), _autopay(tenant), _pay_link_alerts(tenant)]
 
 
 def _processor(tenant):
@@ -60,3 +67,14 @@ def _autopay(tenant):
     if not tenant.autopay_rules.filter(enabled=True).exists():
         return HealthRow("Auto-pay", "idle", "No auto-pay rule: add one under Auto-pay rules", url)
     return HealthRow("Auto-pay", "ok", "See the forecast of the next run", url)
+
+
+def _pay_link_alerts(tenant):
+    url = reverse("admin:payments_paylinkalert_changelist")
+    recent = timezone.now() - timedelta(days=7)
+    alert = PayLinkAlert.objects.filter(tenant=tenant, last_seen__gte=recent).first()
+    if alert is None:
+        return HealthRow("Pay links", "ok", "No suspicious lookups in 7 days", url)
+    local = timezone.localtime(alert.last_seen, tenant.tz)
+    text = f"Someone may be guessing invoice numbers: {alert.reason} (last {local:%d %b %H:%M})"
+    return HealthRow("Pay links", "error" if alert.is_open else "warn", text, url)

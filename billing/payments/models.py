@@ -51,6 +51,11 @@ class PaymentSettings(OnePerTenant):
         INVOICE_DATE = "invoice_date", "On the invoice date"
         DUE_DATE = "due_date", "On the due date"
 
+    class LinkCheck(models.TextChoices):
+        OFF = "off", "No: open the pay page at once"
+        AMOUNT = "amount", "Ask for the invoice's total"
+        EMAIL = "email", "Ask for the billing email address"
+
     tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="payment_settings")
     processor = models.CharField(max_length=10, choices=Processor.choices, default=Processor.TEST)
     stripe_secret_key_encrypted = models.TextField(editable=False, default="")
@@ -82,6 +87,18 @@ class PaymentSettings(OnePerTenant):
         default=False,
         help_text="A link naming an invoice the portal does not know shows a form for any "
         "amount. Leave off: a generic pay form invites double and mistaken payments.",
+    )
+    link_check = models.CharField(
+        "ask before showing a pay page",
+        max_length=10,
+        choices=LinkCheck.choices,
+        default=LinkCheck.OFF,
+        help_text="A link naming the invoice by its number (the link in Halo's invoice email) "
+        "can be guessed: Halo's numbers are sequential. Ask the customer for something on "
+        "the invoice first; a right answer is remembered for their browser session, wrong "
+        "ones count as misses. Pay buttons in Halo and pay links in PDFs carry the pay "
+        "page's secret address and are never asked. Invoices without a billing email are "
+        "asked for their total.",
     )
     halo_payment_method = models.PositiveIntegerField(
         "Halo payment method",
@@ -221,6 +238,47 @@ def invoice_for_ref(tenant, ref):
     if len(open_) > 1:
         return None
     return open_[0] if open_ else (found[0] if found else None)
+
+
+class PayLinkAlert(models.Model):
+    """An incident: pay-link lookups of a tenant finding nothing, from one address or across
+    the tenant, often enough to look like someone walking invoice numbers
+    (`billing.payments.enumeration`). One is open per tenant at a time; it closes once
+    quiet for `PAYMENTS_ALERT_QUIET` seconds. Its owners are emailed once, when it opens."""
+
+    #: Addresses kept per incident (more are counted across the tenant, not listed).
+    MAX_ADDRESSES = 20
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    is_open = models.BooleanField("open", default=True, editable=False)
+    started = models.DateTimeField(editable=False)
+    last_seen = models.DateTimeField(editable=False)
+    reason = models.CharField(max_length=300, editable=False, help_text="What opened it.")
+    tenant_misses = models.PositiveIntegerField(
+        "most misses across the tenant",
+        default=0,
+        editable=False,
+        help_text="In one window of PAYMENTS_ALERT_WINDOW seconds, as counted when it rose.",
+    )
+    addresses = models.JSONField(
+        default=dict,
+        editable=False,
+        help_text="Client address → most misses from it in one window.",
+    )
+    emailed = models.DateTimeField(null=True, blank=True, editable=False)
+    emailed_to = models.PositiveSmallIntegerField(default=0, editable=False)
+
+    class Meta:
+        ordering = ["-started"]
+        verbose_name = "pay-link alert"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant"], condition=Q(is_open=True), name="paylinkalert_one_open"
+            )
+        ]
+
+    def __str__(self):
+        return f"Pay-link alert of {self.started:%Y-%m-%d %H:%M}"
 
 
 class PayPageQuerySet(models.QuerySet):

@@ -7,7 +7,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task
 
-from billing.payments import autopay, checkout, emails, outbox
+from billing.payments import autopay, checkout, emails, enumeration, outbox
 from billing.payments.models import Payment, PaymentEvent, PaymentSettings
 from portal.models import Tenant
 from portal.schedules import register
@@ -38,6 +38,10 @@ def send_autopay_failure(payment_id):
     emails.send_autopay_failure(
         Payment.objects.select_related("tenant", "invoice__customer").get(pk=payment_id)
     )
+
+
+def send_pay_link_alert(alert_id):
+    return enumeration.email_owners(alert_id)
 
 
 def add_pay_links(tenant_id):

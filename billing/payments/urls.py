@@ -15,6 +15,7 @@ urlpatterns = [
     path("pay/<slug:tenant_code>/payment/<str:public_id>", views.payment, name="payment"),
     path("pay/<slug:tenant_code>/-/logo", views.logo, name="logo"),
     path("pay/<slug:tenant_code>/-/pay", views.pay_unlisted, name="pay-unlisted"),
+    path("pay/<slug:tenant_code>/-/check", views.check_link, name="check"),
     path("pay/<slug:tenant_code>/-/stripe/webhook", views.stripe_webhook, name="stripe-webhook"),
     path("pay/<slug:tenant_code>/<path:ref>", views.PayLinkView.as_view(), name="link"),
 ]

@@ -6,6 +6,7 @@ the server (no JavaScript), sent with `Cache-Control: no-store`, no referrer to 
 (the URL is the secret) and a strict Content-Security-Policy.
 """
 
+import hashlib
 import json
 import logging
 import re
@@ -33,8 +34,8 @@ from rest_framework.views import APIView
 
 from billing.invoicing.pdfs import PdfUnavailable, resolve_pdf
 from billing.models import Invoice
-from billing.payments import checkout, display
-from billing.payments.forms import PayForm, UnlistedPayForm
+from billing.payments import checkout, display, enumeration
+from billing.payments.forms import LinkCheckForm, PayForm, UnlistedPayForm
 from billing.payments.models import (
     Balance,
     Payment,
@@ -143,13 +144,23 @@ class PayLinkView(APIView):
             return self.show(
                 "payments/link_unsubstituted.html", tenant, status=404, ref=ref, pay_link=pay_link
             )
+        options = PaymentSettings.for_tenant(tenant)
         invoice = invoice_for_ref(tenant, ref)
         if invoice is not None:
-            return HttpResponseRedirect(PayPage.for_invoice(invoice).get_absolute_url())
-        if PaymentSettings.for_tenant(tenant).pay_unknown_invoices:
+            pay_page = PayPage.for_invoice(invoice)
+            if options.link_check == options.LinkCheck.OFF or answered(request, pay_page):
+                return HttpResponseRedirect(pay_page.get_absolute_url())
+        elif options.pay_unknown_invoices:
             form = UnlistedPayForm(collects_card=_collects_card(tenant))
             return self.show("payments/unlisted.html", tenant, ref=ref, form=form)
-        return self.show("payments/link_unknown.html", tenant, status=404)
+        else:
+            enumeration.record_miss(tenant, client_address(request))
+            if options.link_check == options.LinkCheck.OFF:
+                return self.show("payments/link_unknown.html", tenant, status=404)
+        # The question, asked alike whether the invoice exists or not: a guessed number
+        # shows nothing.
+        form = LinkCheckForm(question=question_for(options, invoice))
+        return self.show("payments/link_check.html", tenant, ref=ref, form=form)
 
     def show(self, template, tenant, status=200, **context):
         context |= {"tenant": tenant, "brand": display.brand(tenant)}
@@ -164,6 +175,86 @@ class PayLinkView(APIView):
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
         return harden(request, response)
+
+
+# -- the pay-link question (PaymentSettings.link_check) -----------------------------------------
+
+#: Session key: the pay pages this browser answered the question for (the latest few).
+ANSWERED = "payments_answered"
+ANSWERED_KEPT = 20
+
+
+class LinkCheckThrottle(WindowThrottle):
+    """Answers to the pay-link question per invoice (or per number, when none has it), from
+    any address: many addresses together cannot guess one invoice's total."""
+
+    scope = "pay_link_check"
+
+    def __init__(self, tenant, ref):
+        self.ident = hashlib.sha256(f"{tenant.pk}:{ref}".encode()).hexdigest()[:32]
+        super().__init__()
+
+    def get_rate(self):
+        return settings.PAYMENTS_LINK_CHECK_RATE or None
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": self.scope, "ident": self.ident}
+
+
+def question_for(options, invoice):
+    """ "email" or "amount": what the link asks before the pay page of `invoice` (None: an
+    unknown number, asked the tenant's question all the same)."""
+    if options.link_check != options.LinkCheck.EMAIL:
+        return "amount"
+    if invoice is not None and not (invoice.customer and invoice.customer.billing_email):
+        return "amount"
+    return "email"
+
+
+def answered(request, pay_page):
+    return pay_page.token in request.session.get(ANSWERED, [])
+
+
+def remember_answer(request, pay_page):
+    kept = [t for t in request.session.get(ANSWERED, []) if t != pay_page.token]
+    request.session[ANSWERED] = [*kept, pay_page.token][-ANSWERED_KEPT:]
+
+
+@customer_page
+@require_POST
+def check_link(request, tenant_code):
+    """The answer to the pay-link question: right, the pay page (and the session remembers
+    it); wrong, the question again, counted as a miss. Every answer counts toward the
+    client's pay-link lookups, and toward the invoice's own limit."""
+    if not PayLinkThrottle().allow_request(request, None):
+        return page(request, "payments/throttled.html", None, status=429)
+    tenant = Tenant.objects.select_related("payment_settings").filter(slug=tenant_code).first()
+    ref = request.POST.get("ref", "")[:64].strip()
+    if tenant is None or not ref:
+        return not_found(request, tenant)
+    options = PaymentSettings.for_tenant(tenant)
+    if options.link_check == options.LinkCheck.OFF:
+        return redirect(reverse("payments:link", args=[tenant.slug, ref]))
+    invoice = invoice_for_ref(tenant, ref)
+    form = LinkCheckForm(request.POST, question=question_for(options, invoice))
+    if not LinkCheckThrottle(tenant, ref).allow_request(request, None):
+        return page(request, "payments/throttled.html", tenant, status=429, per_invoice=True)
+    if form.is_valid():
+        if invoice is not None and form.matches(invoice):
+            pay_page = PayPage.for_invoice(invoice)
+            remember_answer(request, pay_page)
+            return redirect(pay_page.get_absolute_url())
+        enumeration.record_miss(tenant, client_address(request))
+        form.add_error("answer", _wrong_answer(form.question))
+    return page(request, "payments/link_check.html", tenant, status=400, ref=ref, form=form)
+
+
+def _wrong_answer(question):
+    what = "email address" if question == "email" else "total"
+    return (
+        f"This {what} does not match the invoice. Check your invoice email and try again; "
+        "a new invoice can take a few minutes to appear here."
+    )
 
 
 def _collects_card(tenant):

@@ -17,6 +17,7 @@ FORM = {
     "autopay_charge_on": "invoice_date",
     "autopay_retry_days": 3,
     "autopay_max_attempts": 3,
+    "link_check": "off",
 }
 
 
