@@ -8,7 +8,7 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
 from integrations import connection_test
-from integrations.halo import discover_auth_url, egress
+from integrations.halo import discover_auth_url, egress, web_budget
 from integrations.halo.addresses import derive_urls
 from integrations.models import HaloConnection
 from portal.admin_base import TenantScopedAdmin, TenantScopedForm, secret_field
@@ -147,7 +147,8 @@ class HaloConnectionAdmin(TenantScopedAdmin):
 
     @admin.action(description="Test connection", permissions=["change"])
     def test_connection(self, request, queryset):
-        return self._results(request, [connection_test.run(c) for c in queryset])
+        budget = web_budget()  # one page: every selected connection within one budget
+        return self._results(request, [connection_test.run(c, budget=budget) for c in queryset])
 
     def get_urls(self):
         return [

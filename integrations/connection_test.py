@@ -3,14 +3,15 @@ tenant's enabled features need?
 
 Read permissions are probed with a one-row read; edit permissions cannot be probed without
 writing, so they are judged from the `scope` Halo returns with the token (when it does).
-Nothing here writes to Halo.
+Nothing here writes to Halo. Staff wait on the page, so the whole test (every connection
+of one action together) gets the web budget (`HALO_WEB_BUDGET_SECONDS`).
 """
 
 from dataclasses import dataclass, field
 
 from django.utils import timezone
 
-from integrations.halo import RESOURCES, HaloClient, HaloError, HaloPermissionError
+from integrations.halo import RESOURCES, HaloClient, HaloError, HaloPermissionError, web_budget
 from integrations.halo.errors import AGENT_PERMISSIONS, APP_PERMISSIONS
 
 #: Permissions each feature flag of a connection needs, in checklist order.
@@ -38,8 +39,6 @@ PROBES = {
 }
 #: Umbrella scopes Halo may report instead of the concrete ones they imply.
 UMBRELLAS = {"all": ("read:", "edit:", "admin"), "all:standard": ("read:", "edit:")}
-#: Seconds a test may spend retrying: the partner is waiting on the page.
-TEST_RETRY_BUDGET = 5
 
 
 @dataclass
@@ -89,9 +88,10 @@ def _granted(scope, permission):
     ) or (permission.startswith("admin") and "admin" in names)
 
 
-def run(connection, save=True):
-    """Probe `connection`; stores the outcome on it (unless `save=False`) and answers it."""
-    client = HaloClient(connection, retry_budget=TEST_RETRY_BUDGET)
+def run(connection, save=True, budget=None):
+    """Probe `connection`; stores the outcome on it (unless `save=False`) and answers it.
+    `budget`: the `Deadline` of the page (several tests may share one); default, a new one."""
+    client = HaloClient(connection, budget=budget if budget is not None else web_budget())
     try:
         # Checked again by the client when it fetches a token; here a refusal stops the
         # test before anything is sent.

@@ -351,6 +351,7 @@ PAYMENTS_OUTBOX_MAX_BACKOFF = env.int("PAYMENTS_OUTBOX_MAX_BACKOFF", default=360
 INVOICE_PDF_RATE = env.str("INVOICE_PDF_RATE", default="600/min")
 # Seconds a PDF fetched from Halo (the "halo" source) is served before Halo is asked again.
 INVOICE_PDF_HALO_TTL = env.int("INVOICE_PDF_HALO_TTL", default=600)
-# Most seconds one PDF request spends on Halo (retries included) before using another source.
-INVOICE_PDF_HALO_BUDGET = env.float("INVOICE_PDF_HALO_BUDGET", default=10.0)
+# Most seconds one PDF request spends on Halo (retries and timeouts included) before using
+# another source; at most HALO_WEB_BUDGET_SECONDS, as a page waits on it.
+INVOICE_PDF_HALO_BUDGET = env.float("INVOICE_PDF_HALO_BUDGET", default=8.0)
 # --- end Invoice PDFs -----------------------------------------------------------------------

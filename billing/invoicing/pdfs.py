@@ -8,7 +8,8 @@ Two sources:
   (`document_builder.document_key`), stored, and served byte for byte after that.
 * "halo": the PDF attached to the invoice in Halo (`pdf_attachment_id`, else its newest PDF
   attachment), fetched through the Halo client and cached as a version; Halo is asked
-  again after `INVOICE_PDF_HALO_TTL` seconds.
+  again after `INVOICE_PDF_HALO_TTL` seconds, within `INVOICE_PDF_HALO_BUDGET` seconds in
+  all (capped by `HALO_WEB_BUDGET_SECONDS`: a customer's page waits on it).
 
 The preferred source goes first. When it cannot give a PDF (a rendering error, Halo
 unreachable or holding none) the other is used, the answer says why (`fallback_reason`),
@@ -43,7 +44,7 @@ from billing.invoicing.document_builder import (
 from billing.invoicing.models import InvoicingSettings, PdfServed, PdfVersion
 from billing.models import Invoice
 from billing.pdf import render_invoice_pdf
-from integrations.halo import HaloError
+from integrations.halo import HaloError, web_budget
 from integrations.models import HaloConnection
 from portal import formats
 
@@ -225,7 +226,7 @@ def _fetch_from_halo(invoice, cached):
     connection = HaloConnection.objects.for_feature(invoice.tenant, "invoice_sync")
     if connection is None:
         raise _SourceFailed("no active Halo connection with invoice sync switched on")
-    client = connection.client(retry_budget=settings.INVOICE_PDF_HALO_BUDGET)
+    client = connection.client(budget=web_budget(settings.INVOICE_PDF_HALO_BUDGET))
     attachment_id = halo_pdf_attachment_id(client, invoice.halo_id)
     if attachment_id is None:
         raise _SourceFailed(f"Halo has no PDF attached to invoice {invoice.halo_id}")

@@ -14,7 +14,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django_q.models import Schedule
 
-from integrations.billing_sync import csv_import, runner
+from integrations.billing_sync import csv_import, refresh, runner
 from integrations.billing_sync.models import (
     BillingSyncSettings,
     HaloClientRecord,
@@ -28,7 +28,6 @@ from integrations.billing_sync.models import (
     UsageSubmission,
 )
 from integrations.billing_sync.schedules import schedule_name
-from integrations.halo import HaloError
 from portal.admin_base import ReadOnlyTenantAdmin, TenantScopedAdmin
 from portal.csv_export import csv_response
 
@@ -79,13 +78,18 @@ class Tool:
 
 class ToolsMixin:
     change_list_template = "admin/billing_sync/change_list.html"
+    #: Whether the list offers "Refresh from Halo", and so shows how the latest one went.
+    shows_refresh = False
 
     def tools(self, request):
         return []
 
     def changelist_view(self, request, extra_context=None):
-        usable = request.access.tenant is not None and request.access.can_edit()
+        tenant = request.access.tenant
+        usable = tenant is not None and request.access.can_edit()
         extra = {"billing_tools": self.tools(request) if usable else []}
+        if self.shows_refresh and tenant is not None and (found := refresh.status(tenant)):
+            extra["billing_refresh"] = {"state": found.state, "text": found.describe(tenant)}
         return super().changelist_view(request, {**extra, **(extra_context or {})})
 
     def admin_url(self, request_handler, route, name):
@@ -135,6 +139,7 @@ class BillingSyncSettingsAdmin(TenantScopedAdmin):
 
 
 class HaloRecordAdmin(ToolsMixin, ReadOnlyTenantAdmin):
+    shows_refresh = True
     list_display = ["name", "halo_id", "state", "changed"]
     list_filter = ["inactive", "missing"]
     search_fields = ["name"]
@@ -150,18 +155,20 @@ class HaloRecordAdmin(ToolsMixin, ReadOnlyTenantAdmin):
 
 
 def refresh_view(request):
-    """'Refresh from Halo' on every picker and mapping list: re-reads clients and items."""
+    """'Refresh from Halo' on every picker and mapping list: re-reads clients and items on
+    the worker (a large Halo takes longer than a page may wait); the lists show the outcome."""
     tenant = editing_tenant(request)
-    try:
-        clients, items = runner.refresh_from_halo(tenant, runner.halo_client_for(tenant))
-    except (HaloError, runner.NotConnected) as error:
-        messages.error(request, str(error))
+    queued, found = refresh.queue(tenant)
+    if not queued:
+        detail = f" {found.describe(tenant)}" if found else ""
+        messages.warning(request, f"A refresh from Halo is already under way.{detail}")
+    elif found.state == refresh.FAILED:
+        messages.error(request, found.describe(tenant))
     else:
         messages.success(
             request,
-            f"Refreshed from Halo: {clients['seen']} clients and {items['seen']} items "
-            f"({clients['new'] + items['new']} new, {clients['changed'] + items['changed']} "
-            "changed).",
+            "Refreshing from Halo on the worker: the Halo clients and items lists show when "
+            "it is done.",
         )
     back = request.META.get("HTTP_REFERER", "")
     if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
@@ -204,6 +211,7 @@ class BrokenFilter(admin.SimpleListFilter):
 
 
 class MappingAdmin(ToolsMixin, TenantScopedAdmin):
+    shows_refresh = True
     list_filter = [BrokenFilter, "removal_policy"]
     readonly_fields = ["matched_by", "status"]
 

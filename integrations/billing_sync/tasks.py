@@ -2,9 +2,8 @@
 
 import logging
 
-from integrations.billing_sync import runner, schedules
+from integrations.billing_sync import refresh, runner, schedules
 from integrations.billing_sync.models import BillingSyncSettings, SyncRun
-from portal.models import Tenant
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +27,6 @@ def scheduled_sync(tenant_id):
 
 
 def refresh_halo(tenant_id):
-    """Fill the mapping pickers from Halo (queued by the demo)."""
-    tenant = Tenant.objects.get(pk=tenant_id)
-    clients, items = runner.refresh_from_halo(tenant, runner.halo_client_for(tenant))
-    return {"clients": clients, "items": items}
+    """Fill the mapping pickers from Halo ("Refresh from Halo", and the demo); the lists
+    show how it went."""
+    return refresh.run(tenant_id)

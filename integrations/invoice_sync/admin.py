@@ -5,7 +5,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 from django_q.tasks import async_task
 
-from integrations.halo import HaloError
+from integrations.halo import HaloError, web_budget
 from integrations.invoice_sync import webhooks
 from integrations.invoice_sync.models import (
     ActionLimit,
@@ -168,14 +168,20 @@ class InvoiceSyncSettingsAdmin(TenantScopedAdmin):
 
     @admin.action(description="Register webhook in Halo", permissions=["change"])
     def register_webhook(self, request, queryset):
+        budget = web_budget()  # a few Halo calls per tenant, all within the page's budget
         for settings in queryset.select_related("tenant"):
             tenant = settings.tenant
             connection = self._connection(request, tenant)
             if connection is None:
                 continue
             try:
-                webhooks.register(settings, connection.client())
+                webhooks.register(settings, connection.client(budget=budget))
             except HaloError as error:
+                if error.transient and (error.method, error.endpoint) == ("POST", "/Webhook"):
+                    error.note(
+                        "Register it again: Halo may hold the webhook with credentials the "
+                        "portal did not keep, and would have its deliveries refused until then."
+                    )
                 self.message_user(request, f"{tenant}: {error}", messages.ERROR)
                 continue
             self.message_user(

@@ -5,7 +5,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from integrations.billing_sync.models import SyncRun, UsageCount
-from integrations.billing_sync.tasks import execute_run
+from integrations.billing_sync.tasks import execute_run, refresh_halo
 from portal.models import ApiToken, Membership, Tenant
 from tests.billing_sync.conftest import World, take_queued
 from tests.billing_sync.test_admin import TASK, _client
@@ -25,8 +25,10 @@ def test_demo_map_preview_sync_change_through_the_api_and_sync_again(db, sim):
         for task in take_queued(TASK):
             execute_run(*task["args"])
 
-    # Map: refresh the pickers from Halo, accept every suggestion.
+    # Map: refresh the pickers from Halo (on the worker), accept every suggestion.
     staff.post(reverse("admin:billing_sync_refresh"))
+    for task in take_queued("integrations.billing_sync.tasks.refresh_halo"):
+        refresh_halo(*task["args"])
     for model in ("organisationmapping", "productmapping"):
         url = reverse(f"admin:billing_sync_{model}_suggestions")
         suggestions = staff.get(url).context["suggestions"]
