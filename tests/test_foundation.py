@@ -1,10 +1,11 @@
 import contextlib
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,7 @@ def test_invalid_encryption_key_is_reported():
 
 def test_complete_production_settings_pass_the_portal_checks():
     result = run_manage("check", "--deploy", "--fail-level", "ERROR")
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "portal.E00" not in result.stderr, result.stderr
 
 
@@ -175,6 +177,35 @@ def _free_port():
         return sock.getsockname()[1]
 
 
+def _lines(stream):
+    """The lines a process writes, through a queue (None at the end): read in a thread, so
+    a test waits for a line with a timeout and the process never blocks on a full pipe."""
+    lines = queue.Queue()
+
+    def read():
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def _wait_for_lines(lines, *wanted, timeout=60):
+    """Read `lines` until every text in `wanted` has appeared in one; fails the test, with
+    what was seen, when the output ends first or `timeout` passes with none new."""
+    missing, seen = list(wanted), []
+    while missing:
+        try:
+            line = lines.get(timeout=timeout)
+        except queue.Empty:
+            line = None
+        if line is None:
+            pytest.fail(f"never printed {missing}; printed:\n" + "".join(seen))
+        seen.append(line)
+        missing = [text for text in missing if text not in line]
+
+
 def test_devstack_stops_everything_it_started_on_sigterm(tmp_path):
     """The quick start's one command runs three processes: a supervisor's stop (or `kill`)
     must stop them all, as Ctrl-C does, not leave a server holding the port."""
@@ -183,35 +214,42 @@ def test_devstack_stops_everything_it_started_on_sigterm(tmp_path):
     assert run_manage("migrate", "--noinput", **env).returncode == 0
     web, halo = _free_port(), _free_port()
     full_env = {**os.environ, "SECRET_KEY": "x" * 50, "FIELD_ENCRYPTION_KEY": "", **env}
+    full_env["PYTHONUNBUFFERED"] = "1"  # each line as it is written, children's too
     command = ["manage.py", "devstack", "--addr", f"127.0.0.1:{web}", "--halo-port", str(halo)]
-    stack = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=full_env)
+    stack = subprocess.Popen(
+        [sys.executable, *command],
+        cwd=ROOT,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: the clean-up reaches grandchildren
+    )
     children = []
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", web), timeout=0.5).close()
-                socket.create_connection(("127.0.0.1", halo), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.3)
-        else:
-            pytest.fail("devstack did not start the web server and the simulator")
+        # Both servers say so once they listen (runserver after binding its port).
+        _wait_for_lines(
+            _lines(stack.stdout),
+            f"Starting development server at http://127.0.0.1:{web}/",
+            f"Halo simulator for tenant 'acme' at http://127.0.0.1:{halo}",
+        )
         children = Path(f"/proc/{stack.pid}/task/{stack.pid}/children").read_text().split()
         assert len(children) == 3
+        socket.create_connection(("127.0.0.1", web), timeout=5).close()
 
         stack.send_signal(signal.SIGTERM)
 
-        assert stack.wait(timeout=30) is not None
+        assert stack.wait(timeout=30) == 0
         assert all(not Path(f"/proc/{pid}").exists() or _zombie(pid) for pid in children)
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", web), timeout=0.5)
     finally:  # nothing left behind, whatever failed
-        if stack.poll() is None:
-            stack.kill()
+        with contextlib.suppress(OSError):
+            os.killpg(stack.pid, signal.SIGKILL)
         for pid in children:
             with contextlib.suppress(OSError):
                 os.kill(int(pid), signal.SIGKILL)
+        stack.wait(timeout=30)
 
 
 def _zombie(pid):
@@ -265,17 +303,12 @@ def test_the_documented_production_steps_serve_the_console(tmp_path):
         env=full_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         base = f"http://127.0.0.1:{port}"
         https = {"X-Forwarded-Proto": "https"}
-        seen = []
-        for line in server.stderr:  # wait for gunicorn to say its worker is up
-            seen.append(line.decode(errors="replace"))
-            if "Booting worker" in seen[-1]:
-                break
-        else:
-            pytest.fail("gunicorn did not start:\n" + "".join(seen))
+        _wait_for_lines(_lines(server.stderr), "Booting worker")  # its worker is up
         health = requests.get(f"{base}/healthz", timeout=30)
         assert health.status_code in (200, 503)  # 503 only for the worker not yet running
         css = requests.get(f"{base}/static/admin/css/base.css", headers=https, timeout=10)
