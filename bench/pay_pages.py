@@ -36,6 +36,7 @@ ENV = {
     "SECRET_KEY": "bench-" + "x" * 50,
     "FIELD_ENCRYPTION_KEY": "",
     "DEBUG": "false",
+    "SECURE_SSL_REDIRECT": "false",  # plain HTTP on loopback: no TLS in front here
     "ALLOWED_HOSTS": "127.0.0.1",
     "PAYMENTS_TEST_PROCESSOR": "true",
     "PAYMENTS_LINK_RATE": "100000000/min",

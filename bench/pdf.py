@@ -68,6 +68,7 @@ def scratch_environment(data_dir, redis_url):
         "DJANGO_SETTINGS_MODULE": "portal.settings",
         "PORTAL_DATA_DIR": str(data_dir),
         "DEBUG": "false",
+        "SECURE_SSL_REDIRECT": "false",  # plain HTTP on loopback: no TLS in front here
         "SECRET_KEY": "bench-" + "x" * 40,
         "FIELD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
         "ALLOWED_HOSTS": "127.0.0.1",
