@@ -1,6 +1,7 @@
 """Stored PDF versions: rendered once per version of the data, served byte for byte, kept when
 the data changes; concurrent first renders end with one version; the served log."""
 
+import hashlib
 import threading
 from datetime import timedelta
 
@@ -64,18 +65,32 @@ def test_regenerating_unchanged_data_keeps_the_version(tenant, monkeypatch):
 
 
 def test_a_lost_race_answers_the_winners_version(tenant, monkeypatch):
-    """Another process stored the same version between our lookup and our insert."""
+    """Another process stores the same version between our lookup and our insert."""
     invoice = halo_invoice(tenant)
-    winner, _ = store_portal_pdf(invoice)
-    lookups = []
+    rendered, _ = store_portal_pdf(invoice)
+    data_key, content = rendered.data_key, bytes(rendered.content)
+    rendered.delete()  # the bytes to store, and nothing stored yet
+    winner = []
 
-    def stale_first(self):
-        lookups.append(self)
-        return None if len(lookups) == 1 else QuerySet.first(self)  # first look: not there yet
+    def lookup_then_the_other_process_stores(self):
+        found = QuerySet.first(self)
+        if not winner:  # our lookup found nothing; the other process's insert lands now
+            winner.append(
+                PdfVersion.objects.create(
+                    invoice=invoice,
+                    source="portal",
+                    data_key=data_key,
+                    sha256=hashlib.sha256(content).hexdigest(),
+                    number=1,
+                    size=len(content),
+                    content=content,
+                )
+            )
+        return found
 
-    monkeypatch.setattr(PdfVersionQuerySet, "first", stale_first, raising=False)
-    stored = PdfVersion.objects.store(invoice, "portal", winner.data_key, bytes(winner.content))
-    assert stored == (winner, False) and len(lookups) == 2
+    monkeypatch.setattr(PdfVersionQuerySet, "first", lookup_then_the_other_process_stores)
+    stored = PdfVersion.objects.store(invoice, "portal", data_key, content)
+    assert stored == (winner[0], False)  # the winner's row, not an error or a second copy
     assert PdfVersion.objects.filter(invoice=invoice).count() == 1
 
 

@@ -1,4 +1,5 @@
-"""Invoice references: portal numbers and digits of other scripts."""
+"""`Invoice.objects.for_ref` (billing/models.py): the invoices a customer-facing reference
+names, per the tenant's number setting; portal numbers and digits of other scripts."""
 
 import pytest
 
