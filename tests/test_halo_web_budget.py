@@ -9,6 +9,11 @@ Halo calls could have cost, each request that timed out by the whole time it was
 simulator over HTTP, made to hang with its `timeout` fault.
 """
 
+import json
+import socket
+import subprocess
+import sys
+
 import pytest
 import requests
 from django.urls import reverse
@@ -26,6 +31,7 @@ from tests.billing_sync.conftest import take_queued
 from tests.halo.conftest import make_connection
 from tests.halo.test_connection_admin import run_url
 from tests.invoicing.conftest import branded_tenant, halo_invoice
+from tests.test_deploy_settings import ROOT, example_environment
 
 BUDGET = 0.5
 #: How long the simulator hangs: longer than the budget, shorter than the timeouts.
@@ -262,3 +268,62 @@ def test_clients_without_a_budget_keep_the_configured_timeouts(budget, personas,
     connection = make_connection(sim, personas.tenant_a)
     connection.client().get_client(1)
     assert budget.timeouts == [(5, 30), (5, 30)]  # the token, then the read
+
+
+def _settings_shown(**overrides):
+    """The broker, cache and database settings a process reads from this environment."""
+    code = (
+        "import django, json; django.setup(); from django.conf import settings as s; "
+        "print(json.dumps([s.Q_CLUSTER['redis'], s.CACHES['default'].get('OPTIONS', {}), "
+        "s.DATABASES['default'].get('OPTIONS', {})]))"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=example_environment(**overrides) | {"DJANGO_SETTINGS_MODULE": "portal.settings"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr
+    return json.loads(shown.stdout)
+
+
+def test_healthz_waits_on_redis_and_postgresql_a_few_seconds_at_most():
+    """What /healthz (and every request) waits on besides Halo: Redis for the broker and the
+    cache, and the database, each with a timeout (a hung server is unhealthy, not a hang)."""
+    broker, cache_options, database_options = _settings_shown(
+        REDIS_URL="redis://:secret@redis.internal:6379/0"
+    )
+    assert broker == (
+        "redis://:secret@redis.internal:6379/0?socket_timeout=5&socket_connect_timeout=5"
+    )
+    assert cache_options == {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
+    assert database_options["connect_timeout"] == 5
+    broker, *_ = _settings_shown(
+        REDIS_URL="redis://redis.internal/1?socket_timeout=2", REDIS_SOCKET_TIMEOUT="3"
+    )
+    assert broker == "redis://redis.internal/1?socket_timeout=2&socket_connect_timeout=3"
+
+
+@pytest.mark.django_db
+def test_healthz_answers_when_redis_accepts_but_never_answers(client, monkeypatch):
+    from django_q.brokers import redis_broker
+    from django_q.conf import Conf
+
+    from portal.settings import redis_url_with_timeouts
+
+    WorkerHeartbeat.beat("portal")
+    silent = socket.create_server(("127.0.0.1", 0))  # listens, never says a word
+    try:
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        monkeypatch.setattr(Conf, "REDIS", redis_url_with_timeouts(url, 0.2))
+        monkeypatch.setattr("portal.health_checks.get_broker", lambda: redis_broker.Redis("x"))
+        response = client.get(reverse("healthz"))
+    finally:
+        silent.close()
+    assert response.status_code == 503
+    assert response.json()["checks"]["broker"] == {
+        "ok": False,
+        "detail": "unreachable: TimeoutError",
+    }
