@@ -18,13 +18,13 @@ class PortalConfig(AppConfig):
         post_migrate.connect(create_cache_table, sender=self, weak=False)
 
 
-def create_cache_table(using="default", verbosity=0, **kwargs):
+def create_cache_table(using="default", **kwargs):
     """`migrate` alone gives a working deployment: the database cache (the default, holding
     Halo tokens and rate budgets) needs its table, which `migrate` does not make by itself.
     Idempotent, and a no-op for other cache backends (Redis)."""
     from django.core.management import call_command
 
-    call_command("createcachetable", database=using, verbosity=verbosity)
+    call_command("createcachetable", database=using, verbosity=0)
 
 
 class PortalAdminConfig(admin_apps.AdminConfig):

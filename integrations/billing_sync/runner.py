@@ -218,7 +218,32 @@ class Runner:
                  for c in counts]  # fmt: skip
         broken_clients = {m.halo_client.halo_id for m in org_maps.values() if m.problem}
         broken_skus = {m.product.sku.casefold() for m in product_maps.values() if m.problem}
-        return pairs, lambda key: key[0] in broken_clients or key[1] in broken_skus
+        # Portal licences on clients this tenant neither maps nor wrote to last time belong
+        # to someone else (another tenant on the same Halo): never removed by this one.
+        ours = {m.halo_client.halo_id for m in org_maps.values()} | self._clients_last_written()
+        return (
+            pairs,
+            lambda key: key[0] in broken_clients or key[1] in broken_skus or key[0] not in ours,
+        )
+
+    def _clients_last_written(self):
+        """The Halo clients of the latest real run of this tenant that recorded results (so
+        an organisation unmapped since still has its licences removed by policy)."""
+        last = (
+            SyncRun.objects.filter(tenant=self.tenant, dry_run=False, results__isnull=False)
+            .exclude(pk=self.run.pk)
+            .order_by("-pk")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if last is None:
+            return set()
+        return set(
+            SyncResult.objects.filter(run_id=last)
+            .exclude(halo_client_id=None)
+            .values_list("halo_client_id", flat=True)
+            .distinct()
+        )
 
     def _pair(self, count, org_map, product_map):
         organisation, product = count.organisation, count.product

@@ -11,7 +11,8 @@ from integrations.billing_sync.models import (
     SyncResult,
     SyncRun,
 )
-from tests.billing_sync.conftest import actions
+from tests import factories
+from tests.billing_sync.conftest import World, actions
 
 Action, Outcome, Status = SyncResult.Action, SyncResult.Outcome, SyncRun.Status
 
@@ -428,3 +429,18 @@ def test_lost_answers_to_create_arrays_are_settled_by_one_read(mapped, monkeypat
     assert run.halo_calls["POST /SoftwareLicence"] == 4 + 1  # the 500's array, once more
     assert licence_reads(mapped) == 2  # planning, then one read to settle
     assert all(r.licence_id for r in run.results.filter(action=Action.CREATE))
+
+
+def test_a_second_tenant_on_the_same_halo_never_removes_the_firsts_licences(mapped, sim):
+    """Tenant B's sync sees tenant A's portal licences on clients B does not map: they are
+    A's, so no removal policy of B's touches them (B once zeroed all of them)."""
+    first = mapped.sync()
+    assert first.status == Status.SUCCEEDED
+    before = mapped.halo_counts()
+    other = World.build(factories.tenant("bravo"), sim)
+    other.settings.removal_policy = "zero"
+    other.settings.save()
+    run = other.sync()
+    assert run.status == Status.SUCCEEDED, run.error
+    assert mapped.halo_counts() == before
+    assert not run.results.exclude(action=Action.SKIP).filter(halo_client_id__isnull=False)
