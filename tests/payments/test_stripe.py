@@ -308,10 +308,11 @@ def test_autopay_charges_the_saved_card_off_session(stripe_tenant, mailoutbox, d
             mock.post(f"{API}/payment_intents", status=402, json={"error": error})
         else:
             mock.post(f"{API}/payment_intents", json={"id": "pi_auto", "status": "succeeded"})
-        [attempt] = autopay.run(stripe_tenant, date.today())
+        today = date.today()
+        [attempt] = autopay.run(stripe_tenant, today)
         create = mock.calls[-1].request
     payment = attempt.payment
-    assert create.headers["Idempotency-Key"] == f"autopay-invoice-{invoice.pk}-{date.today()}"
+    assert create.headers["Idempotency-Key"] == f"autopay-invoice-{invoice.pk}-{today}"
     assert "off_session=true" in create.body and "payment_method=pm_1" in create.body
     if declined:
         assert (payment.status, payment.failure_code) == ("failed", "card_declined")
