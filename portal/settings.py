@@ -349,6 +349,12 @@ HALO_DISCOVERY_TIMEOUT = env.float("HALO_DISCOVERY_TIMEOUT", default=3.0)
 HALO_ALLOW_PRIVATE_ADDRESSES = env.bool("HALO_ALLOW_PRIVATE_ADDRESSES", default=DEBUG)
 # --- end Halo API client ------------------------------------------------------------------
 
+# --- Billing sync CSV import (integrations.billing_sync.csv_import) --------------------------
+# Largest CSV file the usage import takes (bytes), and minutes an uploaded file is kept on
+# the server between its preview and the confirmation.
+CSV_IMPORT_MAX_BYTES = env.int("CSV_IMPORT_MAX_BYTES", default=20 * 1024 * 1024)
+CSV_IMPORT_KEEP_MINUTES = env.int("CSV_IMPORT_KEEP_MINUTES", default=120)
+
 # --- Payments (billing.payments) -----------------------------------------------------------
 # The built-in test processor (demo cards, no real money) takes payments only where this is
 # true: off in production by default, so a tenant left on it cannot mark invoices paid.

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
@@ -17,6 +18,7 @@ from django_q.models import Schedule
 from integrations.billing_sync import csv_import, refresh, runner
 from integrations.billing_sync.models import (
     BillingSyncSettings,
+    CsvUpload,
     HaloClientRecord,
     HaloItemRecord,
     OrganisationMapping,
@@ -345,33 +347,60 @@ class UsageCountAdmin(ToolsMixin, TenantScopedAdmin):
         ]
 
     def import_view(self, request):
-        """Upload → preview with per-row errors → confirm; nothing is saved before confirm."""
+        """Upload → preview with per-row errors → confirm; nothing is saved before confirm.
+        Between the two the file waits on the server (`CsvUpload`), for this user and
+        tenant only; the page carries its token, never the file."""
         tenant = editing_tenant(request)
-        form = csv_import.CsvImportForm(request.POST or None, request.FILES or None)
-        preview = None
+        form = csv_import.CsvImportForm(
+            request.POST or None, request.FILES or None, tenant=tenant, user=request.user
+        )
+        preview, status = None, 200
         if request.method == "POST" and form.is_valid():
+            stored = form.cleaned_data["stored"]
             preview = csv_import.preview(tenant, form.cleaned_data["content"])
-            if "confirm" in request.POST and preview.ok:
+            if stored is not None and "confirm" in request.POST and preview.ok:
+                # Keyed by the upload: a second click replays the first, saving nothing twice.
                 submission, _ = UsageSubmission.objects.record(
                     tenant,
                     preview.resolved,
                     source=UsageSubmission.Source.CSV,
+                    key=f"csv-upload:{stored.digest}",
                     user=request.user,
                 )
+                stored.delete()
                 messages.success(
                     request,
                     f"Imported {submission.rows} rows: {submission.changed} count(s) changed.",
                 )
                 return HttpResponseRedirect(reverse("admin:billing_sync_usagecount_changelist"))
-            form = csv_import.CsvImportForm(initial={"content": form.cleaned_data["content"]})
+            token = form.cleaned_data["upload"]
+            if preview.ok and stored is None:
+                upload = form.cleaned_data["file"]
+                content = form.cleaned_data["content"]
+                stored, token = CsvUpload.keep(
+                    tenant, request.user, content, upload.name, upload.size
+                )
+            elif not preview.ok and stored is not None:
+                stored.delete()  # it no longer fits the catalogue: nothing to confirm
+                token = ""
+            form = csv_import.CsvImportForm(
+                initial={"upload": token}, tenant=tenant, user=request.user
+            )
+            form.stored = stored if preview.ok else None
+        elif request.method == "POST" and form.gone():
+            status = 400
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
             "title": "Import usage from CSV",
             "form": form,
             "preview": preview,
+            "stored": getattr(form, "stored", None),
+            "keep_minutes": settings.CSV_IMPORT_KEEP_MINUTES,
         }
-        return TemplateResponse(request, "admin/billing_sync/usagecount/import.html", context)
+        return TemplateResponse(
+            request, "admin/billing_sync/usagecount/import.html", context, status=status
+        )
 
 
 @admin.register(UsageChange)

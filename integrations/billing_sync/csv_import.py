@@ -1,7 +1,10 @@
 """Usage from a CSV file: parsed and previewed with per-row errors, saved only when clean.
 
-The file travels back with the confirmation (a hidden field), so nothing is kept on the
-server between preview and save, and the saved data is exactly what was previewed.
+The uploaded file is kept on the server between preview and confirmation (`CsvUpload`, in
+the database so every web process finds it), found by a random token that only the tenant
+and user who uploaded it can use, until it expires (`CSV_IMPORT_KEEP_MINUTES`) or is saved.
+So the file never travels back with the form (Django refuses form fields over 2.5 MB), and
+what is saved is exactly what was previewed. Files up to `CSV_IMPORT_MAX_BYTES` (20 MB).
 """
 
 import csv
@@ -9,42 +12,72 @@ import io
 from dataclasses import dataclass, field
 
 from django import forms
+from django.conf import settings
 from rest_framework import serializers
 
-from integrations.billing_sync.models import UsageCount
-from integrations.billing_sync.serializers import validate_usage
+from integrations.billing_sync.models import CsvUpload, UsageCount
+from integrations.billing_sync.serializers import MAX_ROWS, validate_usage
 
-MAX_BYTES = 5 * 1024 * 1024
 COLUMNS = {
     "organisation": ("organisation", "organization", "external_ref", "external reference"),
     "product": ("product", "sku"),
     "quantity": ("quantity", "count", "qty"),
 }
+GONE = (
+    "This upload has expired, was saved already or belongs to someone else: upload the file again."
+)
+
+
+def megabytes(size):
+    """Binary megabytes as people read them: "20 MB" for 20 MiB, "3.1 MB"."""
+    return f"{size / 2**20:.1f}".removesuffix(".0") + " MB"
 
 
 class CsvImportForm(forms.Form):
+    """A new file (`file`), or the token of the user's upload being confirmed (`upload`)."""
+
     file = forms.FileField(
         required=False,
         help_text="Columns organisation (external reference), product (SKU) and quantity, with "
         "a header line. UTF-8.",
     )
-    content = forms.CharField(required=False, widget=forms.HiddenInput)
+    upload = forms.CharField(required=False, widget=forms.HiddenInput, max_length=100)
+
+    def __init__(self, *args, tenant, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tenant, self.user = tenant, user
+        self.fields[
+            "file"
+        ].help_text += f" At most {megabytes(settings.CSV_IMPORT_MAX_BYTES)} and {MAX_ROWS:,} rows."
 
     def clean(self):
         cleaned = super().clean()
         upload = cleaned.get("file")
         if upload is not None:
-            if upload.size > MAX_BYTES:
-                raise forms.ValidationError("The file is larger than 5 MB: split it.")
+            limit = settings.CSV_IMPORT_MAX_BYTES
+            if upload.size > limit:
+                raise forms.ValidationError(
+                    f"The file is {megabytes(upload.size)}, larger than {megabytes(limit)} "
+                    "(the import's limit): split it into smaller files."
+                )
             try:
                 cleaned["content"] = upload.read().decode("utf-8-sig")
             except UnicodeDecodeError:
                 raise forms.ValidationError(
                     "The file is not UTF-8 text: save it as “CSV UTF-8” and try again."
                 ) from None
-        if not cleaned.get("content"):
+            cleaned["stored"] = None
+        elif cleaned.get("upload"):
+            stored = CsvUpload.find(self.tenant, self.user, cleaned["upload"])
+            if stored is None:
+                raise forms.ValidationError(GONE, code="gone")
+            cleaned["content"], cleaned["stored"] = stored.content, stored
+        else:
             raise forms.ValidationError("Choose a CSV file.")
         return cleaned
+
+    def gone(self):
+        return any(error.code == "gone" for error in self.non_field_errors().as_data())
 
 
 @dataclass
@@ -82,6 +115,10 @@ def preview(tenant, content):
         data = parse(content)
     except ValueError as error:
         return Preview([], [], str(error))
+    if len(data) > MAX_ROWS:
+        return Preview(
+            [], [], f"The file has {len(data):,} rows: import at most {MAX_ROWS:,} at a time."
+        )
     rows = [
         PreviewRow(line, item["organisation"], item["product"], item["quantity"])
         for line, item in data

@@ -9,6 +9,7 @@ keeps one `SyncResult` per pair.
 
 import hashlib
 import json
+import secrets
 import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
@@ -824,3 +825,68 @@ class SyncResult(models.Model):
     @property
     def pair_key(self):
         return (self.halo_client_id, self.product_sku.casefold())
+
+
+class CsvUploadQuerySet(models.QuerySet):
+    def usable(self, tenant, user):
+        return self.filter(tenant=tenant, user=user, expires__gt=timezone.now())
+
+
+class CsvUpload(models.Model):
+    """A CSV file kept between its preview and the confirmation (the file is too big to
+    travel back with the form), found by a random token stored only as a SHA-256 hash, and
+    only for the tenant and user who uploaded it, until it expires or is saved."""
+
+    #: Uploads one user keeps per tenant (the oldest go first).
+    KEPT_PER_USER = 3
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    filename = models.CharField(max_length=255, blank=True)
+    size = models.PositiveIntegerField(help_text="Bytes as uploaded.")
+    content = models.TextField(help_text="The file as text.")
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    expires = models.DateTimeField()
+
+    objects = CsvUploadQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name = "CSV upload"
+
+    def __str__(self):
+        return f"{self.filename or 'CSV file'} ({self.size} bytes)"
+
+    @staticmethod
+    def hash(token):
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    @classmethod
+    def keep(cls, tenant, user, content, filename="", size=0):
+        """Store an upload; answers (upload, token). Expired uploads of anyone, and this
+        user's oldest beyond `KEPT_PER_USER`, are deleted."""
+        now = timezone.now()
+        cls.objects.filter(expires__lte=now).delete()
+        token = secrets.token_urlsafe(32)
+        upload = cls.objects.create(
+            tenant=tenant,
+            user=user,
+            digest=cls.hash(token),
+            filename=filename[:255],
+            size=size,
+            content=content,
+            expires=now + timedelta(minutes=settings.CSV_IMPORT_KEEP_MINUTES),
+        )
+        older = cls.objects.filter(tenant=tenant, user=user).order_by("-created", "-pk")
+        stale = list(older.values_list("pk", flat=True)[cls.KEPT_PER_USER :])
+        if stale:
+            cls.objects.filter(pk__in=stale).delete()
+        return upload, token
+
+    @classmethod
+    def find(cls, tenant, user, token):
+        """The user's unexpired upload in `tenant` with this token, or None."""
+        if not token:
+            return None
+        return cls.objects.usable(tenant, user).filter(digest=cls.hash(token)).first()

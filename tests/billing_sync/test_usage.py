@@ -1,6 +1,7 @@
 """Usage input: the API (validated whole, idempotent), CSV import with preview, history."""
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from rest_framework.test import APIClient
 
@@ -133,8 +134,6 @@ CSV = "organisation,product,quantity\nNW-1001,EDR-STD,5\nCD-1002,BKP-1TB,3\n"
 
 
 def test_csv_import_previews_then_saves(catalogue, personas):
-    from django.core.files.uploadedfile import SimpleUploadedFile
-
     client = personas.client(personas.owner_a)
     url = reverse("admin:billing_sync_usagecount_import")
     upload = SimpleUploadedFile("usage.csv", CSV.encode())
@@ -142,7 +141,8 @@ def test_csv_import_previews_then_saves(catalogue, personas):
     assert preview.status_code == 200
     assert preview.context["preview"].ok and not UsageCount.objects.exists()
     assert b'name="confirm"' in preview.content
-    saved = client.post(url, {"content": CSV, "confirm": "1"})
+    token = preview.context["form"]["upload"].value()
+    saved = client.post(url, {"upload": token, "confirm": "1"})
     assert saved.status_code == 302
     assert counts(catalogue) == {("NW-1001", "EDR-STD"): 5, ("CD-1002", "BKP-1TB"): 3}
     assert UsageSubmission.objects.get().source == "csv"
@@ -152,13 +152,13 @@ def test_csv_import_shows_per_row_errors_and_saves_nothing(catalogue, personas):
     client = personas.client(personas.owner_a)
     url = reverse("admin:billing_sync_usagecount_import")
     bad = CSV + "XX-1,EDR-STD,2\nNW-1001,BKP-1TB,many\n"
-    page = client.post(url, {"content": bad, "confirm": "1"})
+    page = client.post(url, {"file": SimpleUploadedFile("usage.csv", bad.encode()), "confirm": "1"})
     assert page.status_code == 200
     errors = page.context["preview"].errors
     assert [row.line for row in errors] == [4, 5]
     assert "XX-1" in page.content.decode() and b'name="confirm"' not in page.content
     assert not UsageCount.objects.exists()
-    missing = client.post(url, {"content": "org,sku\nNW-1001,EDR-STD\n"})
+    missing = client.post(url, {"file": SimpleUploadedFile("x.csv", b"org,sku\nNW-1001,EDR-STD\n")})
     assert "“organisation” is missing" in missing.context["preview"].problem
 
 
