@@ -65,6 +65,7 @@ def test_production_defaults_enforce_https_and_trust_no_proxy_header():
         text=True,
         timeout=120,
     )
+    assert shown.returncode == 0, shown.stderr
     assert shown.stdout.split() == ["True", "31536000", "True", "True", "None"], shown.stderr
     configured = subprocess.run(
         [sys.executable, "-c", code],
@@ -78,6 +79,7 @@ def test_production_defaults_enforce_https_and_trust_no_proxy_header():
         text=True,
         timeout=120,
     )
+    assert configured.returncode == 0, configured.stderr
     assert configured.stdout.split()[-2:] == ["('HTTP_X_FORWARDED_PROTO',", "'https')"]
 
 
