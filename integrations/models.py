@@ -2,6 +2,7 @@
 
 from urllib.parse import urlsplit
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.views.decorators.debug import sensitive_variables
@@ -16,6 +17,16 @@ class HaloConnectionQuerySet(models.QuerySet):
     def active(self, tenant):
         """The tenant's one active connection (a Tenant or its id), or None."""
         return self.filter(tenant=tenant, active=True).first()
+
+    def sharing_halo_with(self, connection):
+        """Other tenants' active connections to the same Halo (site and tenant name)."""
+        host = urlsplit(connection.resource_url or "").hostname or ""
+        if not host:
+            return []
+        candidates = self.filter(active=True, resource_url__icontains=host).exclude(
+            tenant_id=connection.tenant_id
+        )
+        return [other for other in candidates if other.halo_identity == connection.halo_identity]
 
     def for_feature(self, tenant, feature):
         """The tenant's active connection with `feature` switched on, or None: the one way
@@ -108,6 +119,24 @@ class HaloConnection(models.Model):
 
     def __str__(self):
         return self.name
+
+    @property
+    def halo_identity(self):
+        """Which Halo this is: the resource server's origin and the Halo tenant name."""
+        return (origin(self.resource_url), (self.halo_tenant or "").strip().casefold())
+
+    def clean(self):
+        """One Halo, one tenant: licences the portal writes carry no tenant, so two tenants
+        syncing into one Halo would manage each other's licences."""
+        super().clean()
+        if self.active and self.resource_url and HaloConnection.objects.sharing_halo_with(self):
+            raise ValidationError(
+                {
+                    "resource_url": "This Halo is already connected to another partner of this "
+                    "portal. One Halo belongs to one partner: if it is yours, ask the portal's "
+                    "operator to move it to your account."
+                }
+            )
 
     @property
     def secret(self) -> str:
