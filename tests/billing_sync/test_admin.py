@@ -227,6 +227,12 @@ def test_sync_billing_command_prints_a_summary_and_fails_on_failed_pairs(world, 
     with pytest.raises(CommandError) as busy:
         call_command("sync_billing", world.tenant.slug)
     assert busy.value.returncode == 2 and "already queued" in str(busy.value)
+    SyncRun.objects.filter(tenant=world.tenant).update(status=SyncRun.Status.INTERRUPTED)
+    world.connection.billing_sync = False
+    world.connection.save()
+    with pytest.raises(CommandError) as could_not:
+        call_command("sync_billing", world.tenant.slug)
+    assert could_not.value.returncode == 3
 
 
 def test_settings_page_shows_the_next_scheduled_sync(world, owner):

@@ -1,7 +1,9 @@
 """`manage.py sync_billing <tenant-slug> [--dry-run]`: one sync in the foreground.
 
-Prints a summary table and every pair that needs a look; exits 1 when a pair failed or the
-run could not complete, 2 when another run holds the tenant.
+Prints a summary table and every pair that needs a look. Exit codes, for scripts:
+0 every pair written (or previewed, or held for approval), 1 some pairs failed (the others
+were written), 2 another run holds the tenant (nothing done), 3 the run could not run
+(credentials, permissions, no connection: nothing written past the error).
 """
 
 from django.core.management.base import BaseCommand, CommandError
@@ -10,6 +12,8 @@ from integrations.billing_sync import runner
 from integrations.billing_sync.models import SyncResult, SyncRun
 from portal.models import Tenant
 
+#: Exit codes (documented in the README and above).
+SOME_PAIRS_FAILED, ALREADY_RUNNING, COULD_NOT_RUN = 1, 2, 3
 ATTENTION = [SyncResult.Outcome.FAILED, SyncResult.Outcome.HELD, SyncResult.Outcome.SKIPPED]
 
 
@@ -32,12 +36,18 @@ class Command(BaseCommand):
             busy = f"{active} is already {active.get_status_display().lower()}" if active else ""
             raise CommandError(
                 f"{busy or 'Another run just finished'} for {tenant.slug}: not starting another.",
-                returncode=2,
+                returncode=ALREADY_RUNNING,
             )
         run.refresh_from_db()
         self._summary(run)
-        if run.status in (SyncRun.Status.FAILED, SyncRun.Status.ERROR):
-            raise CommandError(f"{run}: {run.get_status_display().lower()}.")
+        if run.status == SyncRun.Status.FAILED:
+            raise CommandError(
+                f"{run}: {run.get_status_display().lower()}.", returncode=SOME_PAIRS_FAILED
+            )
+        if run.status == SyncRun.Status.ERROR:
+            raise CommandError(
+                f"{run}: {run.get_status_display().lower()}.", returncode=COULD_NOT_RUN
+            )
 
     def _summary(self, run):
         """Counts by action (done, or previewed), then problems, requests and time."""
