@@ -95,7 +95,10 @@ def format_money(amount: Decimal, currency: str, locale: str) -> str:
     trailing symbol or code is a no-break space, as in CLDR.
     """
     conv = conventions(locale)
-    places = max(2, -amount.normalize().as_tuple().exponent)
+    exponent = amount.normalize().as_tuple().exponent
+    if not isinstance(exponent, int):  # "n", "N" or "F": NaN or infinity
+        raise ValueError(f"not an amount of money: {amount}")
+    places = max(2, -exponent)
     number = _digits(amount, places, conv)
     symbol = CURRENCY_SYMBOLS.get(currency)
     text = conv.money.format(symbol=symbol, number=number) if symbol else number + NBSP + currency

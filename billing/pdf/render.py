@@ -21,13 +21,13 @@ import hashlib
 import io
 import unicodedata
 from bisect import bisect_right
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from itertools import accumulate, groupby
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from xml.sax.saxutils import escape, quoteattr
 
 from PIL import Image as PILImage
@@ -65,6 +65,10 @@ from portal.formats import (
 )
 
 from .model import ZERO, Category, InvoiceDocument, InvoiceLine, Period
+
+if TYPE_CHECKING:
+    # One table style command, ("FONT", (col, row), (col, row), ...): only in the stubs.
+    from reportlab.platypus.tables import _TableCommand as TableCommand
 
 # --- fonts and text hygiene ---------------------------------------------------
 
@@ -214,7 +218,9 @@ CATEGORY_COLUMNS = {  # narrow table headers
 CELL_PAD_X, CELL_PAD_Y = 4, 2.6
 
 
-def _style(name: str, size: float, *, font: str = REGULAR, colour=INK, **kw) -> ParagraphStyle:
+def _style(
+    name: str, size: float, *, font: str = REGULAR, colour: colors.Color = INK, **kw: Any
+) -> ParagraphStyle:
     return ParagraphStyle(
         name, fontName=font, fontSize=size, leading=size * 1.3, textColor=colour, **kw
     )
@@ -264,7 +270,7 @@ class _Theme:
 
 
 def _table(
-    data: list[list],
+    data: Sequence[list[str]],
     widths: Iterable[float],
     theme: _Theme,
     *,
@@ -274,7 +280,7 @@ def _table(
     pad: tuple[float, float] = (CELL_PAD_X, CELL_PAD_Y),
     row_heights: list[float] | None = None,
     rules: bool = True,
-    style: Iterable[tuple] = (),
+    style: Iterable[TableCommand] = (),
 ) -> Table:
     """House table: tinted bold header row, right-aligned numeric columns from
     ``numeric_from``, hairline rules between rows unless ``rules`` is off."""
@@ -301,7 +307,7 @@ def _table(
     )
 
 
-def _total_row_style(row: int = -1) -> list[tuple]:
+def _total_row_style(row: int = -1) -> list[TableCommand]:
     return [("FONT", (0, row), (-1, row), BOLD), ("LINEABOVE", (0, row), (-1, row), 0.8, INK)]
 
 
@@ -348,7 +354,7 @@ def _logo_reader(logo: bytes) -> ImageReader:
     flat = PILImage.new("RGB", rgba.size, "white")
     flat.paste(rgba, mask=rgba)
     reader = ImageReader(flat)
-    reader.getRGBData()
+    reader.getRGBData()  # type: ignore[no-untyped-call]  # unannotated in types-reportlab
     return reader
 
 
@@ -386,7 +392,7 @@ def _stack(
     *,
     align: str = "LEFT",
     pad: float = 0.0,
-    style: Iterable[tuple] = (),
+    style: Iterable[TableCommand] = (),
 ) -> Table:
     """A column of short texts (addresses, labels), each in its own font and colour.
 
@@ -394,7 +400,8 @@ def _stack(
     Paragraphs, which matters for the small-invoice render time.  Text is
     cleaned here, so callers pass user text as is.
     """
-    rows, commands = [], []
+    rows: list[list[str]] = []
+    commands: list[TableCommand] = []
     for row, item in enumerate(items):
         rows.append(
             [_wrap(clean_text(item.text), width - 2 * pad, item.size, item.font, item.max_lines)]
@@ -756,7 +763,7 @@ def _by_site(doc: InvoiceDocument, fmt: _Formats, theme: _Theme) -> Table:
             *(
                 [_wrap(clean_text(site), site_width - 2 * CELL_PAD_X, 8)]
                 + [fmt.money(totals[c]) for c in Category]
-                + [fmt.money(sum(totals.values()))]
+                + [fmt.money(sum(totals.values(), ZERO))]
                 for site, totals in sites.items()
             ),
             ["Total", *(fmt.money(doc.subtotals[c]) for c in Category), fmt.money(doc.net_total)],
@@ -919,20 +926,29 @@ class _LedgerFlowable(Flowable):
 class _NumberedCanvas(Canvas):
     """Holds pages back until save() so each footer can say "Page N of M"."""
 
-    def __init__(self, *args, footer: Callable[[Canvas, int, int], None], pdf_date: str, **kwargs):
+    def __init__(
+        self,
+        *args: Any,
+        footer: Callable[[Canvas, int, int], None],
+        pdf_date: str,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._footer = footer
-        self._held_pages: list[dict] = []
+        self._held_pages: list[dict[str, Any]] = []
         # PDF CreationDate/ModDate come from the invoice, never the clock.
         self.setDateFormatter(lambda *_: pdf_date)
         # The /ID is a digest of the metadata seeded with reportlab's invariant
         # timestamp, which honours SOURCE_DATE_EPOCH; seed it from the invoice
         # date instead so every environment produces the same bytes.
-        self._doc.signature = hashlib.md5(pdf_date.encode(), usedforsecurity=False)
+        # (Canvas._doc is reportlab's private attribute, absent from types-reportlab.)
+        self._doc.signature = hashlib.md5(  # type: ignore[attr-defined]
+            pdf_date.encode(), usedforsecurity=False
+        )
 
     def showPage(self) -> None:
         self._held_pages.append(dict(self.__dict__))
-        self._startPage()
+        self._startPage()  # type: ignore[attr-defined]  # reportlab's private, no stub
 
     def save(self) -> None:
         for number, state in enumerate(self._held_pages, 1):

@@ -430,6 +430,13 @@ def test_money_formatting(amount, currency, locale, expected):
     assert format_money(Decimal(amount), currency, locale) == expected
 
 
+@pytest.mark.parametrize("amount", ["NaN", "Infinity", "-Infinity"])
+def test_money_formatting_refuses_what_is_not_an_amount(amount):
+    # mypy found it: these have no exponent to count decimals by.
+    with pytest.raises(ValueError, match="not an amount of money"):
+        format_money(Decimal(amount), "GBP", "en_GB")
+
+
 @pytest.mark.parametrize(
     ("currency", "locale", "total", "period"),
     [
