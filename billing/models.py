@@ -9,6 +9,7 @@ one invoice model to work with.
 from django.db import models
 from django.utils import timezone
 
+from integrations.halo.records import custom_field_text
 from portal.models import Tenant
 
 
@@ -55,11 +56,12 @@ class Customer(models.Model):
         return " ".join(filter(None, [self.billing_first_name, self.billing_last_name]))
 
     def custom_field(self, name):
-        """The value of a Halo custom field by name (e.g. "CFVendorCustomerId"), or None."""
+        """A Halo custom field by name (e.g. "CFVendorCustomerId"): trimmed text, '' when
+        unset (as `HaloClientRecord.custom_field`)."""
         for field in self.custom_fields or []:
             if field.get("name") == name:
-                return field.get("value")
-        return None
+                return custom_field_text(field.get("value"))
+        return ""
 
 
 class Contract(models.Model):

@@ -20,6 +20,7 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from integrations.halo.records import custom_field_text
 from portal.models import ApiToken, OnePerTenant, Organisation, Product, Tenant
 
 
@@ -201,8 +202,8 @@ class HaloClientRecord(HaloRecord):
         }
 
     def custom_field(self, name):
-        value = self.custom_fields.get(name)
-        return "" if value is None else str(value).strip()
+        """A Halo custom field by name: trimmed text, '' when unset (as `Customer`'s)."""
+        return custom_field_text(self.custom_fields.get(name))
 
 
 class HaloItemRecord(HaloRecord):

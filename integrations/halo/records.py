@@ -1,6 +1,13 @@
 """Reading fields of Halo's records whose shape is not what their name suggests."""
 
 
+def custom_field_text(value):
+    """A Halo custom field's value as the portal compares it: trimmed text, '' when unset
+    (Halo omits nulls; values may be numbers). The one answer for every model that mirrors
+    Halo records."""
+    return "" if value is None else str(value).strip()
+
+
 def linked_item_id(line):
     """The Halo Item id of an invoice line, or None.
 

@@ -376,3 +376,18 @@ def test_a_halo_that_ignores_the_order_fails_the_run_rather_than_skip(sim, tenan
     assert run.status == "failed" and "not in last_modified order" in run.error
     assert not Invoice.objects.exists()
     assert SyncState.objects.get(tenant=tenant).invoices_cursor is None
+
+
+def test_a_custom_field_reads_the_same_on_every_mirror_of_a_halo_client(sim, tenant):
+    """billing.Customer and billing sync's HaloClientRecord both mirror Halo clients: one
+    answer for a set field (trimmed text) and for an unset one ('')."""
+    from integrations.billing_sync import runner
+    from integrations.billing_sync.models import HaloClientRecord
+
+    sync(tenant, "initial")
+    runner.refresh_from_halo(tenant, runner.HaloClient(tenant.halo_connections.get()))
+    customer = Customer.objects.get(tenant=tenant, name="Northwind Traders")
+    record = HaloClientRecord.objects.get(tenant=tenant, halo_id=customer.halo_id)
+    for name in ("CFVendorCustomerId", "CFNoSuchField"):
+        assert customer.custom_field(name) == record.custom_field(name), name
+    assert customer.custom_field("CFNoSuchField") == ""
