@@ -1,16 +1,13 @@
-import secrets
-
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.auth import get_user_model
-from django.contrib.auth.forms import PasswordResetForm
-from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from portal.admin_base import TenantScopedAdmin, TenantScopedForm
-from portal.models import ApiToken, Membership, Organisation, Product, Tenant
+from portal.invitations import send_invitation
+from portal.models import ApiToken, Invitation, Membership, Organisation, Product, Tenant
 
 
 @admin.register(Tenant)
@@ -54,9 +51,9 @@ class TenantAdmin(TenantScopedAdmin):
 
 
 class MembershipForm(TenantScopedForm):
-    email = forms.EmailField(
-        help_text="An existing staff user is added; a new one gets an email to set a password."
-    )
+    """A member's role (people join by invitation: see `InvitationAdmin`)."""
+
+    email = forms.EmailField(disabled=True, required=False)
 
     class Meta:
         model = Membership
@@ -65,16 +62,11 @@ class MembershipForm(TenantScopedForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.instance.pk:
-            self.fields["email"].disabled = True
             self.fields["email"].initial = self.instance.user.email
 
     def clean(self):
         cleaned = super().clean()
         tenant = self.instance.tenant if self.instance.tenant_id else None
-        email = cleaned.get("email", "").strip().lower()
-        if not self.instance.pk and tenant and email:
-            if Membership.objects.filter(tenant=tenant, user__email__iexact=email).exists():
-                raise ValidationError(f"{email} is already a member of {tenant}.")
         if self.instance.pk and self.instance.role == Membership.Role.OWNER:
             if (
                 cleaned.get("role") != Membership.Role.OWNER
@@ -84,8 +76,21 @@ class MembershipForm(TenantScopedForm):
         return cleaned
 
 
+class OwnersOnly:
+    """Only owners manage who has access."""
+
+    def has_change_permission(self, request, obj=None):
+        return self.has_module_permission(request) and request.access.is_owner()
+
+    def has_add_permission(self, request):
+        return self.has_change_permission(request) and request.access.tenant is not None
+
+
 @admin.register(Membership)
-class MembershipAdmin(TenantScopedAdmin):
+class MembershipAdmin(OwnersOnly, TenantScopedAdmin):
+    """Who has access and with which role. New members are invited (Add leads to the
+    invitation form): nobody is added to a tenant without accepting."""
+
     form = MembershipForm
     list_display = ["user_email", "role"]
     list_filter = ["role"]
@@ -98,13 +103,6 @@ class MembershipAdmin(TenantScopedAdmin):
     def get_fields(self, request, obj=None):
         return ["email", "role"] if not request.access.all_tenants else ["tenant", "email", "role"]
 
-    def has_change_permission(self, request, obj=None):
-        # Only owners manage who has access.
-        return self.has_module_permission(request) and request.access.is_owner()
-
-    def has_add_permission(self, request):
-        return self.has_change_permission(request) and request.access.tenant is not None
-
     def has_delete_permission(self, request, obj=None):
         if obj is not None and obj.role == Membership.Role.OWNER:
             if obj.tenant.memberships.filter(role=Membership.Role.OWNER).count() == 1:
@@ -115,31 +113,83 @@ class MembershipAdmin(TenantScopedAdmin):
         kwargs["fields"] = ["role"] + (["tenant"] if request.access.all_tenants else [])
         return super().get_form(request, obj, **kwargs)
 
-    @transaction.atomic
+    def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        return HttpResponseRedirect(reverse("admin:portal_invitation_add"))
+
+
+class InvitationForm(TenantScopedForm):
+    class Meta:
+        model = Invitation
+        fields = ["email", "role"]
+        help_texts = {
+            "email": "They get an email with a link to accept. Nothing changes for them until "
+            "they do: an existing account logs in to accept, someone new chooses a password.",
+        }
+
+    def clean(self):
+        cleaned = super().clean()
+        tenant = self.instance.tenant if self.instance.tenant_id else cleaned.get("tenant")
+        email = (cleaned.get("email") or "").strip()
+        if tenant and email:
+            if Membership.objects.filter(tenant=tenant, user__email__iexact=email).exists():
+                raise ValidationError(f"{email} is already a member of {tenant}.")
+        return cleaned
+
+
+@admin.register(Invitation)
+class InvitationAdmin(OwnersOnly, TenantScopedAdmin):
+    """Invitations to join the tenant, by email: the invited person accepts from the link
+    (an existing account logs in first); until then nothing changes for them. Delete a
+    pending one to withdraw it; *Send again* mails a new link."""
+
+    form = InvitationForm
+    list_display = ["email", "role", "state", "invited_by", "created", "expires", "accepted_at"]
+    list_filter = ["role"]
+    search_fields = ["email"]
+    readonly_fields = ["state", "invited_by", "created", "expires", "accepted_at", "accepted_by"]
+    actions = ["send_again"]
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["email", "role"] + (["tenant"] if request.access.all_tenants else [])
+        return ["email", "role", *self.readonly_fields]
+
+    def get_readonly_fields(self, request, obj=None):
+        # An invitation is not edited: withdraw it (delete) and invite again instead.
+        return [*self.readonly_fields, "email", "role"] if obj else []
+
+    @admin.display(description="State")
+    def state(self, obj):
+        return obj.state.capitalize()
+
     def save_model(self, request, obj, form, change):
-        if not change:
-            obj.user, created = _staff_user_for(form.cleaned_data["email"])
-            if created:
-                reset = PasswordResetForm({"email": obj.user.email})
-                if reset.is_valid():
-                    reset.save(request=request, use_https=request.is_secure())
-        super().save_model(request, obj, form, change)
+        if change:
+            return
+        tenant = obj.tenant if request.access.all_tenants else request.access.tenant
+        invitation, token = Invitation.issue(tenant, obj.email, obj.role, request.user)
+        obj.pk = invitation.pk
+        send_invitation(invitation, token)
 
+    def response_add(self, request, obj, post_url_continue=None):
+        self.message_user(
+            request,
+            f"Invitation sent to {obj.email}. They join {request.access.tenant or obj.tenant} "
+            "when they accept it from the email.",
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(reverse("admin:portal_invitation_changelist"))
 
-def _staff_user_for(email):
-    User = get_user_model()
-    email = email.strip().lower()
-    user = User.objects.filter(email__iexact=email).first()
-    if user is not None:
-        if not user.is_staff:
-            user.is_staff = True
-            user.save(update_fields=["is_staff"])
-        return user, False
-    user = User(username=email, email=email, is_staff=True)
-    # Usable but unknown: Django only sends password-reset mail to usable passwords.
-    user.set_password(secrets.token_urlsafe(32))
-    user.save()
-    return user, True
+    @admin.action(description="Send again (a new link; the old one stops working)")
+    def send_again(self, request, queryset):
+        sent = 0
+        for invitation in queryset.filter(accepted_at__isnull=True):
+            token = invitation.new_token()
+            invitation.save(update_fields=["digest", "expires"])
+            send_invitation(invitation, token)
+            sent += 1
+        self.message_user(request, f"{sent} invitation(s) sent again.")
 
 
 @admin.register(Organisation)

@@ -150,6 +150,109 @@ class Membership(models.Model):
         return self.role in (self.Role.OWNER, self.Role.ADMIN)
 
 
+class InvitationQuerySet(models.QuerySet):
+    def pending(self):
+        return self.filter(accepted_at__isnull=True, expires__gt=timezone.now())
+
+
+class Invitation(models.Model):
+    """An owner's invitation for someone, by email, to join a tenant with a role.
+
+    Nothing changes for the invited person until they accept from the emailed link: no
+    membership, no staff flag. An existing user must be logged in as the invitation's email
+    to accept; someone new sets a password on the accept page. The link's token is 256
+    random bits stored only as its SHA-256 hash (found by index, like API tokens), works
+    once, and expires after `INVITATION_DAYS`.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(
+        max_length=10, choices=Membership.Role.choices, default=Membership.Role.VIEWER
+    )
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    expires = models.DateTimeField(editable=False)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    accepted_at = models.DateTimeField(null=True, blank=True, editable=False)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+
+    objects = InvitationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self):
+        return f"Invitation of {self.email} to {self.tenant}"
+
+    @staticmethod
+    def hash(token):
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, tenant, email, role, invited_by=None):
+        """A new invitation; answers (invitation, token). The token is never stored. Earlier
+        invitations of the same address to the tenant that were not accepted are replaced."""
+        email = email.strip()
+        cls.objects.filter(tenant=tenant, email__iexact=email, accepted_at__isnull=True).delete()
+        invitation = cls(tenant=tenant, email=email, role=role, invited_by=invited_by)
+        token = invitation.new_token()
+        invitation.save()
+        return invitation, token
+
+    def new_token(self):
+        """A fresh token and expiry (the previous link stops working once saved)."""
+        token = secrets.token_urlsafe(32)
+        self.digest = self.hash(token)
+        self.expires = timezone.now() + timezone.timedelta(days=settings.INVITATION_DAYS)
+        return token
+
+    @classmethod
+    def find(cls, token):
+        """The pending invitation with this token, or None (unknown, used or expired)."""
+        if not token:
+            return None
+        found = cls.objects.pending().filter(digest=cls.hash(token)).select_related("tenant")
+        return found.first()
+
+    @property
+    def state(self):
+        if self.accepted_at:
+            return "accepted"
+        return "expired" if self.expires <= timezone.now() else "pending"
+
+    def accept(self, user):
+        """Make `user` a member with the invited role (and staff), once: False when the
+        invitation was used or expired meanwhile. The caller checks who `user` is."""
+        from django.db import transaction
+
+        with transaction.atomic():
+            claimed = Invitation.objects.pending().filter(pk=self.pk)
+            if not claimed.update(accepted_at=timezone.now(), accepted_by=user):
+                return False
+            Membership.objects.get_or_create(
+                user=user, tenant=self.tenant, defaults={"role": self.role}
+            )
+            if not user.is_staff:
+                user.is_staff = True
+                user.save(update_fields=["is_staff"])
+        return True
+
+
 class Organisation(models.Model):
     """A partner's customer, as the vendor knows it (mapped to a Halo Client later)."""
 

@@ -223,6 +223,8 @@ AXES_DISABLE_ACCESS_LOG = True
 # per client address. Over a limit nothing is sent and the page says what it always says.
 PASSWORD_RESET_EMAIL_RATE = env.str("PASSWORD_RESET_EMAIL_RATE", default="3/hour")
 PASSWORD_RESET_IP_RATE = env.str("PASSWORD_RESET_IP_RATE", default="20/hour")
+# Days an emailed invitation to join a tenant stays valid (portal.invitations).
+INVITATION_DAYS = env.int("INVITATION_DAYS", default=7)
 # --- end login limits ------------------------------------------------------------------------
 
 LANGUAGE_CODE = "en-gb"

@@ -4,7 +4,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
-from portal import login_limits, views
+from portal import invitations, login_limits, views
 
 # Redoc (served from static files) searches in a worker started from a blob: URL and draws
 # its images from data: URLs and its maker's logo.
@@ -44,5 +44,7 @@ urlpatterns = [
         name="password_reset_confirm",
     ),
     path("accounts/", include("django.contrib.auth.urls")),
+    # The link an owner's invitation emails: join a tenant (portal.invitations).
+    path("invitation/<str:token>/", invitations.accept, name="invitation"),
     path("", include("billing.payments.urls")),
 ]

@@ -21,7 +21,7 @@ from billing.payments import models as payments
 from integrations.billing_sync import models as billing_sync
 from integrations.invoice_sync.models import InvoiceSyncSettings, SyncRun, WebhookDelivery
 from integrations.models import HaloConnection
-from portal.models import ApiToken, Membership, Organisation, Product, Tenant
+from portal.models import ApiToken, Invitation, Membership, Organisation, Product, Tenant
 
 _seq = count(1)
 MAKERS = {}
@@ -69,6 +69,16 @@ def membership(tenant):
     n = next(_seq)
     user = get_user_model().objects.create_user(username=f"member{n}", email=f"m{n}@example.com")
     return Membership.objects.create(user=user, tenant=tenant, role=Membership.Role.ADMIN)
+
+
+@maker(Invitation)
+def invitation(tenant, email=None, role=Membership.Role.ADMIN, invited_by=None):
+    """An invitation (its token is on `.token`, as only the email would carry it)."""
+    found, token = Invitation.issue(
+        tenant, email or f"invitee{next(_seq)}@example.com", role, invited_by
+    )
+    found.token = token
+    return found
 
 
 @maker(ApiToken)

@@ -198,14 +198,34 @@ def test_admin_home_shows_health_of_active_tenant(personas):
 
 
 def test_owner_invites_staff_by_email(personas, mailoutbox):
-    from portal.models import Membership
+    """Adding a member leads to the invitation form; the invitation adds nobody until it is
+    accepted (tests/test_invitations.py)."""
+    from portal.models import Invitation, Membership
 
     client = personas.client(personas.owner_a)
-    response = client.post(url(Membership, "add"), {"email": "new@example.com", "role": "admin"})
+    assert client.get(url(Membership, "add"))["Location"] == url(Invitation, "add")
+    response = client.post(url(Invitation, "add"), {"email": "new@example.com", "role": "admin"})
     assert response.status_code == 302
-    member = Membership.objects.get(user__email="new@example.com")
-    assert member.tenant == personas.tenant_a and member.role == "admin"
+    invitation = Invitation.objects.get(email="new@example.com")
+    assert invitation.tenant == personas.tenant_a and invitation.role == "admin"
+    assert not Membership.objects.filter(user__email="new@example.com").exists()
     assert mailoutbox and mailoutbox[0].to == ["new@example.com"]
+
+
+def test_adding_a_member_by_email_attaches_nobody(personas):
+    """Pentest #12, finding 13: an owner typing another tenant's user's email attached that
+    user to their tenant at once (and made a non-staff user staff)."""
+    from portal.models import Membership
+
+    outsider = User.objects.create_user("outsider", "outsider@example.com", "x")
+    client = personas.client(personas.owner_a)
+    for email in (personas.owner_b.email, outsider.email):
+        client.post(url(Membership, "add"), {"email": email, "role": "admin"})
+    assert not Membership.objects.filter(
+        tenant=personas.tenant_a, user__in=[personas.owner_b, outsider]
+    ).exists()
+    outsider.refresh_from_db()
+    assert not outsider.is_staff
 
 
 def test_last_owner_cannot_be_demoted(personas):
