@@ -16,11 +16,14 @@ Name resolution is bounded by the connect timeout: a host whose name servers do 
 answer fails like one that does not accept the connection.
 """
 
+from __future__ import annotations
+
 import ipaddress
 import socket
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 
 import requests
@@ -31,12 +34,21 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util import connection as urllib3_connection
 
+#: One answer of `socket.getaddrinfo`: family, type, protocol, canonical name, address.
+AddressInfo: TypeAlias = tuple[
+    socket.AddressFamily,
+    socket.SocketKind,
+    int,
+    str,
+    tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes],
+]
+
 
 class BlockedAddress(ValueError):
     """A Halo URL led to a private address. A ValueError, not an OSError: urllib3 retries
     connection errors, and this one will not change by retrying."""
 
-    def __init__(self, host, address):
+    def __init__(self, host: str, address: str) -> None:
         self.host, self.address = host, address
         super().__init__(
             f"{host} is at {address}, a private or reserved address, which the portal does "
@@ -45,14 +57,14 @@ class BlockedAddress(ValueError):
         )
 
 
-def is_allowed(address):
+def is_allowed(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone id is not part of it
-    if ip.version == 6 and ip.ipv4_mapped:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
-    return ip.is_global or settings.HALO_ALLOW_PRIVATE_ADDRESSES
+    return ip.is_global or bool(settings.HALO_ALLOW_PRIVATE_ADDRESSES)
 
 
-def refusal(url, timeout=None):
+def refusal(url: str, timeout: float | None = None) -> str:
     """Why the portal would not call `url` (for forms, before anything is saved), or ''."""
     host = urlsplit(url).hostname
     if not host:
@@ -60,14 +72,14 @@ def refusal(url, timeout=None):
     if timeout is None:
         timeout = settings.HALO_DISCOVERY_TIMEOUT
     try:
-        addresses = {info[4][0] for info in resolve(host, None, timeout)}
+        addresses = {str(info[4][0]) for info in resolve(host, None, timeout)}
     except OSError:
         return ""  # unknown here and now: the connection test says so in its own words
     blocked = sorted(a for a in addresses if not is_allowed(a))
     return str(BlockedAddress(host, blocked[0])) if blocked else ""
 
 
-def resolve(host, port, timeout=None):
+def resolve(host: str, port: int | None, timeout: float | None = None) -> list[AddressInfo]:
     """`socket.getaddrinfo(host, port)` for TCP, giving up after `timeout` seconds (None:
     wait as long as the resolver does) with `TimeoutError`. A lookup that overruns goes on
     in a daemon thread, which the caller does not wait for."""
@@ -75,35 +87,38 @@ def resolve(host, port, timeout=None):
         return socket.getaddrinfo(
             host, port, urllib3_connection.allowed_gai_family(), socket.SOCK_STREAM
         )
-    answer = {}
+    infos: list[AddressInfo] = []
+    errors: list[OSError] = []
 
-    def lookup():
+    def lookup() -> None:
         try:
-            answer["infos"] = socket.getaddrinfo(
-                host, port, urllib3_connection.allowed_gai_family(), socket.SOCK_STREAM
+            infos.extend(
+                socket.getaddrinfo(
+                    host, port, urllib3_connection.allowed_gai_family(), socket.SOCK_STREAM
+                )
             )
         except OSError as error:
-            answer["error"] = error
+            errors.append(error)
 
     thread = threading.Thread(target=lookup, name=f"resolve {host}", daemon=True)
     thread.start()
     thread.join(max(timeout, 0.0))
     if thread.is_alive():
         raise TimeoutError(f"{host} did not resolve within {timeout:g} s")
-    if "error" in answer:
-        raise answer["error"]
-    return answer["infos"]
+    if errors:
+        raise errors[0]
+    return infos
 
 
 class _NoRedirects(requests.Session):
     """A session that never follows a redirect, whatever a caller asks: the 3xx answer is
     handed back as it is (the Halo client turns it into `HaloRedirected`)."""
 
-    def get_redirect_target(self, resp):
+    def get_redirect_target(self, resp: requests.Response) -> None:
         return None
 
 
-def session():
+def session() -> requests.Session:
     """A requests session whose every connection is vetted (see the module docstring)."""
     http = _NoRedirects()
     adapter = _CheckedAdapter()
@@ -112,10 +127,16 @@ def session():
     return http
 
 
-class _Checked:
+if TYPE_CHECKING:
+    _Connection = HTTPConnection  # what `_Checked` is mixed into
+else:
+    _Connection = object
+
+
+class _Checked(_Connection):
     """`_new_conn` of urllib3's connections, resolving and vetting before connecting."""
 
-    def _new_conn(self):
+    def _new_conn(self) -> socket.socket:
         timeout = self.timeout if isinstance(self.timeout, (int, float)) else None
         started = time.monotonic()
         try:
@@ -126,15 +147,13 @@ class _Checked:
             raise ConnectTimeoutError(
                 self, f"Connection to {self.host} timed out. ({error})"
             ) from error
-        addresses = list(dict.fromkeys(info[4][0] for info in infos))
-        if not addresses:
-            raise NameResolutionError(self.host, self, socket.gaierror("no address"))
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         for address in addresses:
             if not is_allowed(address):
                 raise BlockedAddress(self.host, address)  # before any packet goes there
         if timeout is not None:  # one connect timeout covers the lookup and the connect
             timeout = max(timeout - (time.monotonic() - started), 0.001)
-        error = None
+        failure: ConnectTimeoutError | None = None
         for address in addresses:
             try:
                 sock = urllib3_connection.create_connection(
@@ -144,17 +163,19 @@ class _Checked:
                     socket_options=self.socket_options,
                 )
             except TimeoutError as exc:
-                error = ConnectTimeoutError(
+                failure = ConnectTimeoutError(
                     self, f"Connection to {self.host} timed out. (connect timeout={timeout})"
                 )
-                error.__cause__ = exc
+                failure.__cause__ = exc
             except OSError as exc:
-                error = NewConnectionError(self, f"Failed to establish a new connection: {exc}")
-                error.__cause__ = exc
+                failure = NewConnectionError(self, f"Failed to establish a new connection: {exc}")
+                failure.__cause__ = exc
             else:
                 sys.audit("http.client.connect", self, self.host, self.port)
                 return sock
-        raise error
+        if failure is None:  # the host resolved to no address at all
+            raise NameResolutionError(self.host, self, socket.gaierror("no address"))
+        raise failure
 
 
 class _CheckedHTTPConnection(_Checked, HTTPConnection):
@@ -174,7 +195,7 @@ class _CheckedHTTPSPool(HTTPSConnectionPool):
 
 
 class _CheckedAdapter(HTTPAdapter):
-    def init_poolmanager(self, *args, **kwargs):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {
             "http": _CheckedHTTPPool,

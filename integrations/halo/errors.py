@@ -8,9 +8,22 @@ ones (429, 5xx, network) are worth retrying later.
 """
 
 import json
+from typing import Self, TypedDict, Unpack
+
+import requests
 
 APP_PERMISSIONS = "Configuration > Integrations > HaloPSA API > {app} > Permissions"
 AGENT_PERMISSIONS = "Configuration > Teams & Agents > Agents > {agent} > Permissions"
+
+
+class CallDetails(TypedDict, total=False):
+    """The keyword arguments every `HaloError` takes: the call and what it was for."""
+
+    status: int | None
+    method: str
+    endpoint: str
+    attempted: str
+    url: str
 
 
 class HaloError(Exception):
@@ -21,8 +34,15 @@ class HaloError(Exception):
     headline = "Halo call failed while trying to {attempted}{detail}."
 
     def __init__(
-        self, halo_message="", *, status=None, method="", endpoint="", attempted="", url=""
-    ):
+        self,
+        halo_message: str = "",
+        *,
+        status: int | None = None,
+        method: str = "",
+        endpoint: str = "",
+        attempted: str = "",
+        url: str = "",
+    ) -> None:
         self.halo_message = halo_message
         self.status = status
         self.method = method
@@ -31,20 +51,20 @@ class HaloError(Exception):
         self.url = url
         self.reason = ""
         self.permission = ""  # the Halo permission a 403 lacked, when the client knows it
-        self.notes_text = []
+        self.notes_text: list[str] = []
         super().__init__(halo_message)
 
-    def note(self, text):
+    def note(self, text: str) -> Self:
         """Add a sentence to the message (retries made, what was not retried); returns self."""
         self.notes_text.append(text)
         return self
 
     @property
-    def call(self):
+    def call(self) -> str:
         status = f"{self.status} on " if self.status else ""
         return f"{status}{self.method} {self.endpoint}".strip()
 
-    def __str__(self):
+    def __str__(self) -> str:
         detail = f" ({self.call})" if self.call else ""
         if self.halo_message:
             detail += f": Halo said “{self.halo_message}”"
@@ -105,8 +125,14 @@ class HaloUnexpectedResponse(HaloError):
 class HaloRateLimited(HaloError):
     transient = True
 
-    def __init__(self, *args, retry_after=None, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        halo_message: str = "",
+        *,
+        retry_after: float | None = None,
+        **kwargs: Unpack[CallDetails],
+    ) -> None:
+        super().__init__(halo_message, **kwargs)
         self.retry_after = retry_after
 
     headline = (
@@ -148,7 +174,7 @@ class HaloAddressRefused(HaloError):
     permanent = True
     headline = "Did not {attempted}: {reason}"
 
-    def __init__(self, reason, **kwargs):
+    def __init__(self, reason: str, **kwargs: Unpack[CallDetails]) -> None:
         super().__init__("", **kwargs)
         self.reason = reason
 
@@ -164,7 +190,7 @@ class HaloRedirected(HaloError):
         "connection (for example https:// rather than http://) and test it again."
     )
 
-    def __init__(self, location, **kwargs):
+    def __init__(self, location: str, **kwargs: Unpack[CallDetails]) -> None:
         super().__init__("", **kwargs)
         self.reason = location or "no address"
 
@@ -173,12 +199,24 @@ class HaloUnavailable(HaloError):
     transient = True
     headline = "Cannot reach {url}: {reason}. Could not {attempted}."
 
-    def __init__(self, reason, *, ambiguous=False, settle=0.0, **kwargs):
+    def __init__(
+        self,
+        reason: str,
+        *,
+        ambiguous: bool = False,
+        settle: float = 0.0,
+        **kwargs: Unpack[CallDetails],
+    ) -> None:
         super().__init__("", **kwargs)
         self.reason = reason
         self.ambiguous = ambiguous
         #: Seconds an unanswered request may still need to land in Halo (after a read timeout).
         self.settle = settle
+
+
+class _UnavailableDetails(CallDetails, total=False):
+    ambiguous: bool
+    settle: float
 
 
 class HaloTimedOut(HaloUnavailable):
@@ -190,7 +228,9 @@ class HaloTimedOut(HaloUnavailable):
         "stopped trying to {attempted}. Try again in a moment."
     )
 
-    def __init__(self, reason, *, asked=True, **kwargs):
+    def __init__(
+        self, reason: str, *, asked: bool = True, **kwargs: Unpack[_UnavailableDetails]
+    ) -> None:
         super().__init__(reason, **kwargs)
         if not asked:  # the page's budget went on earlier calls (other connections, say)
             self.headline = (
@@ -199,7 +239,7 @@ class HaloTimedOut(HaloUnavailable):
             )
 
 
-def halo_message(response, limit=300):
+def halo_message(response: requests.Response, limit: int = 300) -> str:
     """Halo's own words from an error body of any shape; '' for an empty body."""
     text = (response.text or "").strip()
     try:
@@ -222,7 +262,7 @@ def halo_message(response, limit=300):
     return text[:limit]
 
 
-def error_for_status(status):
+def error_for_status(status: int) -> type[HaloError]:
     """The HaloError subclass for an HTTP status of a resource call."""
     if status == 400 or status == 409 or status == 422:
         return HaloBadRequest

@@ -16,28 +16,35 @@ window, so the rolling count never exceeds the limit (at the price of the window
 to one bucket longer than needed).
 """
 
+from __future__ import annotations
+
 import math
 import random
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from django.core.cache import cache, caches
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
 from django.db import transaction
 
+if TYPE_CHECKING:
+    from integrations.halo.errors import HaloError
+
 BUCKETS = 10
 
 
-def parse_rate(text):
+def parse_rate(text: str) -> tuple[int, float]:
     """'280/300' -> (280, 300.0): requests per seconds."""
-    requests, _, seconds = str(text).partition("/")
-    requests, seconds = int(requests), float(seconds or 300)
+    requests_text, _, seconds_text = str(text).partition("/")
+    requests, seconds = int(requests_text), float(seconds_text or 300)
     if requests < 1 or seconds <= 0:
         raise ValueError(f"HALO_RATE_LIMIT must look like 280/300, not {text!r}")
     return requests, seconds
 
 
-def _slot_wait(counts, current, limit, now, width):
+def _slot_wait(counts: dict[int, int], current: int, limit: int, now: float, width: float) -> float:
     """Seconds until a slot frees up given {bucket: count}; 0 when one is free now."""
     oldest = current - BUCKETS
     total = sum(n for bucket, n in counts.items() if bucket >= oldest)
@@ -51,10 +58,10 @@ def _slot_wait(counts, current, limit, now, width):
 
 
 class _CacheStore:
-    def __init__(self, connection_id):
+    def __init__(self, connection_id: int) -> None:
         self.prefix = f"halo:rate:{connection_id}:"
 
-    def take(self, current, limit, now, width):
+    def take(self, current: int, limit: int, now: float, width: float) -> float:
         keys = {bucket: f"{self.prefix}{bucket}" for bucket in range(current - BUCKETS, current)}
         key = f"{self.prefix}{current}"
         cache.add(key, 0, timeout=math.ceil(width * (BUCKETS + 2)))
@@ -68,10 +75,10 @@ class _CacheStore:
 
 
 class _DatabaseStore:
-    def __init__(self, connection_id):
+    def __init__(self, connection_id: int) -> None:
         self.connection_id = connection_id
 
-    def take(self, current, limit, now, width):
+    def take(self, current: int, limit: int, now: float, width: float) -> float:
         from integrations.models import HaloRateWindow
 
         with transaction.atomic():
@@ -88,14 +95,23 @@ class _DatabaseStore:
 
 
 class RateLimiter:
-    def __init__(self, connection_id, rate, *, clock=time.time, sleep=time.sleep):
+    def __init__(
+        self,
+        connection_id: int,
+        rate: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.limit, self.window = parse_rate(rate)
         self.width = self.window / BUCKETS
         atomic_incr = isinstance(caches["default"], (RedisCache, LocMemCache))
-        self.store = (_CacheStore if atomic_incr else _DatabaseStore)(connection_id)
+        self.store: _CacheStore | _DatabaseStore = (
+            _CacheStore(connection_id) if atomic_incr else _DatabaseStore(connection_id)
+        )
         self.clock, self.sleep = clock, sleep
 
-    def acquire(self, max_wait):
+    def acquire(self, max_wait: float) -> float | None:
         """Take a slot, sleeping while the budget is spent; returns the seconds waited.
 
         Returns None, without a slot, when the next one is further away than `max_wait`.
@@ -120,18 +136,26 @@ class RetryBudget:
     5 s doubling to 60 s; tests scale `base` and `cap` down through settings).
     """
 
-    def __init__(self, seconds, base, cap, *, clock=time.monotonic, sleep=time.sleep):
+    def __init__(
+        self,
+        seconds: float,
+        base: float,
+        cap: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.seconds, self.base, self.cap = seconds, base, cap
         self.clock, self.sleep = clock, sleep
         self.started = clock()
         self.attempts = 0  # retries made so far
 
-    def remaining(self):
+    def remaining(self) -> float:
         return max(0.0, self.seconds - (self.clock() - self.started))
 
-    def backoff(self, error):
+    def backoff(self, error: HaloError) -> float:
         """Sleep before the next attempt, or raise `error` when that would overrun the budget."""
-        retry_after = getattr(error, "retry_after", None)
+        retry_after: float | None = getattr(error, "retry_after", None)
         if retry_after is not None:
             delay = retry_after
         else:
@@ -140,7 +164,7 @@ class RetryBudget:
         self.attempts += 1
         return delay
 
-    def pause(self, delay, error):
+    def pause(self, delay: float, error: HaloError) -> float:
         """Sleep `delay` seconds if the budget allows, else raise `error` saying so."""
         if delay > self.remaining():
             tries = self.attempts + 1
@@ -159,17 +183,23 @@ class Deadline:
     the page `seconds` at most. Backoff sleeps and the time left are measured by `clock`
     and `sleep`: by default the class's, which tests replace."""
 
-    clock = staticmethod(time.monotonic)
-    sleep = staticmethod(time.sleep)
+    clock: Callable[[], float] = staticmethod(time.monotonic)
+    sleep: Callable[[float], None] = staticmethod(time.sleep)
 
-    def __init__(self, seconds, *, clock=None, sleep=None):
+    def __init__(
+        self,
+        seconds: float,
+        *,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
         self.seconds = float(seconds)
         self.clock = clock or type(self).clock
         self.sleep = sleep or type(self).sleep
         self.ends = self.clock() + self.seconds
 
-    def remaining(self):
+    def remaining(self) -> float:
         return max(0.0, self.ends - self.clock())
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Deadline {self.remaining():.2f} of {self.seconds:g} s left>"

@@ -6,14 +6,21 @@ starts afresh, and the key never contains the secret. The token itself is stored
 encrypted (`portal.crypto`), since the default cache is a database table.
 """
 
+from __future__ import annotations
+
 import hashlib
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from django.core.cache import cache
 
 from portal import crypto
 from portal.crypto import Masked
+
+if TYPE_CHECKING:
+    from integrations.models import HaloConnection
 
 #: Refresh this long before Halo says the token expires.
 EARLY_REFRESH = 60
@@ -23,14 +30,16 @@ EARLY_REFRESH = 60
 class Token:
     access_token: str = field(repr=False)
     expires_at: float
-    reply: dict  # Halo's reply without the token: token_type, expires_in, scope
+    reply: dict[str, Any]  # Halo's reply without the token: token_type, expires_in, scope
 
-    def fresh(self, now):
+    def fresh(self, now: float) -> bool:
         return now < self.expires_at - EARLY_REFRESH
 
 
 class TokenCache:
-    def __init__(self, connection, *, clock=time.time):
+    def __init__(
+        self, connection: HaloConnection, *, clock: Callable[[], float] = time.time
+    ) -> None:
         """`clock`: seconds since the epoch (expiry times are shared with other processes
         through the cache); tests pass one they move by hand."""
         self.clock = clock
@@ -44,9 +53,9 @@ class TokenCache:
         )
         fingerprint = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
         self.key = f"halo:token:{connection.pk}:{fingerprint}"
-        self._token = None
+        self._token: Token | None = None
 
-    def current(self, stale=None):
+    def current(self, stale: str | None = None) -> Token | None:
         """A fresh token from this process or the shared cache, other than `stale`."""
         now = self.clock()
         if self._token and self._token.fresh(now) and self._token.access_token != stale:
@@ -60,7 +69,7 @@ class TokenCache:
                 return token
         return None
 
-    def store(self, reply):
+    def store(self, reply: Mapping[str, Any]) -> Token:
         lifetime = float(reply.get("expires_in") or 3600)
         info = {k: v for k, v in reply.items() if k != "access_token"}
         token = Token(Masked(reply["access_token"]), self.clock() + lifetime, info)
