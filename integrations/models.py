@@ -218,11 +218,6 @@ class HaloConnection(models.Model):
         self.check_secret_destination(url)
         return self.secret
 
-    def client(self, **kwargs):
-        from integrations.halo import HaloClient
-
-        return HaloClient(self, **kwargs)
-
 
 def origin(url):
     """'https://acme.halopsa.com' for any URL on that scheme, host and port (the default

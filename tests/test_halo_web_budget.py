@@ -22,7 +22,7 @@ from urllib3.util import Timeout
 from billing.invoicing.pdfs import resolve_pdf
 from integrations.billing_sync import tasks as billing_tasks
 from integrations.billing_sync.models import HaloClientRecord
-from integrations.halo import egress
+from integrations.halo import HaloClient, egress
 from integrations.halo.ratelimit import Deadline
 from integrations.invoice_sync.models import InvoiceSyncSettings
 from portal.access import ALL_TENANTS
@@ -233,7 +233,7 @@ def halo_pdf_invoice(db, sim):
     tenant = branded_tenant("alpha")
     connection = make_connection(sim, tenant)
     halo_id = sim.control.state("Invoice")[0]["id"]
-    connection.client().create_attachment(f"Invoice {halo_id}.pdf", HALO_PDF, 3, halo_id)
+    HaloClient(connection).create_attachment(f"Invoice {halo_id}.pdf", HALO_PDF, 3, halo_id)
     return halo_invoice(tenant, halo_id=halo_id)
 
 
@@ -266,7 +266,7 @@ def test_healthz_does_not_call_or_wait_on_halo(budget, personas, sim, live_serve
 
 def test_clients_without_a_budget_keep_the_configured_timeouts(budget, personas, sim):
     connection = make_connection(sim, personas.tenant_a)
-    connection.client().get_client(1)
+    HaloClient(connection).get_client(1)
     assert budget.timeouts == [(5, 30), (5, 30)]  # the token, then the read
 
 

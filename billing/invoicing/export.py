@@ -17,7 +17,7 @@ from billing.invoicing.models import InvoicingSettings, PdfServed
 from billing.invoicing.pdfs import HALO_INVOICE_ATTACHMENT, PdfUnavailable, resolve_pdf
 from billing.models import InvoiceLine
 from integrations.billing_sync.models import OrganisationMapping, ProductMapping
-from integrations.halo import HaloError, HaloNotFound
+from integrations.halo import HaloClient, HaloError, HaloNotFound
 from integrations.halo.records import linked_item_id
 from integrations.models import HaloConnection
 
@@ -45,7 +45,7 @@ def export_invoices(invoices):
         by_tenant.setdefault(details.tenant_id, []).append(details)
     for batch in by_tenant.values():
         connection = HaloConnection.objects.for_feature(batch[0].tenant, "invoice_sync")
-        client = connection.client() if connection else None
+        client = HaloClient(connection) if connection else None
         for details in batch:
             try:
                 if client is None:

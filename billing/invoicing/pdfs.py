@@ -44,7 +44,7 @@ from billing.invoicing.document_builder import (
 from billing.invoicing.models import InvoicingSettings, PdfServed, PdfVersion
 from billing.models import Invoice
 from billing.pdf import render_invoice_pdf
-from integrations.halo import HaloError, web_budget
+from integrations.halo import HaloClient, HaloError, web_budget
 from integrations.models import HaloConnection
 from portal import formats
 
@@ -226,7 +226,7 @@ def _fetch_from_halo(invoice, cached):
     connection = HaloConnection.objects.for_feature(invoice.tenant, "invoice_sync")
     if connection is None:
         raise _SourceFailed("no active Halo connection with invoice sync switched on")
-    client = connection.client(budget=web_budget(settings.INVOICE_PDF_HALO_BUDGET))
+    client = HaloClient(connection, budget=web_budget(settings.INVOICE_PDF_HALO_BUDGET))
     attachment_id = halo_pdf_attachment_id(client, invoice.halo_id)
     if attachment_id is None:
         raise _SourceFailed(f"Halo has no PDF attached to invoice {invoice.halo_id}")

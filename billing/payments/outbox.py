@@ -26,7 +26,7 @@ from billing.payments.models import (
     PayPage,
     invoice_for_ref,
 )
-from integrations.halo import HaloError
+from integrations.halo import HaloClient, HaloError
 from integrations.invoice_sync.store import Writer, to_halo
 from integrations.models import HaloConnection
 
@@ -56,7 +56,7 @@ def deliver(ids=None):
             for row in claimed:
                 row.defer(NO_CONNECTION)
             continue
-        client = connection.client()
+        client = HaloClient(connection)
         for row in claimed:
             if row.kind in _PAYMENT_WRITES:
                 landed += _attempt(row, _PAYMENT_WRITES[row.kind], client, row)

@@ -1,12 +1,12 @@
 """HaloPSA API client: `HaloClient(connection)` and the `HaloError` family.
 
-    client = connection.client()                  # or HaloClient(connection, stats=...)
+    client = HaloClient(connection)                  # or HaloClient(connection, stats=...)
     for licence in client.list_licences(client_id=12):   # pages lazily; kwargs are filters
         ...
     saved = client.upsert_licences(records)       # same order as `records`, ids filled in
     client.stats.requests, client.stats.by_endpoint
 
-Inside a web request: `connection.client(budget=web_budget())`, so a Halo that hangs
+Inside a web request: `HaloClient(connection, budget=web_budget())`, so a Halo that hangs
 costs the page `HALO_WEB_BUDGET_SECONDS` at most (then `HaloTimedOut`).
 
 Catch `HaloError`: `.permanent` (fix data or configuration) vs `.transient` (try later);

@@ -5,7 +5,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 from django_q.tasks import async_task
 
-from integrations.halo import HaloError, web_budget
+from integrations.halo import HaloClient, HaloError, web_budget
 from integrations.invoice_sync import webhooks
 from integrations.invoice_sync.models import (
     ActionLimit,
@@ -175,7 +175,7 @@ class InvoiceSyncSettingsAdmin(TenantScopedAdmin):
             if connection is None:
                 continue
             try:
-                webhooks.register(settings, connection.client(budget=budget))
+                webhooks.register(settings, HaloClient(connection, budget=budget))
             except HaloError as error:
                 if error.transient and (error.method, error.endpoint) == ("POST", "/Webhook"):
                     error.note(

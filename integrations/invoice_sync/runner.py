@@ -28,7 +28,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing.models import Invoice
-from integrations.halo import HaloError, HaloNotFound, HaloUnexpectedResponse
+from integrations.halo import HaloClient, HaloError, HaloNotFound, HaloUnexpectedResponse
 from integrations.invoice_sync.models import SyncRun, SyncState
 from integrations.invoice_sync.store import Writer, last_modified, to_halo
 from integrations.models import HaloConnection
@@ -196,7 +196,7 @@ def run_sync(tenant, kind, trigger):
             "connections.",
         )
         return run
-    client = connection.client()
+    client = HaloClient(connection)
     sync = InvoiceSync(tenant, client, run)
     state = sync.state
     if not state.claim():

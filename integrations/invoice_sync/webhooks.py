@@ -14,7 +14,7 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from integrations.halo import HaloError, HaloNotFound
+from integrations.halo import HaloClient, HaloError, HaloNotFound
 from integrations.invoice_sync.models import WebhookDelivery
 from integrations.invoice_sync.store import Writer
 from integrations.models import HaloConnection
@@ -74,7 +74,7 @@ def process(delivery_id):
         return delivery
     kind = delivery.event.split(" ", 1)[0]
     connection = HaloConnection.objects.for_feature(delivery.tenant, "invoice_sync")
-    writer = Writer(delivery.tenant, connection.client() if connection else None)
+    writer = Writer(delivery.tenant, HaloClient(connection) if connection else None)
     try:
         # Halo calls first: the transaction below holds the database's write lock.
         record = _record(writer.client, kind, delivery)

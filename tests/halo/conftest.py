@@ -2,6 +2,7 @@
 
 import pytest
 
+from integrations.halo import HaloClient
 from integrations.models import HaloConnection
 from tests import factories
 
@@ -63,4 +64,4 @@ def connection(db, sim):
 
 @pytest.fixture
 def halo(connection):
-    return connection.client()
+    return HaloClient(connection)

@@ -50,7 +50,7 @@ def test_a_token_is_never_sent_to_a_resource_server_it_was_not_fetched_for(conne
 
 def test_token_refreshed_a_minute_before_expiry(sim, connection, halo_clock):
     sim.control.config(token_lifetime=61)  # fresh for one second only
-    halo = connection.client(clock=halo_clock, sleep=halo_clock.sleep)
+    halo = HaloClient(connection, clock=halo_clock, sleep=halo_clock.sleep)
     halo.get_client(1)
     halo.get_client(1)
     assert halo.stats.token_requests == 1
@@ -64,7 +64,7 @@ def test_token_refreshed_a_minute_before_expiry(sim, connection, halo_clock):
 
 
 def test_token_refetched_once_on_401(sim, connection):
-    halo = connection.client()
+    halo = HaloClient(connection)
     halo.get_client(1)
     sim.control.expire_tokens()
     assert halo.get_client(1)["id"] == 1
@@ -79,12 +79,12 @@ def test_token_refetched_once_on_401(sim, connection):
 
 def test_tenant_sent_on_the_token_url_and_omitted_when_blank(sim, db):
     hosted = make_connection(sim)
-    assert hosted.client().get_token_info()["token_type"] == "Bearer"
+    assert HaloClient(hosted).get_token_info()["token_type"] == "Bearer"
     self_hosted = make_connection(sim, halo_tenant="")
-    assert "scope" in self_hosted.client().get_token_info()
+    assert "scope" in HaloClient(self_hosted).get_token_info()
     wrong = make_connection(sim, halo_tenant="globex")
     with pytest.raises(HaloServerError, match="check the tenant name"):
-        wrong.client(retry_budget=0).get_token_info()
+        HaloClient(wrong, retry_budget=0).get_token_info()
 
 
 # -- lists ----------------------------------------------------------------------------------
@@ -217,7 +217,7 @@ def test_update_of_unknown_id(sim, halo, unknown_update):
 
 def test_forbidden_names_the_permission_to_tick(sim, db):
     app = sim.control.add_application(permissions="read:customers")
-    halo = make_connection(sim, client_id=app["client_id"], secret=app["client_secret"]).client()
+    halo = HaloClient(make_connection(sim, client_id=app["client_id"], secret=app["client_secret"]))
     list(halo.list_clients(page_size=1))
     with pytest.raises(HaloPermissionError) as denied:
         halo.upsert_clients([{"name": "Nope"}])
@@ -233,7 +233,7 @@ def test_forbidden_names_the_permission_to_tick(sim, db):
 
 def test_429_with_retry_after_is_honoured(sim, connection, halo_clock):
     sim.control.add_fault("429", path="Client", method="GET", seconds=3)
-    halo = connection.client(clock=halo_clock, sleep=halo_clock.sleep)
+    halo = HaloClient(connection, clock=halo_clock, sleep=halo_clock.sleep)
     assert next(halo.list_clients())
     assert halo_clock.slept == [3]  # Halo's Retry-After, not the client's own backoff
     assert halo.stats.retries == 1 and halo.stats.by_endpoint["GET /Client"] == 2
@@ -242,7 +242,7 @@ def test_429_with_retry_after_is_honoured(sim, connection, halo_clock):
 def test_429_without_retry_after_backs_off(sim, connection, halo_clock, settings):
     sim.control.variants(retry_after="absent")
     sim.control.add_fault("429", path="Client", method="GET", times=3)
-    halo = connection.client(clock=halo_clock, sleep=halo_clock.sleep)
+    halo = HaloClient(connection, clock=halo_clock, sleep=halo_clock.sleep)
     assert next(halo.list_clients())
     assert halo.stats.retries == 3
     # Full jitter: up to HALO_BACKOFF_BASE doubling per retry (scaled down in tests).
@@ -314,7 +314,7 @@ def test_updates_are_replayed_after_a_lost_answer(sim, halo):
 def test_retry_budget_exceeded_is_a_clear_transient_error(sim, connection, settings, halo_clock):
     settings.HALO_RETRY_BUDGET_SECONDS = 0.3
     sim.control.add_fault("500", path="Client", method="GET", times=1000)
-    halo = connection.client(clock=halo_clock, sleep=halo_clock.sleep)
+    halo = HaloClient(connection, clock=halo_clock, sleep=halo_clock.sleep)
     with pytest.raises(HaloServerError) as failed:
         next(halo.list_clients())
     assert halo.stats.retries >= 2  # retried while the budget lasted...
@@ -329,7 +329,7 @@ def test_retry_budget_exceeded_is_a_clear_transient_error(sim, connection, setti
 def test_retry_after_longer_than_the_budget_gives_up_at_once(sim, connection, settings, halo_clock):
     settings.HALO_RETRY_BUDGET_SECONDS = 0.5
     sim.control.add_fault("429", path="Client", method="GET", seconds=5)
-    halo = connection.client(clock=halo_clock, sleep=halo_clock.sleep)
+    halo = HaloClient(connection, clock=halo_clock, sleep=halo_clock.sleep)
     with pytest.raises(HaloRateLimited, match="rate limit"):
         next(halo.list_clients())
     assert halo_clock.slept == []  # no wait that could not end in time
@@ -346,7 +346,7 @@ def test_unreachable_halo(db, settings):
         resource_url="http://127.0.0.1:9/api",
     )
     with pytest.raises(HaloUnavailable) as down:
-        connection.client().get_client(1)
+        HaloClient(connection).get_client(1)
     assert str(down.value).startswith(
         "Cannot reach http://127.0.0.1:9/auth/token: connection refused."
     )
@@ -374,7 +374,7 @@ def test_burst_stays_under_halo_rate_limit(sim, connection, settings, halo_clock
 
 def test_requests_logged_at_debug_without_secrets(sim, connection, caplog):
     caplog.set_level(logging.DEBUG)
-    halo = connection.client()
+    halo = HaloClient(connection)
     sim.control.add_fault("500", path="Item", method="GET")
     list(halo.list_items())
     halo.get_client(1)
@@ -382,7 +382,7 @@ def test_requests_logged_at_debug_without_secrets(sim, connection, caplog):
         halo.get_client(99999)
     bad = make_connection(sim, secret="wrong-secret-value")
     with pytest.raises(Exception, match="invalid_client"):
-        bad.client().get_token_info()
+        HaloClient(bad).get_token_info()
     token = halo.tokens.current().access_token
     text = caplog.text
     assert "Halo GET /Client/{id}" in text and "-> 404" in text and "-> 500" in text

@@ -8,7 +8,7 @@ import threading
 import pytest
 from django.urls import reverse
 
-from integrations.halo import HaloAddressRefused, HaloRedirected, egress
+from integrations.halo import HaloAddressRefused, HaloClient, HaloRedirected, egress
 from integrations.halo.egress import is_allowed, refusal
 from tests import factories
 from tests.halo.conftest import make_connection
@@ -47,7 +47,7 @@ def test_public_addresses_are_allowed(private_refused):
 def test_the_client_refuses_before_sending_anything(private_refused, sim, db):
     connection = make_connection(sim)
     with pytest.raises(HaloAddressRefused) as refused:
-        list(connection.client().list_clients())
+        list(HaloClient(connection).list_clients())
     assert refused.value.permanent
     assert "127.0.0.1" in str(refused.value) and "HALO_ALLOW_PRIVATE_ADDRESSES" in str(
         refused.value
@@ -179,7 +179,7 @@ def test_the_client_never_follows_a_redirect(personas, redirector, sim):
         personas.tenant_a, auth_url=f"{site}/auth", resource_url=f"{site}/api"
     )
     with pytest.raises(HaloRedirected) as redirected:
-        connection.client().get_token_info()
+        HaloClient(connection).get_token_info()
     assert redirected.value.permanent and redirected.value.status == 307
     assert f"{sim.auth_url}/token" in str(redirected.value)
     assert sim.control.requests()["total"] == 0

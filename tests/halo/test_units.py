@@ -6,7 +6,7 @@ import requests
 import responses
 from django.test import override_settings
 
-from integrations.halo import HaloAuthError, HaloInvalidClient, discover_auth_url
+from integrations.halo import HaloAuthError, HaloClient, HaloInvalidClient, discover_auth_url
 from integrations.halo.addresses import derive_urls, normalise
 from integrations.halo.client import _disposition_filename, _retry_after
 from integrations.halo.errors import HaloServerError, halo_message
@@ -204,7 +204,7 @@ def test_second_401_after_a_fresh_token_is_an_auth_error(db):
     responses.post(token_url, json={"access_token": "t", "expires_in": 3600})
     responses.get(f"{connection.resource_url}/Client/1", status=401)
     with pytest.raises(HaloAuthError) as refused:
-        connection.client().get_client(1)
+        HaloClient(connection).get_client(1)
     assert refused.value.permanent and refused.value.status == 401
     assert [c.request.url.split("?")[0] for c in responses.calls] == [
         token_url,
@@ -224,7 +224,7 @@ def test_invalid_client_message_says_what_to_do(db):
         json={"error": "invalid_client", "error_description": "The client id or secret is bad"},
     )
     with pytest.raises(HaloInvalidClient) as bad:
-        connection.client().get_token_info()
+        HaloClient(connection).get_token_info()
     assert str(bad.value).startswith(
         "Halo rejected the client ID or secret (invalid_client) (401 on POST /token)"
     )

@@ -14,6 +14,7 @@ from django.test import TestCase
 from django.urls import reverse
 
 from billing.models import Invoice
+from integrations.halo import HaloClient
 from integrations.halo_sim.testing import run_simulator
 from integrations.invoice_sync import tasks, webhooks
 from integrations.invoice_sync.models import InvoiceSyncSettings, WebhookDelivery
@@ -282,7 +283,7 @@ def test_registering_again_updates_the_webhook_and_rotates_credentials(
 ):
     old = InvoiceSyncSettings.objects.get(tenant=halo_hooked).webhook_password_digest
     settings_row = InvoiceSyncSettings.objects.get(tenant=halo_hooked)
-    webhooks.register(settings_row, halo_hooked.halo_connections.get().client())
+    webhooks.register(settings_row, HaloClient(halo_hooked.halo_connections.get()))
     assert len(hooked_sim.control.state("Webhook")) == 1
     assert InvoiceSyncSettings.objects.get(tenant=halo_hooked).webhook_password_digest != old
 

@@ -15,6 +15,7 @@ from integrations.billing_sync.models import (
     UsageSubmission,
 )
 from integrations.billing_sync.runner import refresh_from_halo
+from integrations.halo import HaloClient
 from portal import demo
 from portal.models import ApiToken, Organisation, Product, Tenant
 from tests import factories
@@ -97,7 +98,7 @@ def world(db, sim):
         Product.objects.create(tenant=tenant, name=name, sku=sku, unit_price=Decimal(price))
         for name, sku, price in demo.PRODUCTS
     ]
-    refresh_from_halo(tenant, connection.client())
+    refresh_from_halo(tenant, HaloClient(connection))
     for model in (OrganisationMapping, ProductMapping):
         model.objects.bulk_create(
             model(tenant=tenant, **{model.SUBJECT_FIELD: s.subject, model.RECORD_FIELD: s.record})

@@ -7,6 +7,7 @@ from django.test import Client
 from billing.invoicing import pdfs
 from billing.invoicing.models import PdfServed
 from billing.invoicing.pdfs import PdfUnavailable, resolve_pdf
+from integrations.halo import HaloClient
 from tests import factories
 from tests.halo.conftest import make_connection
 from tests.invoicing.conftest import branded_tenant, halo_invoice, pdf_secret
@@ -22,7 +23,7 @@ def synced(db, sim):
     connection = make_connection(sim, tenant)
     halo_id = sim.control.state("Invoice")[0]["id"]
     invoice = halo_invoice(tenant, halo_id=halo_id)
-    client = connection.client()
+    client = HaloClient(connection)
     client.create_attachment("old.pdf", b"%PDF-1.4 superseded", 3, halo_id)
     client.create_attachment(f"Invoice {halo_id}.pdf", HALO_PDF, 3, halo_id)
     client.create_attachment("notes.txt", b"not a pdf", 3, halo_id)
@@ -93,11 +94,8 @@ def test_a_stale_halo_copy_beats_none_when_halo_is_down(synced, sim):
 
 
 def test_halos_pdf_attachment_id_wins_over_the_attachment_list(synced, sim):
-    attachment = (
-        synced.tenant.halo_connections.get()
-        .client()
-        .create_attachment("template.pdf", b"%PDF-1.7 template", 3, synced.halo_id)
-    )
+    client = HaloClient(synced.tenant.halo_connections.get())
+    attachment = client.create_attachment("template.pdf", b"%PDF-1.7 template", 3, synced.halo_id)
     earlier = min(a["id"] for a in sim.control.state("Attachment"))
     sim.control.records("Invoice", [{"id": synced.halo_id, "pdf_attachment_id": earlier}])
     assert resolve_pdf(synced, "admin", prefer="halo").content == b"%PDF-1.4 superseded"

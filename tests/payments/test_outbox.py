@@ -10,6 +10,7 @@ from django.utils import timezone
 from billing.models import Invoice, InvoiceNumberField
 from billing.payments import outbox
 from billing.payments.models import HaloOutbox, Payment
+from integrations.halo import HaloClient
 from integrations.invoice_sync.runner import run_sync
 from tests import factories
 from tests.payments.conftest import card_form, connect, pay_url, settings_for
@@ -132,7 +133,7 @@ def sent_without_answer(tenant, sim, reference, **row):
     row = HaloOutbox.objects.create(
         tenant=tenant, kind="payment", payment=payment, attempts=1, sent=timezone.now(), **row
     )
-    tenant.halo_connections.get().client().create_invoice_payments(
+    HaloClient(tenant.halo_connections.get()).create_invoice_payments(
         [{"invoice_id": invoice.halo_id, "amount": float(invoice.amount_due),
           "thirdpartyid": reference}]
     )  # fmt: skip
@@ -156,7 +157,7 @@ def test_halo_refusing_the_payment_is_shown_to_staff_who_can_retry(
 ):
     invoice = unpaid_synced_invoice(halo_tenant, sim)
     # Someone recorded a cheque in Halo that the portal has not synced yet.
-    halo = halo_tenant.halo_connections.get().client()
+    halo = HaloClient(halo_tenant.halo_connections.get())
     [cheque] = halo.create_invoice_payments(
         [{"invoice_id": invoice.halo_id, "amount": float(invoice.amount_due),
           "thirdpartyid": "cheque-1"}]
