@@ -16,15 +16,20 @@ response, read timeout, 5xx) is not replayed blindly. With a natural key the cli
 Halo to see which creates landed and re-sends only the others; without one it raises.
 """
 
+from __future__ import annotations
+
 import base64
+import builtins
 import hashlib
 import logging
 import re
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypedDict, TypeVar, overload
 from urllib.parse import unquote
 
 import requests
@@ -53,13 +58,29 @@ from integrations.halo.errors import (
     halo_message,
 )
 from integrations.halo.ratelimit import Deadline, RateLimiter, RetryBudget
-from integrations.halo.tokens import TokenCache
+from integrations.halo.tokens import Token, TokenCache
 from portal.crypto import Masked
+
+if TYPE_CHECKING:
+    from integrations.models import HaloConnection
 
 logger = logging.getLogger("integrations.halo")
 
+#: One Halo record as Halo answers it: decoded JSON, Halo's field names.
+Record: TypeAlias = dict[str, Any]
+#: A list filter or query value: text, a number or flag, a date (sent as ISO 8601) or
+#: several values (sent comma-separated).
+QueryValue: TypeAlias = str | int | float | date | list[Any] | tuple[Any, ...] | set[Any]
+_T = TypeVar("_T")
+
+
+class _Clocks(TypedDict, total=False):
+    clock: Callable[[], float]
+    sleep: Callable[[float], None]
+
+
 #: A licence's natural key: one per client and vendor SKU.
-LICENCE_KEY = ("client_id", "vendor_product_sku")
+LICENCE_KEY: tuple[str, ...] = ("client_id", "vendor_product_sku")
 #: `find` reads filtered (one read per distinct filter value) up to this many values; past
 #: it, one paged read of the whole list is cheaper.
 FILTERED_READS_AT_MOST = 3
@@ -69,7 +90,7 @@ CURRENCY_TTL = 6 * 3600
 LEAST_ATTEMPT = 0.05
 
 
-def web_budget(seconds=None):
+def web_budget(seconds: float | None = None) -> Deadline:
     """A `Deadline` for the Halo calls of one web request: `HALO_WEB_BUDGET_SECONDS` (or
     `seconds`, capped by it). Give it to every client the request makes, as `budget`."""
     cap = settings.HALO_WEB_BUDGET_SECONDS
@@ -81,23 +102,23 @@ class Resource:
     path: str
     noun: str
     plural: str
-    keys: tuple = ()  # list envelope keys; none: Halo answers a bare array
+    keys: tuple[str, ...] = ()  # list envelope keys; none: Halo answers a bare array
     read_scope: str = ""
     edit_scope: str = ""
-    filters: tuple = ()  # record fields Halo lists can be filtered on (narrows re-reads)
+    filters: tuple[str, ...] = ()  # record fields Halo lists can be filtered on
 
     @property
-    def paged(self):
+    def paged(self) -> bool:
         """Whether Halo's document gives this list `pageinate` (else it is read whole)."""
         return contract().accepts("GET", f"/{self.path}", "pageinate")
 
     @property
-    def inactive(self):
+    def inactive(self) -> bool:
         """Whether Halo's document gives this list `includeinactive`."""
         return contract().accepts("GET", f"/{self.path}", "includeinactive")
 
 
-RESOURCES = {
+RESOURCES: dict[str, Resource] = {
     res.path: res
     for res in (
         Resource("Client", "client", "clients", ("clients",), "read:customers", "edit:customers"),
@@ -143,7 +164,7 @@ class RequestStats:
 
     requests: int = 0  # HTTP requests to the resource server, retries included
     token_requests: int = 0
-    by_endpoint: Counter = field(default_factory=Counter)  # "GET /Client", "POST /Invoice"...
+    by_endpoint: Counter[str] = field(default_factory=Counter)  # "GET /Client", "POST /Invoice"...
     retries: int = 0
     waited: float = 0.0  # seconds slept in backoff or for the rate budget
     halo_time: datetime | None = None  # Halo's clock: the Date of its latest answer
@@ -152,15 +173,15 @@ class RequestStats:
 class HaloClient:
     def __init__(
         self,
-        connection,
+        connection: HaloConnection,
         *,
-        stats=None,
-        session=None,
-        retry_budget=None,
-        budget=None,
-        clock=None,
-        sleep=None,
-    ):
+        stats: RequestStats | None = None,
+        session: requests.Session | None = None,
+        retry_budget: float | None = None,
+        budget: float | Deadline | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
         """`clock` and `sleep` replace the real ones (`time.time` for token expiry and the
         shared rate window, `time.monotonic` for retry budgets, `time.sleep`): tests pass a
         clock they move by hand and a sleep that moves it.
@@ -170,25 +191,31 @@ class HaloClient:
         self.connection = connection
         self.stats = stats or RequestStats()
         self.http = session or egress.session()
-        self._clocks = {"clock": clock} if clock else {}
-        self._clocks |= {"sleep": sleep} if sleep else {}
+        self._clocks: _Clocks = {}
+        if clock:
+            self._clocks["clock"] = clock
+        if sleep:
+            self._clocks["sleep"] = sleep
         self.tokens = TokenCache(connection, **({"clock": clock} if clock else {}))
         self.limiter = RateLimiter(connection.pk, settings.HALO_RATE_LIMIT, **self._clocks)
-        self.timeout = (settings.HALO_CONNECT_TIMEOUT, settings.HALO_READ_TIMEOUT)
-        self.retry_budget = (
+        self.timeout: tuple[float, float] = (
+            settings.HALO_CONNECT_TIMEOUT,
+            settings.HALO_READ_TIMEOUT,
+        )
+        self.retry_budget: float = (
             settings.HALO_RETRY_BUDGET_SECONDS if retry_budget is None else retry_budget
         )
         self.api_url = connection.resource_url.rstrip("/")
         if budget is not None and not isinstance(budget, Deadline):
             budget = Deadline(budget, **self._clocks)
-        self.deadline = budget
+        self.deadline: Deadline | None = budget
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<HaloClient connection={self.connection.pk} {self.api_url}>"
 
     # -- reading -------------------------------------------------------------------------
 
-    def list(self, resource, **filters):
+    def list(self, resource: str, **filters: QueryValue) -> Iterator[Record]:
         """Every matching record, page by page (a generator; Halo filters as keywords)."""
         res = RESOURCES[resource]
         params = {key: _param(value) for key, value in filters.items()}
@@ -198,7 +225,8 @@ class HaloClient:
             return
         size = int(params.pop("page_size", settings.HALO_PAGE_SIZE))
         page = int(params.pop("page_no", 1))
-        seen_ids, count = set(), 0
+        seen_ids: set[object] = set()
+        count = 0
         while True:
             paging = {"pageinate": "true", "page_size": size, "page_no": page}
             body = self._json("GET", res.path, attempted, params=params | paging)
@@ -215,65 +243,66 @@ class HaloClient:
                 return
             page += 1
 
-    def get(self, resource, record_id, **params):
+    def get(self, resource: str, record_id: int | str, **params: QueryValue) -> Record:
         res = RESOURCES[resource]
-        params = {key: _param(value) for key, value in params.items()}
-        return self._json(
-            "GET", f"{res.path}/{record_id}", f"read {res.noun} {record_id}", params=params
+        query = {key: _param(value) for key, value in params.items()}
+        record: Record = self._json(
+            "GET", f"{res.path}/{record_id}", f"read {res.noun} {record_id}", params=query
         )
+        return record
 
-    def list_clients(self, **filters):
+    def list_clients(self, **filters: QueryValue) -> Iterator[Record]:
         return self.list("Client", **filters)
 
-    def get_client(self, client_id):
+    def get_client(self, client_id: int | str) -> Record:
         return self.get("Client", client_id)
 
-    def list_items(self, **filters):
+    def list_items(self, **filters: QueryValue) -> Iterator[Record]:
         return self.list("Item", **filters)
 
-    def get_item(self, item_id):
+    def get_item(self, item_id: int | str) -> Record:
         return self.get("Item", item_id)
 
-    def list_licences(self, **filters):
+    def list_licences(self, **filters: QueryValue) -> Iterator[Record]:
         return self.list("SoftwareLicence", **filters)
 
-    def get_licence(self, licence_id):
+    def get_licence(self, licence_id: int | str) -> Record:
         return self.get("SoftwareLicence", licence_id)
 
-    def list_invoices(self, **filters):
+    def list_invoices(self, **filters: QueryValue) -> Iterator[Record]:
         return self.list("Invoice", **filters)
 
-    def get_invoice(self, invoice_id, includedetails=True):
+    def get_invoice(self, invoice_id: int | str, includedetails: bool = True) -> Record:
         return self.get("Invoice", invoice_id, includedetails=includedetails)
 
-    def list_recurring_invoices(self, **filters):
+    def list_recurring_invoices(self, **filters: QueryValue) -> Iterator[Record]:
         return self.list("RecurringInvoice", **filters)
 
-    def list_invoice_payments(self, **filters):
+    def list_invoice_payments(self, **filters: QueryValue) -> Iterator[Record]:
         return self.list("InvoicePayment", **filters)
 
-    def list_contracts(self, **filters):
+    def list_contracts(self, **filters: QueryValue) -> Iterator[Record]:
         return self.list("ClientContract", **filters)
 
-    def get_contract(self, contract_id):
+    def get_contract(self, contract_id: int | str) -> Record:
         return self.get("ClientContract", contract_id)
 
-    def list_attachments(self, **filters):
+    def list_attachments(self, **filters: QueryValue) -> Iterator[Record]:
         return self.list("Attachment", **filters)
 
-    def list_webhooks(self):
+    def list_webhooks(self) -> Iterator[Record]:
         return self.list("Webhook")
 
-    def list_field_info(self, **filters):
+    def list_field_info(self, **filters: QueryValue) -> Iterator[Record]:
         return self.list("FieldInfo", **filters)
 
-    def currencies(self, fresh=False):
+    def currencies(self, fresh: bool = False) -> dict[int, str]:
         """Halo's currencies as `{id: ISO 4217 code}`: an invoice's `currency_code` is one of
         these ids, not a code. Read from `GET /Currency` once per `CURRENCY_TTL` for every
         worker (shared cache); `fresh` reads again (a currency added in Halo meanwhile)."""
         site = hashlib.sha256(self.api_url.encode()).hexdigest()[:16]
         key = f"halo:currencies:{self.connection.pk}:{site}"
-        pairs = None if fresh else cache.get(key)
+        pairs: builtins.list[tuple[int, str]] | None = None if fresh else cache.get(key)
         if pairs is None:
             pairs = [
                 (int(row["id"]), str(row.get("code") or "").strip().upper())
@@ -283,7 +312,7 @@ class HaloClient:
             cache.set(key, pairs, CURRENCY_TTL)
         return dict(pairs)
 
-    def currency_code(self, currency_id):
+    def currency_code(self, currency_id: int | str | None) -> str | None:
         """The ISO code of Halo currency `currency_id`, or None when Halo has no such one."""
         if currency_id in (None, ""):
             return None
@@ -293,17 +322,17 @@ class HaloClient:
             return None
         return self.currencies().get(currency_id) or self.currencies(fresh=True).get(currency_id)
 
-    def currency_id(self, code):
+    def currency_id(self, code: str | None) -> int | None:
         """The id of the Halo currency with ISO code `code`, or None when Halo has none."""
         code = str(code or "").strip().upper()
 
-        def find(currencies):
+        def find(currencies: dict[int, str]) -> int | None:
             return next((cid for cid, iso in sorted(currencies.items()) if iso == code), None)
 
         found = find(self.currencies())
         return found if found is not None else find(self.currencies(fresh=True))
 
-    def get_attachment_bytes(self, attachment_id):
+    def get_attachment_bytes(self, attachment_id: int | str) -> tuple[bytes, str, str]:
         """(bytes, filename, content type): Halo answers the raw file, not JSON."""
         response = self._call(
             "GET", f"Attachment/{attachment_id}", f"download attachment {attachment_id}"
@@ -314,7 +343,35 @@ class HaloClient:
 
     # -- writing -------------------------------------------------------------------------
 
-    def upsert(self, resource, records, natural_key=None, batch_size=None, find_later=False):
+    @overload
+    def upsert(
+        self,
+        resource: str,
+        records: Iterable[Mapping[str, Any]],
+        natural_key: Sequence[str] | None = None,
+        batch_size: int | None = None,
+        find_later: Literal[False] = False,
+    ) -> builtins.list[Record]: ...
+
+    @overload
+    def upsert(
+        self,
+        resource: str,
+        records: Iterable[Mapping[str, Any]],
+        natural_key: Sequence[str] | None = None,
+        batch_size: int | None = None,
+        *,
+        find_later: bool,
+    ) -> builtins.list[Record | None]: ...
+
+    def upsert(
+        self,
+        resource: str,
+        records: Iterable[Mapping[str, Any]],
+        natural_key: Sequence[str] | None = None,
+        batch_size: int | None = None,
+        find_later: bool = False,
+    ) -> builtins.list[Record] | builtins.list[Record | None]:
         """Create (no `id`) or update (with `id`) records; answers the saved records in
         the order given. POSTs arrays of `batch_size` (default `HALO_BATCH_SIZE`).
 
@@ -328,45 +385,97 @@ class HaloClient:
         them are answered as None, and a create batch whose answer was lost raises its
         (transient, ambiguous) error without re-reading or re-sending.
         """
-        records = list(records)
+        sending = list(records)
         size = batch_size or settings.HALO_BATCH_SIZE
-        saved = []
-        for start in range(0, len(records), size):
+        saved: builtins.list[Record | None] = []
+        for start in range(0, len(sending), size):
             saved += self._save_batch(
-                RESOURCES[resource], records[start : start + size], natural_key, find_later
+                RESOURCES[resource], sending[start : start + size], natural_key, find_later
             )
         return saved
 
-    def upsert_clients(self, records, natural_key=None, batch_size=None):
+    def upsert_clients(
+        self,
+        records: Iterable[Mapping[str, Any]],
+        natural_key: Sequence[str] | None = None,
+        batch_size: int | None = None,
+    ) -> builtins.list[Record]:
         return self.upsert("Client", records, natural_key, batch_size)
 
-    def upsert_items(self, records, natural_key=None, batch_size=None):
+    def upsert_items(
+        self,
+        records: Iterable[Mapping[str, Any]],
+        natural_key: Sequence[str] | None = None,
+        batch_size: int | None = None,
+    ) -> builtins.list[Record]:
         return self.upsert("Item", records, natural_key, batch_size)
+
+    @overload
+    def upsert_licences(
+        self,
+        records: Iterable[Mapping[str, Any]],
+        natural_key: Sequence[str] = LICENCE_KEY,
+        batch_size: int | None = None,
+        find_later: Literal[False] = False,
+    ) -> builtins.list[Record]: ...
+
+    @overload
+    def upsert_licences(
+        self,
+        records: Iterable[Mapping[str, Any]],
+        natural_key: Sequence[str] = LICENCE_KEY,
+        batch_size: int | None = None,
+        *,
+        find_later: bool,
+    ) -> builtins.list[Record | None]: ...
 
     def upsert_licences(
         self,
-        records,
-        natural_key=LICENCE_KEY,
-        batch_size=None,
-        find_later=False,
-    ):
-        return self.upsert("SoftwareLicence", records, natural_key, batch_size, find_later)
+        records: Iterable[Mapping[str, Any]],
+        natural_key: Sequence[str] = LICENCE_KEY,
+        batch_size: int | None = None,
+        find_later: bool = False,
+    ) -> builtins.list[Record] | builtins.list[Record | None]:
+        """`find_later=True` answers None for licences Halo saved without echoing them."""
+        return self.upsert(
+            "SoftwareLicence", records, natural_key, batch_size, find_later=find_later
+        )
 
-    def upsert_invoices(self, records, natural_key=None, batch_size=None):
+    def upsert_invoices(
+        self,
+        records: Iterable[Mapping[str, Any]],
+        natural_key: Sequence[str] | None = None,
+        batch_size: int | None = None,
+    ) -> builtins.list[Record]:
         return self.upsert("Invoice", records, natural_key, batch_size)
 
-    def upsert_recurring_invoices(self, records, natural_key=None, batch_size=None):
+    def upsert_recurring_invoices(
+        self,
+        records: Iterable[Mapping[str, Any]],
+        natural_key: Sequence[str] | None = None,
+        batch_size: int | None = None,
+    ) -> builtins.list[Record]:
         return self.upsert("RecurringInvoice", records, natural_key, batch_size)
 
     def create_invoice_payments(
-        self, records, natural_key=("invoice_id", "thirdpartyid"), batch_size=None
-    ):
+        self,
+        records: Iterable[Mapping[str, Any]],
+        natural_key: Sequence[str] = ("invoice_id", "thirdpartyid"),
+        batch_size: int | None = None,
+    ) -> builtins.list[Record]:
         return self.upsert("InvoicePayment", records, natural_key, batch_size)
 
-    def upsert_contracts(self, records, natural_key=None, batch_size=None):
+    def upsert_contracts(
+        self,
+        records: Iterable[Mapping[str, Any]],
+        natural_key: Sequence[str] | None = None,
+        batch_size: int | None = None,
+    ) -> builtins.list[Record]:
         return self.upsert("ClientContract", records, natural_key, batch_size)
 
-    def create_attachment(self, filename, data: bytes, type, unique_id):
+    def create_attachment(
+        self, filename: str, data: bytes, type: str, unique_id: int | str
+    ) -> Record:
         record = {
             "filename": filename,
             "data_base64": base64.b64encode(data).decode(),
@@ -376,11 +485,11 @@ class HaloClient:
         [saved] = self.upsert("Attachment", [record], ("type", "unique_id", "filename"))
         return saved
 
-    def upsert_webhook(self, record):
+    def upsert_webhook(self, record: Mapping[str, Any]) -> Record:
         [saved] = self.upsert("Webhook", [record], ("url",))
         return saved
 
-    def delete(self, resource, record_id):
+    def delete(self, resource: str, record_id: int | str) -> int | str:
         """Delete one record; a 404 after a lost answer counts as deleted."""
         res = RESOURCES[resource]
         retry = self._retry()
@@ -393,34 +502,38 @@ class HaloClient:
                 raise
         return record_id
 
-    def get_token_info(self, fresh=True):
+    def get_token_info(self, fresh: bool = True) -> dict[str, Any]:
         """Halo's token reply without the token (`token_type`, `expires_in`, `scope`)."""
         token = None if fresh else self.tokens.current()
         return (token or self._fetch_token(self._retry())).reply
 
     # -- upsert internals ----------------------------------------------------------------
 
-    def read_where(self, resource, narrowings):
+    def read_where(
+        self, resource: str, narrowings: Iterable[Mapping[str, QueryValue]]
+    ) -> Iterator[Record]:
         """Every record (inactive ones too) matching any of `narrowings` (each a dict of
         list filters, e.g. `{"client_id": 12}`), in one planned read: one filtered read
         each when they are few, else one paged read of the whole list (pages of
         `HALO_LOOKUP_PAGE_SIZE`) filtered here. Never one read per record or per batch."""
         res = RESOURCES[resource]
-        narrowings = list({tuple(sorted(n.items())): n for n in narrowings}.values())
+        distinct = list({tuple(sorted(n.items())): n for n in narrowings}.values())
         base = {"includeinactive": True} if res.inactive else {}
-        if narrowings and all(narrowings) and len(narrowings) <= FILTERED_READS_AT_MOST:
-            for narrowing in narrowings:
+        if distinct and all(distinct) and len(distinct) <= FILTERED_READS_AT_MOST:
+            for narrowing in distinct:
                 yield from self.list(res.path, **base, **narrowing)
             return
-        wanted = {tuple(sorted((f, str(v)) for f, v in n.items())) for n in narrowings}
+        wanted = {tuple(sorted((f, str(v)) for f, v in n.items())) for n in distinct}
         paging = {"page_size": settings.HALO_LOOKUP_PAGE_SIZE} if res.paged else {}
         for row in self.list(res.path, **base, **paging):
             fields = {f for narrowing in wanted for f, _ in narrowing}
             have = {(f, str(row.get(f))) for f in fields}
-            if not narrowings or any(set(narrowing) <= have for narrowing in wanted):
+            if not distinct or any(set(narrowing) <= have for narrowing in wanted):
                 yield row
 
-    def find(self, resource, records, natural_key):
+    def find(
+        self, resource: str, records: Sequence[Mapping[str, Any]], natural_key: Sequence[str]
+    ) -> builtins.list[Record | None]:
         """The Halo record matching each of `records` by `natural_key`, or None (one
         `read_where` narrowed by the key's fields Halo can filter on)."""
         res = RESOURCES[resource]
@@ -431,8 +544,14 @@ class HaloClient:
         index = {record_key(row, natural_key): row for row in self.read_where(resource, narrowings)}
         return [index.get(record_key(record, natural_key)) for record in records]
 
-    def _save_batch(self, res, batch, natural_key, find_later=False):
-        saved = [None] * len(batch)
+    def _save_batch(
+        self,
+        res: Resource,
+        batch: Sequence[Mapping[str, Any]],
+        natural_key: Sequence[str] | None,
+        find_later: bool = False,
+    ) -> builtins.list[Record | None]:
+        saved: builtins.list[Record | None] = [None] * len(batch)
         pending = list(range(len(batch)))
         retry = self._retry()
         while pending:
@@ -450,7 +569,7 @@ class HaloClient:
             except HaloError as error:
                 if not (error.ambiguous and creates) or find_later:
                     raise
-                if not all(_has_key(batch[i], natural_key) for i in creates):
+                if not natural_key or not all(_has_key(batch[i], natural_key) for i in creates):
                     raise error.note(
                         f"It was not retried: Halo may have created the {res.plural} already "
                         "and a retry could duplicate them. Check Halo before trying again."
@@ -469,7 +588,16 @@ class HaloClient:
             pending = []
         return saved
 
-    def _match(self, res, batch, pending, body, natural_key, saved, find_later=False):
+    def _match(
+        self,
+        res: Resource,
+        batch: Sequence[Mapping[str, Any]],
+        pending: builtins.list[int],
+        body: Any,
+        natural_key: Sequence[str] | None,
+        saved: builtins.list[Record | None],
+        find_later: bool = False,
+    ) -> None:
         """Pair Halo's answer with what was sent: in order, or the last object only."""
         returned = body if isinstance(body, list) else [body] if isinstance(body, dict) else []
         if len(returned) == len(pending):
@@ -490,7 +618,7 @@ class HaloClient:
             if saved[i] is None and not _is_create(batch[i]):
                 saved[i] = {str(k).lower(): v for k, v in batch[i].items()}
         unknown = [i for i in pending if saved[i] is None]
-        if unknown and all(_has_key(batch[i], natural_key) for i in unknown):
+        if unknown and natural_key and all(_has_key(batch[i], natural_key) for i in unknown):
             if find_later:
                 return  # the caller looks them up once, with find()
             found = self.find(res.path, [batch[i] for i in unknown], natural_key)
@@ -507,30 +635,46 @@ class HaloClient:
 
     # -- HTTP ----------------------------------------------------------------------------
 
-    def _retry(self):
+    def _retry(self) -> RetryBudget:
         base, cap = settings.HALO_BACKOFF_BASE, settings.HALO_BACKOFF_CAP
         if self.deadline is None:
             return RetryBudget(self.retry_budget, base, cap, **self._clocks)
-        clocks = {"clock": self.deadline.clock, "sleep": self.deadline.sleep} | self._clocks
+        clocks: _Clocks = {
+            "clock": self.deadline.clock,
+            "sleep": self.deadline.sleep,
+            **self._clocks,
+        }
         # Backoff ends early enough for one more attempt: else the call would stop on the
         # web budget (HaloTimedOut) and not on what Halo last answered.
         seconds = min(self.retry_budget, self.deadline.remaining() - LEAST_ATTEMPT)
         return RetryBudget(max(seconds, 0.0), base, cap, **clocks)
 
-    def _timeouts(self, method, label, attempted, url):
+    def _timeouts(
+        self, method: str, label: str, attempted: str, url: str
+    ) -> tuple[tuple[float, float], tuple[float, float] | Timeout]:
         """(connect, read) seconds for the next request, and what to pass to requests:
         within a web budget, each capped by the time left, and the two together too."""
         if self.deadline is None:
             return self.timeout, self.timeout
         left = self.deadline.remaining()
         if left < LEAST_ATTEMPT:
-            raise self._timed_out(method, label, attempted, url, asked=False)
+            raise self._timed_out(self.deadline, method, label, attempted, url, asked=False)
         connect, read = (min(limit, left) for limit in self.timeout)
         return (connect, read), Timeout(connect=connect, read=read, total=left)
 
-    def _timed_out(self, method, label, attempted, url, ambiguous=False, settle=0.0, asked=True):
+    def _timed_out(
+        self,
+        deadline: Deadline,
+        method: str,
+        label: str,
+        attempted: str,
+        url: str,
+        ambiguous: bool = False,
+        settle: float = 0.0,
+        asked: bool = True,
+    ) -> HaloTimedOut:
         return HaloTimedOut(
-            f"{self.deadline.seconds:g} s",
+            f"{deadline.seconds:g} s",
             asked=asked,
             ambiguous=ambiguous,
             settle=settle,
@@ -540,7 +684,8 @@ class HaloClient:
             attempted=attempted,
         )
 
-    def _json(self, method, path, attempted, **kwargs):
+    def _json(self, method: str, path: str, attempted: str, **kwargs: Any) -> Any:
+        """Halo's answer as decoded JSON (None for an empty one)."""
         response = self._call(method, path, attempted, **kwargs)
         if not response.content:
             return None
@@ -551,27 +696,38 @@ class HaloClient:
                 "the answer is not JSON", method=method, endpoint=f"/{path}", attempted=attempted
             ) from None
 
-    def _call(self, method, path, attempted, *, retry=None, replay_safe=True, **kwargs):
+    def _call(
+        self,
+        method: str,
+        path: str,
+        attempted: str,
+        *,
+        retry: RetryBudget | None = None,
+        replay_safe: bool = True,
+        **kwargs: Any,
+    ) -> requests.Response:
         """One logical resource call: token, retries, errors. `replay_safe=False`: do not
         re-send after an answer was lost (raise instead), because the call creates."""
         resource = RESOURCES[path.split("/")[0]]
         label = f"{method} /{resource.path}" + ("/{id}" if "/" in path else "")
         url = f"{self.api_url}/{path}"
-        retry = retry or self._retry()
+        budget = retry or self._retry()
 
-        def attempt():
-            token = self._access_token(retry)
-            response = self._send(method, url, label, retry, attempted, token, **kwargs)
+        def attempt() -> requests.Response:
+            token = self._access_token(budget)
+            response = self._send(method, url, label, budget, attempted, token, **kwargs)
             if response.status_code == 401:
-                token = self._access_token(retry, stale=token)
-                response = self._send(method, url, label, retry, attempted, token, **kwargs)
+                token = self._access_token(budget, stale=token)
+                response = self._send(method, url, label, budget, attempted, token, **kwargs)
             if response.status_code >= 400:
                 raise self._error(response, method, f"/{path}", attempted, resource)
             return response
 
-        return self._retrying(retry, attempt, replay_safe)
+        return self._retrying(budget, attempt, replay_safe)
 
-    def _retrying(self, retry, attempt, replay_safe=True):
+    def _retrying(
+        self, retry: RetryBudget, attempt: Callable[[], _T], replay_safe: bool = True
+    ) -> _T:
         while True:
             try:
                 return attempt()
@@ -582,16 +738,16 @@ class HaloClient:
                     raise
                 self._backoff(retry, error)
 
-    def _backoff(self, retry, error):
+    def _backoff(self, retry: RetryBudget, error: HaloError) -> None:
         self.stats.waited += retry.backoff(error)
         self.stats.retries += 1
 
-    def _access_token(self, retry, stale=None):
+    def _access_token(self, retry: RetryBudget, stale: str | None = None) -> str:
         token = self.tokens.current(stale=stale)
         return (token or self._fetch_token(retry)).access_token
 
     @sensitive_variables()
-    def _fetch_token(self, retry):
+    def _fetch_token(self, retry: RetryBudget) -> Token:
         conn = self.connection
         url = f"{conn.auth_url.rstrip('/')}/token"
         form = {
@@ -602,7 +758,7 @@ class HaloClient:
         }
         params = {"tenant": conn.halo_tenant} if conn.halo_tenant else None
 
-        def attempt():
+        def attempt() -> Token:
             response = self._send(
                 "POST", url, "POST /token", retry, "get an access token", params=params, data=form
             )
@@ -613,7 +769,16 @@ class HaloClient:
         return self._retrying(retry, attempt)
 
     @sensitive_variables()
-    def _send(self, method, url, label, retry, attempted, token=None, **kwargs):
+    def _send(
+        self,
+        method: str,
+        url: str,
+        label: str,
+        retry: RetryBudget,
+        attempted: str,
+        token: str | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
         """Exactly one HTTP request, inside the rate budget, counted and logged."""
         waited = self.limiter.acquire(max_wait=retry.remaining())
         if waited is None:
@@ -631,7 +796,13 @@ class HaloClient:
         started = time.perf_counter()
         try:
             response = self.http.request(
-                method, url, headers=headers, timeout=sent_timeout, **kwargs
+                method,
+                url,
+                headers=headers,
+                # A urllib3 Timeout (web budget) goes through requests as it is; the stubs
+                # know only seconds.
+                timeout=sent_timeout,  # type: ignore[arg-type]
+                **kwargs,
             )
         except egress.BlockedAddress as blocked:
             raise HaloAddressRefused(
@@ -649,7 +820,7 @@ class HaloClient:
             if isinstance(exc, requests.Timeout) and self.deadline is not None:
                 if self.deadline.remaining() < LEAST_ATTEMPT:  # the web budget cut it short
                     raise self._timed_out(
-                        method, label, attempted, url, not _never_sent(exc), settle
+                        self.deadline, method, label, attempted, url, not _never_sent(exc), settle
                     ) from None
             raise HaloUnavailable(
                 _reason(exc, timeout),
@@ -680,7 +851,14 @@ class HaloClient:
             )
         return response
 
-    def _error(self, response, method, endpoint, attempted, resource):
+    def _error(
+        self,
+        response: requests.Response,
+        method: str,
+        endpoint: str,
+        attempted: str,
+        resource: Resource,
+    ) -> HaloError:
         cls = error_for_status(response.status_code)
         error = cls(
             halo_message(response),
@@ -696,7 +874,7 @@ class HaloClient:
             error.permission = resource.read_scope if method == "GET" else resource.edit_scope
         return error
 
-    def _token_error(self, response, url):
+    def _token_error(self, response: requests.Response, url: str) -> HaloError:
         status, message = response.status_code, halo_message(response)
         cls = error_for_status(status)
         if "invalid_client" in message:
@@ -720,13 +898,13 @@ class HaloClient:
         return error
 
 
-def discover_auth_url(site, timeout=None):
+def discover_auth_url(site: str, timeout: float | None = None) -> str | None:
     """The authorisation server Halo announces at `<site>/api/authinfo`, or None."""
     timeout = settings.HALO_DISCOVERY_TIMEOUT if timeout is None else timeout
     try:
         response = egress.session().get(
             f"{site.rstrip('/')}/api/authinfo",
-            timeout=Timeout(connect=timeout, read=timeout, total=timeout),
+            timeout=Timeout(connect=timeout, read=timeout, total=timeout),  # type: ignore[arg-type]
         )
         auth_url = response.json().get("auth_url") if response.status_code == 200 else None
     except (requests.RequestException, ValueError, AttributeError):  # BlockedAddress too
@@ -739,7 +917,7 @@ def discover_auth_url(site, timeout=None):
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _rows(res, body):
+def _rows(res: Resource, body: Any) -> tuple[builtins.list[Record], int | None]:
     """(records, record_count or None) from any list envelope Halo uses."""
     if isinstance(body, list):
         return body, None
@@ -759,7 +937,7 @@ def _rows(res, body):
     )
 
 
-def _token_reply(response, url):
+def _token_reply(response: requests.Response, url: str) -> dict[str, Any]:
     """Halo's token reply with the token masked, so no local or repr shows it."""
     try:
         reply = response.json()
@@ -771,7 +949,7 @@ def _token_reply(response, url):
         ) from None  # fmt: skip
 
 
-def _param(value):
+def _param(value: QueryValue) -> str | int | float:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, tuple, set)):
@@ -781,7 +959,7 @@ def _param(value):
     return value
 
 
-def _field(record, name):
+def _field(record: Mapping[str, Any], name: str) -> Any:
     """A field of a record being sent; Halo matches names case-insensitively."""
     for key, value in record.items():
         if str(key).lower() == name:
@@ -789,21 +967,21 @@ def _field(record, name):
     return None
 
 
-def _is_create(record):
+def _is_create(record: Mapping[str, Any]) -> bool:
     return _field(record, "id") in (None, 0, "", "0")
 
 
-def _has_key(record, natural_key):
+def _has_key(record: Mapping[str, Any], natural_key: Sequence[str]) -> bool:
     """Whether a sent record carries every natural key field (else it cannot be found)."""
     return bool(natural_key) and all(_field(record, f) not in (None, "") for f in natural_key)
 
 
-def record_key(record, natural_key):
+def record_key(record: Mapping[str, Any], natural_key: Sequence[str]) -> tuple[str, ...]:
     """A record's natural key, compared the way Halo matches text (trimmed, any case)."""
     return tuple(str(_field(record, name)).strip().casefold() for name in natural_key)
 
 
-def _describe(res, records):
+def _describe(res: Resource, records: Sequence[Mapping[str, Any]]) -> str:
     """What the portal was doing, for error messages: "create licence 'EDR' for client 12"."""
     if len(records) != 1:
         new = sum(map(_is_create, records))
@@ -822,7 +1000,7 @@ def _describe(res, records):
     return text
 
 
-def _retry_after(value):
+def _retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (seconds or an HTTP date); None when absent."""
     if not value:
         return None
@@ -835,7 +1013,7 @@ def _retry_after(value):
             return None
 
 
-def _date_header(value):
+def _date_header(value: str | None) -> datetime | None:
     """An HTTP Date header as an aware datetime, or None."""
     try:
         return parsedate_to_datetime(value) if value else None
@@ -843,13 +1021,13 @@ def _date_header(value):
         return None
 
 
-def _never_sent(exc):
+def _never_sent(exc: requests.RequestException) -> bool:
     """True when the request cannot have reached Halo (so replaying it is harmless)."""
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
     return isinstance(exc, requests.ConnectTimeout) or isinstance(reason, NewConnectionError)
 
 
-def _reason(exc, timeout):
+def _reason(exc: requests.RequestException, timeout: tuple[float, float]) -> str:
     if isinstance(exc, requests.ConnectTimeout):
         return f"no connection within {timeout[0]:g} s"
     if isinstance(exc, requests.ReadTimeout):
@@ -864,7 +1042,7 @@ def _reason(exc, timeout):
     return type(exc).__name__
 
 
-def _disposition_filename(header):
+def _disposition_filename(header: str) -> str | None:
     """The file name of a Content-Disposition header, preferring RFC 6266 `filename*`."""
     if match := re.search(r"filename\*\s*=\s*([\w-]*)'[^']*'([^;\s]+)", header, re.IGNORECASE):
         return unquote(match.group(2), encoding=match.group(1) or "utf-8", errors="replace")
@@ -873,5 +1051,5 @@ def _disposition_filename(header):
     return None
 
 
-def _ms(started):
+def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000

@@ -17,20 +17,27 @@ misspelled filter returns unfiltered data. The Halo simulator holds every reques
 Pure Python: no Django, no I/O beyond reading the document once.
 """
 
+from __future__ import annotations
+
 import base64
 import binascii
 import json
 import uuid
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache, cached_property
 from pathlib import Path
+from typing import Any, TypeAlias
 
 DOCUMENT = Path(__file__).with_name("halo-openapi.json")
 
+#: A JSON Schema object of the document ({"type": "integer"}, {"$ref": ...}, ...).
+Schema: TypeAlias = dict[str, Any]
+
 #: What `halo-api.md` documents beyond the trimmed document (paths relative to the
 #: resource server; query names lower case).
-SUPPLEMENT = {
+SUPPLEMENT: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
     # halo-api.md §3: "plus datesearch, start_date, end_date on /Invoice (documented by Halo
     # since)".
     "query": {("GET", "/Invoice"): {"datesearch": "string", "start_date": "date-time",
@@ -58,14 +65,14 @@ class Departure:
     detail: str
 
     @property
-    def refused(self):
+    def refused(self) -> bool:
         """Halo answers these with an error instead of ignoring them."""
         return self.kind in ("undocumented endpoint", "wrong type")
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.method} {self.endpoint}: {self.kind}: {self.detail}"
 
-    def to_json(self):
+    def to_json(self) -> dict[str, str]:
         return {
             "kind": self.kind,
             "method": self.method,
@@ -78,18 +85,20 @@ class Departure:
 class Operation:
     method: str
     template: str  # "/Invoice/{id}"
-    query: dict = field(default_factory=dict)  # lower-case name -> schema
-    body: dict | None = None  # request body schema
+    query: dict[str, Schema] = field(default_factory=dict)  # lower-case name -> schema
+    body: Schema | None = None  # request body schema
 
 
 class Contract:
-    def __init__(self, document):
+    def __init__(self, document: dict[str, Any]) -> None:
         self.document = document
-        self.schemas = {name.lower(): schema for name, schema in document["schemas"].items()}
-        self.operations = []
+        self.schemas: dict[str, Schema] = {
+            name.lower(): schema for name, schema in document["schemas"].items()
+        }
+        self.operations: list[Operation] = []
         for template, verbs in document["paths"].items():
             for verb, spec in verbs.items():
-                query = {
+                query: dict[str, Schema] = {
                     p["name"].lower(): p.get("schema") or {}
                     for p in spec.get("parameters", [])
                     if p.get("in") == "query"
@@ -99,25 +108,26 @@ class Contract:
             self.operations.append(Operation(verb, template, dict(query)))
         for (verb, template), extra in SUPPLEMENT["query"].items():
             operation = self.operation(verb, template)
+            assert operation is not None, f"SUPPLEMENT names {verb} {template}, not in the document"
             operation.query.update({name: _supplement_schema(kind) for name, kind in extra.items()})
 
     @classmethod
-    def load(cls, path=DOCUMENT):
+    def load(cls, path: str | Path = DOCUMENT) -> Contract:
         return cls(json.loads(Path(path).read_text(encoding="utf-8")))
 
     @cached_property
-    def _by_length(self):
-        index = {}
+    def _by_length(self) -> dict[int, list[tuple[tuple[str, ...], Operation]]]:
+        index: dict[int, list[tuple[tuple[str, ...], Operation]]] = {}
         for operation in self.operations:
             parts = tuple(p.lower() for p in operation.template.strip("/").split("/"))
             index.setdefault(len(parts), []).append((parts, operation))
         return index
 
-    def operation(self, method, path):
+    def operation(self, method: str, path: str) -> Operation | None:
         """The documented operation `method path` is (paths case-insensitive; a literal
         segment wins over `{id}`), or None."""
         parts = [p.lower() for p in path.strip("/").split("/") if p]
-        best = None
+        best: tuple[int, Operation] | None = None
         for template, operation in self._by_length.get(len(parts), ()):
             if operation.method != method.upper():
                 continue
@@ -133,16 +143,22 @@ class Contract:
                     best = (literal, operation)
         return best and best[1]
 
-    def accepts(self, method, path, name):
+    def accepts(self, method: str, path: str, name: str) -> bool:
         """Whether the document lists query parameter `name` on `method path`."""
         operation = self.operation(method, path)
         return operation is not None and name.lower() in operation.query
 
-    def fields(self, schema_name):
+    def fields(self, schema_name: str) -> set[str]:
         """The property names of a schema, lower case."""
         return {name.lower() for name in self.schemas[schema_name.lower()].get("properties", {})}
 
-    def check(self, method, path, query=None, body=None):
+    def check(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, object] | None = None,
+        body: object = None,
+    ) -> tuple[Operation | None, list[Departure]]:
         """`(operation or None, [Departure])` for one resource-server request.
 
         `path` is relative to the resource server (`/Invoice/12`); `query` maps names to
@@ -152,7 +168,7 @@ class Contract:
         operation = self.operation(method, path)
         if operation is None:
             return None, [Departure("undocumented endpoint", method, path, "not in the document")]
-        found = []
+        found: list[Departure] = []
         for name, value in (query or {}).items():
             schema = operation.query.get(name.lower())
             if schema is None:
@@ -168,7 +184,9 @@ class Contract:
                 found.append(Departure(kind, method, operation.template, f"{where}: {detail}"))
         return operation, found
 
-    def check_token(self, query=None, form=None):
+    def check_token(
+        self, query: Mapping[str, object] | None = None, form: Mapping[str, object] | None = None
+    ) -> list[Departure]:
         """Departures of a token request to the authorisation server."""
         found = [
             Departure("unknown query parameter", "POST", "/token", name)
@@ -182,7 +200,7 @@ class Contract:
         ]
         return found
 
-    def known(self, schema, value):
+    def known(self, schema: Schema, value: Any) -> Any:
         """`value` without the object fields `schema` does not list, at every depth (what
         Halo's deserialiser keeps)."""
         schema = self._resolve(schema)
@@ -199,12 +217,12 @@ class Contract:
 
     # -- values --------------------------------------------------------------------------
 
-    def _resolve(self, schema):
+    def _resolve(self, schema: Schema) -> Schema:
         while "$ref" in schema:
             schema = self.schemas[schema["$ref"].rsplit("/", 1)[1].lower()]
         return schema
 
-    def _value(self, schema, value, where):
+    def _value(self, schema: Schema, value: object, where: str) -> Iterator[tuple[str, str, str]]:
         """Yield `(where, kind, detail)` for every departure inside `value`."""
         nullable = schema.get("nullable", False)
         schema = self._resolve(schema)
@@ -237,7 +255,7 @@ class Contract:
             yield where, "wrong type", problem
 
 
-def _json_type(value):
+def _json_type(value: object) -> str:
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int):
@@ -246,10 +264,11 @@ def _json_type(value):
         return "number"
     if isinstance(value, str):
         return "text"
-    return {list: "array", dict: "object"}.get(type(value), type(value).__name__)
+    containers: dict[type, str] = {list: "array", dict: "object"}
+    return containers.get(type(value), type(value).__name__)
 
 
-def _scalar_problem(schema, value):
+def _scalar_problem(schema: Schema, value: object) -> str | None:
     """Why a JSON scalar does not fit `schema` (None when it fits)."""
     kind, fmt = schema.get("type"), schema.get("format")
     wanted = f"{kind} ({fmt})" if fmt else kind
@@ -273,7 +292,7 @@ def _scalar_problem(schema, value):
     return None
 
 
-def _query_problem(schema, value):
+def _query_problem(schema: Schema, value: object) -> str | None:
     """Why query text does not parse as the parameter's type (None when it does).
 
     Booleans are not checked: the document types some filters `bool` that Halo's own
@@ -292,11 +311,11 @@ def _query_problem(schema, value):
     return None
 
 
-def _supplement_schema(kind):
+def _supplement_schema(kind: str) -> Schema:
     return {"type": "string", "format": "date-time"} if kind == "date-time" else {"type": kind}
 
 
-def _is_int(text):
+def _is_int(text: str) -> bool:
     try:
         int(text)
     except ValueError:
@@ -304,7 +323,7 @@ def _is_int(text):
     return True
 
 
-def _is_datetime(text):
+def _is_datetime(text: str) -> bool:
     try:
         datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -312,7 +331,7 @@ def _is_datetime(text):
     return True
 
 
-def _is_uuid(text):
+def _is_uuid(text: str) -> bool:
     try:
         uuid.UUID(text)
     except ValueError:
@@ -320,7 +339,7 @@ def _is_uuid(text):
     return True
 
 
-def _is_base64(text):
+def _is_base64(text: str) -> bool:
     try:
         base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
@@ -328,11 +347,11 @@ def _is_base64(text):
     return True
 
 
-def check_request_log(lines):
+def check_request_log(lines: Iterable[str]) -> list[tuple[str, Departure]]:
     """`[(request, Departure)]` for a simulator request log (`--request-log`: JSON lines of
     method, path, query, body). Paths are the resource server's (`/api/...`) or the token
     call's (`.../token`); other paths (the simulator's `/_sim/`) are not Halo's."""
-    found = []
+    found: list[tuple[str, Departure]] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -355,7 +374,7 @@ def check_request_log(lines):
 
 
 @cache
-def contract():
+def contract() -> Contract:
     """The project's copy of Halo's document, loaded once per process (on first use, so
     importing this module costs nothing)."""
     return Contract.load()
