@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client, override_settings
+from django_q.conf import Conf
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
@@ -210,3 +211,23 @@ def validated_server(transactional_db):
         server.server_close()
         thread.join(timeout=10)
     assert not problems, "the WSGI validator refused an answer:\n" + "\n".join(problems)
+
+
+# -- queued work (portal.jobs.enqueue) ---------------------------------------------------------
+
+
+@pytest.fixture
+def tasks_inline(monkeypatch):
+    """django-q2 runs queued tasks at once (Q_CLUSTER sync), where `portal.jobs.enqueue`
+    would send them, so a test sees what the worker would do."""
+    monkeypatch.setattr(Conf, "SYNC", True)
+
+
+@pytest.fixture
+def queued(monkeypatch):
+    """Tasks `portal.jobs.enqueue` sends, recorded as `(dotted path, *args)`, not sent."""
+    calls = []
+    monkeypatch.setattr(
+        "portal.jobs.async_task", lambda path, *args, **options: calls.append((path, *args))
+    )
+    return calls

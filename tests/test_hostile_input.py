@@ -185,9 +185,7 @@ def test_usage_api_still_takes_any_real_unicode(catalogue):
     ],
 )
 def test_halo_webhook_refuses_what_it_cannot_store(personas, client, body, detail, monkeypatch):
-    from integrations.invoice_sync import tasks
-
-    monkeypatch.setattr(tasks, "async_task", lambda *args: None)
+    monkeypatch.setattr("portal.jobs.async_task", lambda *args, **options: None)
     response = post(client, personas.tenant_a.slug, body, basic(*credentials(personas.tenant_a)))
     assert response.status_code == 400, response.content
     assert response.json()["error"] == "invalid"
@@ -197,9 +195,7 @@ def test_halo_webhook_refuses_what_it_cannot_store(personas, client, body, detai
 
 def test_halo_webhook_keeps_text_that_only_looks_like_a_nul(personas, client, monkeypatch):
     r"""A backslash followed by `u0000` is ordinary text (`"\\u0000"` in JSON), not a NUL."""
-    from integrations.invoice_sync import tasks
-
-    monkeypatch.setattr(tasks, "async_task", lambda *args: None)
+    monkeypatch.setattr("portal.jobs.async_task", lambda *args, **options: None)
     record = invoice_record(client_name=r"C:\u0000 Ltd")
     response = post(
         client, personas.tenant_a.slug, delivery(record), basic(*credentials(personas.tenant_a))
@@ -336,9 +332,7 @@ deliveries = st.builds(
     raw=st.binary(max_size=20),
 )
 def test_halo_webhook_never_answers_5xx_nor_stores_junk(personas, client, monkeypatch, body, raw):
-    from integrations.invoice_sync import tasks
-
-    monkeypatch.setattr(tasks, "async_task", lambda *args: None)
+    monkeypatch.setattr("portal.jobs.async_task", lambda *args, **options: None)
     auth = basic(*credentials(personas.tenant_a))
     for payload in (body, raw):
         before = WebhookDelivery.objects.count()

@@ -33,6 +33,7 @@ from billing.invoicing.pdfs import (
 )
 from billing.models import Invoice, InvoiceNumberField, number_field
 from portal.admin_base import ReadOnlyTenantAdmin, TenantScopedAdmin
+from portal.jobs import enqueue
 
 
 def pdf_response(content, filename, **headers):
@@ -179,7 +180,7 @@ class BillingRunAdmin(TenantScopedAdmin):
 
 def issue(model_admin, request, queryset):
     issued = queryset.issue(request.user)
-    tasks.queue(tasks.render_pdfs, [d.invoice_id for d in issued])
+    enqueue(tasks.render_pdfs, [d.invoice_id for d in issued])
     numbers = ", ".join(d.number for d in issued) or "none (no drafts selected)"
     model_admin.message_user(request, f"Issued {len(issued)} invoices: {numbers}.")
 
@@ -327,7 +328,7 @@ class PortalInvoiceAdmin(TenantScopedAdmin):
     @admin.action(description="Export to Halo", permissions=["change"])
     def export_to_halo(self, request, queryset):
         ids = list(queryset.exportable().values_list("pk", flat=True))
-        tasks.queue(tasks.export_to_halo, ids)
+        enqueue(tasks.export_to_halo, ids)
         message = f"Export of {len(ids)} invoices to Halo queued: see “Exported to Halo”."
         if skipped := queryset.count() - len(ids):
             message += f" {skipped} skipped: drafts (issue them first) and credit notes."
@@ -343,7 +344,7 @@ class PortalInvoiceAdmin(TenantScopedAdmin):
         except ValidationError as error:
             self.message_user(request, " ".join(error.messages), messages.ERROR)
             return None
-        tasks.queue(tasks.render_pdfs, [note.invoice_id, note.credit_note_of.invoice_id])
+        enqueue(tasks.render_pdfs, [note.invoice_id, note.credit_note_of.invoice_id])
         self.message_user(request, f"Issued {note} for {note.credit_note_of}.")
         return HttpResponseRedirect(reverse("admin:invoicing_portalinvoice_change", args=[note.pk]))
 

@@ -9,6 +9,7 @@ from django.utils import timezone
 from billing.invoicing import tasks
 from billing.invoicing.models import BillingRun, InvoicingSettings, OneOffCharge
 from portal.demo import register
+from portal.jobs import enqueue
 from portal.models import ApiToken
 
 PAYMENT_INSTRUCTIONS = """Bank transfer to Acme IT Services Ltd
@@ -45,7 +46,7 @@ def invoicing(context):
         run.build_drafts()
         drafts = run.invoices.drafts().order_by("organisation__name")
         issued = drafts.exclude(pk=drafts.last().pk).issue(context.user)
-        tasks.queue(tasks.render_pdfs, [d.invoice_id for d in issued])
+        enqueue(tasks.render_pdfs, [d.invoice_id for d in issued])
     context.notes.append(
         f"Invoicing: {run} with {run.invoices.issued().count()} issued invoices and "
         f"{run.invoices.drafts().count()} draft to review (Invoicing › Portal invoices)"

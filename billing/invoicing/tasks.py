@@ -1,7 +1,4 @@
-"""django-q2 entry points (the worker imports them by dotted path), and their queuing."""
-
-from django.db import transaction
-from django_q.tasks import async_task
+"""django-q2 entry points (queued with `portal.jobs.enqueue`)."""
 
 from billing.invoicing.export import export_invoices
 from billing.invoicing.models import PortalInvoice
@@ -20,9 +17,3 @@ def export_to_halo(portal_invoice_ids):
     details = PortalInvoice.objects.exportable().filter(pk__in=portal_invoice_ids)
     counts = export_invoices(details.select_related("tenant", "invoice", "organisation"))
     return dict(counts)
-
-
-def queue(task, ids):
-    """Run `task` (a function above) on the worker once the current transaction commits."""
-    ids = list(ids)
-    transaction.on_commit(lambda: async_task(f"{__name__}.{task.__name__}", ids))

@@ -5,12 +5,11 @@ refresh of Halo's clients and items is queued for the worker, so the mapping sug
 are ready to accept when the admin is opened.
 """
 
-from django.db import transaction
-from django_q.tasks import async_task
-
+from integrations.billing_sync import tasks
 from integrations.billing_sync.models import BillingSyncSettings, UsageSubmission
 from portal import demo
 from portal.demo import register
+from portal.jobs import enqueue
 
 DEMO_USAGE_KEY = "demo-usage"
 
@@ -43,9 +42,7 @@ def billing_sync(context):
     UsageSubmission.objects.record(
         tenant, rows, source=UsageSubmission.Source.ADMIN, key=DEMO_USAGE_KEY
     )
-    transaction.on_commit(
-        lambda: async_task("integrations.billing_sync.tasks.refresh_halo", tenant.pk)
-    )
+    enqueue(tasks.refresh_halo, tenant.pk)
     context.notes.append(
         f"Billing sync: {len(rows)} usage counts; Halo clients and items load on the worker. "
         "Accept mapping suggestions, then Sync runs › Preview / Sync now"

@@ -17,11 +17,11 @@ from django.utils import timezone
 
 from integrations.billing_sync import runner
 from integrations.halo import HaloError
+from portal.jobs import enqueue
 from portal.models import Tenant
 
 log = logging.getLogger(__name__)
 
-TASK = "integrations.billing_sync.tasks.refresh_halo"
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 #: How long the outcome stays on the lists.
 KEEP = 7 * 86400
@@ -77,16 +77,19 @@ def queue(tenant):
     if not cache.add(_claim_key(tenant.pk), True, _lost_after()):
         return False, status(tenant)
     _note(tenant.pk, QUEUED)
-    from django_q.tasks import async_task
+    from integrations.billing_sync import tasks  # tasks import this module
 
-    try:
-        async_task(
-            TASK, tenant.pk, task_name=f"refresh {tenant.slug} from Halo", group="billing_sync"
-        )
-    except Exception as error:
-        log.exception("Could not queue the Halo refresh of %s", tenant.pk)
+    def could_not_queue(error):
         cache.delete(_claim_key(tenant.pk))
         _note(tenant.pk, FAILED, f"it could not be queued ({type(error).__name__}).")
+
+    enqueue(
+        tasks.refresh_halo,
+        tenant.pk,
+        name=f"refresh {tenant.slug} from Halo",
+        group="billing_sync",
+        on_error=could_not_queue,
+    )
     return True, status(tenant)
 
 

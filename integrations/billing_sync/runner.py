@@ -28,6 +28,7 @@ from integrations.billing_sync.models import (
 )
 from integrations.halo import HaloClient, HaloError
 from integrations.halo.client import LICENCE_KEY, record_key
+from portal.jobs import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -109,21 +110,21 @@ def launch(run, background):
     if not background:
         execute(run)
         return
-    from django_q.tasks import async_task
+    from integrations.billing_sync import tasks  # tasks import this module
 
-    try:
-        async_task(
-            "integrations.billing_sync.tasks.execute_run",
-            run.pk,
-            task_name=f"billing sync {run.tenant.slug} #{run.pk}",
-            group="billing_sync",
-        )
-    except Exception as error:
-        log.exception("Could not queue billing sync run %s", run.pk)
+    def could_not_queue(error):
         SyncRun.objects.filter(pk=run.pk).update(
             status=Status.ERROR, finished=timezone.now(), error=f"Could not queue the run: {error}"
         )
-        run.refresh_from_db()
+
+    enqueue(
+        tasks.execute_run,
+        run.pk,
+        name=f"billing sync {run.tenant.slug} #{run.pk}",
+        group="billing_sync",
+        on_error=could_not_queue,
+    )
+    run.refresh_from_db(fields=["status", "finished", "error"])  # the caller shows it
 
 
 def execute(run):

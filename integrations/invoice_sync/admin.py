@@ -3,10 +3,9 @@ import json
 from django.contrib import admin, messages
 from django.utils.html import format_html
 from django.utils.text import Truncator
-from django_q.tasks import async_task
 
 from integrations.halo import HaloClient, HaloError, web_budget
-from integrations.invoice_sync import webhooks
+from integrations.invoice_sync import tasks, webhooks
 from integrations.invoice_sync.models import (
     ActionLimit,
     InvoiceSyncSettings,
@@ -16,6 +15,7 @@ from integrations.invoice_sync.models import (
 )
 from integrations.models import HaloConnection
 from portal.admin_base import ReadOnlyTenantAdmin, TenantScopedAdmin
+from portal.jobs import enqueue
 
 FETCH_ACTIONS = ("fetch_new", "fetch_unpaid")
 
@@ -143,13 +143,7 @@ class InvoiceSyncSettingsAdmin(TenantScopedAdmin):
                 )
                 continue
             claimed_at = next_allowed - ActionLimit.INTERVALS[action]
-            async_task(
-                "integrations.invoice_sync.tasks.sync_tenant",
-                tenant.pk,
-                action,
-                "manual",
-                claimed_at,
-            )
+            enqueue(tasks.sync_tenant, tenant.pk, action, "manual", claimed_at)
             self.message_user(
                 request,
                 f"{tenant}: {label} started in the background; see Sync runs. If it fails, "

@@ -4,14 +4,13 @@ Nothing here calls Halo: the simulator may not run yet when `manage.py demo` doe
 initial sync is queued and runs once `devstack` has started the worker.
 """
 
-from django.db import transaction
-from django_q.tasks import async_task
-
 from billing.models import AutoPayRule, InvoiceNumberField
 from integrations.halo_sim.state import CONTRACT_SUBTYPES
+from integrations.invoice_sync import tasks
 from integrations.invoice_sync.models import InvoiceSyncSettings, SyncState
 from integrations.models import HaloConnection
 from portal.demo import register
+from portal.jobs import enqueue
 
 AUTOPAY_SUBTYPE = "Managed Services"
 
@@ -29,9 +28,5 @@ def invoice_sync(context):
     context.notes.append(f"Invoice sync: auto-pay on for '{AUTOPAY_SUBTYPE}' agreements")
     connected = HaloConnection.objects.for_feature(tenant, "invoice_sync")
     if connected and not SyncState.for_tenant(tenant).initial_completed:
-        transaction.on_commit(
-            lambda: async_task(
-                "integrations.invoice_sync.tasks.sync_tenant", tenant.pk, "initial", "demo"
-            )
-        )
+        enqueue(tasks.sync_tenant, tenant.pk, "initial", "demo")
         context.notes.append("Invoice sync: initial sync queued for the worker")

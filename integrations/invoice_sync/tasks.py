@@ -1,34 +1,22 @@
 """django-q2 entry points of invoice sync (scheduled in `schedules.py`)."""
 
 from django.core.cache import cache
-from django.db import transaction
-from django_q.conf import Conf
-from django_q.tasks import async_task
 
 from integrations.invoice_sync import runner, webhooks
 from integrations.invoice_sync.models import ActionLimit, SyncRun, WebhookDelivery
+from portal.jobs import enqueue
 from portal.models import Tenant
 
-DRAIN = "integrations.invoice_sync.tasks.drain_deliveries"
 #: At most this many deliveries per drain task; a longer queue gets another task.
 DRAIN_BATCH = 500
 
 
-def queue(func, *args):
-    """Queue a task with the current transaction. On the database broker the queue row
-    commits with it (never a delivery stored without its task); other brokers get it once
-    committed, and should that fail, `requeue_stuck_deliveries` catches up."""
-    if Conf.ORM:
-        async_task(func, *args)
-    else:
-        transaction.on_commit(lambda: async_task(func, *args), robust=True)
-
-
 def queue_drain(tenant_id):
     """Make sure a task will apply the tenant's received deliveries. Queued only when none
-    is waiting, so a burst of deliveries costs one task (and one write each), not one each."""
+    is waiting, so a burst of deliveries costs one task (and one write each), not one each.
+    Should the broker lose it, `requeue_stuck_deliveries` catches up."""
     if cache.add(f"invoice_sync:drain:{tenant_id}", True, timeout=60):
-        queue(DRAIN, tenant_id)
+        enqueue(drain_deliveries, tenant_id)
 
 
 def drain_deliveries(tenant_id):
@@ -48,7 +36,7 @@ def drain_deliveries(tenant_id):
 def requeue_stuck_deliveries():
     """Drain tenants whose deliveries wait too long (the broker was down, a task was lost)."""
     for tenant_id in WebhookDelivery.objects.stuck().values_list("tenant_id", flat=True).distinct():
-        async_task(DRAIN, tenant_id)
+        enqueue(drain_deliveries, tenant_id)
 
 
 def sync_tenant(tenant_id, kind, trigger="schedule", claimed_at=None):
@@ -69,4 +57,4 @@ def sync_all(kind):
         halo_connections__active=True, halo_connections__invoice_sync=True
     ).values_list("pk", flat=True)
     for tenant_id in tenants:
-        async_task("integrations.invoice_sync.tasks.sync_tenant", tenant_id, kind)
+        enqueue(sync_tenant, tenant_id, kind)

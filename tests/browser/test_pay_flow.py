@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import requests
 from django.core.files.base import ContentFile
-from django_q.conf import Conf
 
 from billing.models import Invoice
 from billing.payments.models import Payment, PaymentSettings
@@ -31,10 +30,10 @@ def sim():
 
 
 @pytest.fixture
-def tenant(sim, settings, live_server, monkeypatch, tmp_path):
+def tenant(sim, settings, live_server, tasks_inline, tmp_path):
+    """The outbox delivers at once (`tasks_inline`), as a worker would."""
     sim.control.reset()
     settings.MEDIA_ROOT = tmp_path
-    monkeypatch.setattr(Conf, "SYNC", True)  # the outbox delivers at once, as a worker would
     settings.PAYMENTS_TEST_PROCESSOR = True
     settings.PORTAL_BASE_URL = live_server.url
     tenant = factories.tenant("acme")

@@ -103,12 +103,10 @@ def test_health_rows_follow_the_last_run_and_the_webhook(personas):
 
 
 def test_demo_step_sets_up_invoice_sync_and_queues_the_initial_sync(
-    sim, db, django_capture_on_commit_callbacks, monkeypatch
+    sim, db, django_capture_on_commit_callbacks, queued
 ):
     from integrations.invoice_sync import demo as invoice_demo
 
-    queued = []
-    monkeypatch.setattr(invoice_demo, "async_task", lambda *args: queued.append(args))
     tenant = demo.ensure_tenant()
     make_connection(sim, tenant)
     context = demo.DemoContext(tenant=tenant, user=None, halo_url=sim.base_url)

@@ -18,6 +18,7 @@ from integrations.halo import HaloClient
 from integrations.halo_sim.testing import run_simulator
 from integrations.invoice_sync import tasks, webhooks
 from integrations.invoice_sync.models import InvoiceSyncSettings, WebhookDelivery
+from portal.jobs import task_path
 from tests.halo.conftest import make_connection
 from tests.invoice_sync.conftest import sync
 
@@ -79,14 +80,6 @@ def process_received():
     received = WebhookDelivery.objects.filter(status="received")
     for tenant_id in set(received.values_list("tenant_id", flat=True)):
         tasks.drain_deliveries(tenant_id)
-
-
-@pytest.fixture
-def queued(monkeypatch):
-    """Tasks the endpoint queues, instead of a broker."""
-    queued = []
-    monkeypatch.setattr(tasks, "async_task", lambda *args: queued.append(args))
-    return queued
 
 
 # -- the endpoint -------------------------------------------------------------------------
@@ -156,7 +149,7 @@ def test_a_delivery_is_stored_before_the_answer_and_processed_on_the_worker(
     assert response.status_code == 202
     stored = WebhookDelivery.objects.get()
     assert (stored.tenant, stored.status, stored.event) == (tenant, "received", "invoice updated")
-    assert queued == [(tasks.DRAIN, tenant.pk)]
+    assert queued == [(task_path(tasks.drain_deliveries), tenant.pk)]
     assert not Invoice.objects.exists()
 
     process_received()
@@ -362,7 +355,8 @@ def test_a_burst_of_100_deliveries(halo_hooked, hooked_sim, queued):
     attempts = all_deliveries(hooked_sim, at_least=100)
     assert {a["status"] for a in attempts} == {202}
     assert sum(a["event"] == "invoice created" for a in attempts) == 100
-    assert queued == [(tasks.DRAIN, halo_hooked.pk)]  # one task for the whole burst
+    # One task for the whole burst.
+    assert queued == [(task_path(tasks.drain_deliveries), halo_hooked.pk)]
 
     process_received()
 

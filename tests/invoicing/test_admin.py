@@ -39,16 +39,6 @@ def usage(personas):
     return tenant
 
 
-@pytest.fixture
-def queued(monkeypatch):
-    """Tasks queued (run `on_commit` callbacks to queue them), recorded, not sent."""
-    calls = []
-    monkeypatch.setattr(
-        "billing.invoicing.tasks.async_task", lambda name, *args: calls.append((name, *args))
-    )
-    return calls
-
-
 def url(name, *args):
     return reverse(f"admin:invoicing_{name}", args=args)
 

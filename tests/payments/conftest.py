@@ -7,7 +7,6 @@ from decimal import Decimal
 import pytest
 from django.test import Client
 from django.utils import timezone
-from django_q.conf import Conf
 
 from billing.models import InvoiceLine
 from billing.payments.models import PaymentSettings
@@ -30,9 +29,8 @@ def _payments_settings(settings):
 
 
 @pytest.fixture(autouse=True)
-def tasks_inline(monkeypatch):
-    """django-q2 runs queued tasks at once (Q_CLUSTER sync): receipts, outbox deliveries."""
-    monkeypatch.setattr(Conf, "SYNC", True)
+def _payments_tasks_inline(tasks_inline):
+    """Receipts and outbox deliveries run at once in every payments test."""
 
 
 def connect(tenant, sim, **fields):
