@@ -26,6 +26,7 @@ from billing.payments.models import (
     SavedPaymentMethod,
 )
 from billing.payments.processors import ProcessorError
+from portal.jobs import enqueue
 from portal.admin_base import (
     ReadOnlyTenantAdmin,
     TenantScopedAdmin,
@@ -174,7 +175,7 @@ class PaymentSettingsAdmin(TenantScopedAdmin):
     @admin.action(description="Add payment links to open invoices", permissions=["change"])
     def add_pay_links(self, request, queryset):
         for settings in queryset.select_related("tenant"):
-            tasks.queue("add_pay_links", settings.tenant_id)
+            enqueue(tasks.add_pay_links, settings.tenant_id)
             self.message_user(
                 request,
                 f"{settings.tenant}: writing pay links into Halo for every unpaid invoice that "
@@ -368,7 +369,7 @@ class HaloOutboxAdmin(ReadOnlyTenantAdmin):
     def retry_now(self, request, queryset):
         ids = [row.pk for row in queryset if row.retry()]
         if ids:
-            tasks.queue("deliver_outbox", ids)
+            enqueue(tasks.deliver_outbox, ids)
         self.message_user(request, f"{len(ids)} queued to be sent to Halo again.")
 
 

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from billing.payments.models import PayLinkAlert
 from portal import counters
+from portal.jobs import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def _open_alert(tenant):
 def _queue_email(alert_id):
     from billing.payments import tasks
 
-    tasks.queue("send_pay_link_alert", alert_id)
+    enqueue(tasks.send_pay_link_alert, alert_id)
 
 
 def email_owners(alert_id):

@@ -21,6 +21,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from billing.models import Customer, Invoice, InvoiceNumberField, number_field
 from portal import crypto
+from portal.jobs import enqueue
 from portal.models import OnePerTenant, Tenant
 
 CENT = Decimal("0.01")
@@ -208,9 +209,11 @@ class PaymentSettings(OnePerTenant):
 
 
 def _queue_delivery(row_id):
-    from billing.payments import tasks
+    """Deliver an outbox row on the worker once it commits; a lost task costs nothing, the
+    every-minute schedule delivers due rows anyway."""
+    from billing.payments import tasks  # tasks import this module
 
-    tasks.queue("deliver_outbox", [row_id])
+    enqueue(tasks.deliver_outbox, [row_id])
 
 
 def _decrypted(ciphertext):
@@ -641,9 +644,9 @@ class Payment(models.Model):
         if status == self.Status.SUCCEEDED:
             self._record_success()
             self._apply_early_refunds()
-            transaction.on_commit(lambda: tasks.queue("send_receipt", self.pk))
+            enqueue(tasks.send_receipt, self.pk)
         elif status == self.Status.FAILED and self.kind == self.Kind.AUTOPAY:
-            transaction.on_commit(lambda: tasks.queue("send_autopay_failure", self.pk))
+            enqueue(tasks.send_autopay_failure, self.pk)
 
     def _record_success(self):
         """Tell the invoice: through the Halo outbox, or at once for a portal invoice that
@@ -654,7 +657,7 @@ class Payment(models.Model):
         outbox = HaloOutbox.objects.create(
             tenant_id=self.tenant_id, kind=HaloOutbox.Kind.PAYMENT, payment=self
         )
-        transaction.on_commit(lambda: _queue_delivery(outbox.pk))
+        _queue_delivery(outbox.pk)
 
     def mark_recorded(self, *, locally):
         """The invoice now counts this payment. `locally`: take it off the portal's copy of
@@ -863,7 +866,7 @@ class HaloOutbox(models.Model):
             row = cls.objects.create(
                 tenant_id=payment.tenant_id, kind=cls.Kind.REFUND, payment=payment
             )
-            transaction.on_commit(lambda: _queue_delivery(row.pk))
+            _queue_delivery(row.pk)
 
     def claim(self):
         """Take the row for one delivery attempt; False when another worker has it. The

@@ -5,23 +5,14 @@ from datetime import date
 
 from django.utils import timezone
 from django_q.models import Schedule
-from django_q.tasks import async_task
 
 from billing.payments import autopay, checkout, emails, enumeration, outbox
 from billing.payments.models import Payment, PaymentEvent, PaymentSettings
+from portal.jobs import enqueue
 from portal.models import Tenant
 from portal.schedules import register
 
 log = logging.getLogger(__name__)
-
-
-def queue(name, *args):
-    """Run task `name` of this module on the worker. A broker outage is logged, not raised:
-    outbox rows stay due for the every-minute schedule, whatever the queue lost."""
-    try:
-        async_task(f"billing.payments.tasks.{name}", *args)
-    except Exception:
-        log.exception("Could not queue payments task %s%r", name, args)
 
 
 def deliver_outbox(ids=None):
@@ -66,7 +57,7 @@ def start_autopay_runs():
     for settings in PaymentSettings.objects.select_related("tenant"):
         day = settings.autopay_day_due(now)
         if day and settings.claim_autopay_run(day):
-            queue("run_autopay", settings.tenant_id, day.isoformat())
+            enqueue(run_autopay, settings.tenant_id, day.isoformat())
 
 
 def run_autopay(tenant_id, day):

@@ -20,18 +20,29 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
+    """One Chromium for the browser tests (this package), closed after them."""
     if not os.path.exists(CHROMIUM):
         pytest.skip("Chromium not installed: apt-get install chromium (CI installs it)")
     playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     # Playwright's sync API refuses to run inside a running asyncio loop; Django's async
-    # safety check must be told the live server is driven from another thread.
-    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
+    # safety check must be told the live server is driven from another thread. Only while
+    # these tests run: later subprocesses (check --deploy) must not inherit it.
+    had = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with playwright_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+            )
+            yield browser
+            browser.close()
+    finally:
+        if had is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = had
 
 
 @pytest.fixture
