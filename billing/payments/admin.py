@@ -26,13 +26,13 @@ from billing.payments.models import (
     SavedPaymentMethod,
 )
 from billing.payments.processors import ProcessorError
-from portal.jobs import enqueue
 from portal.admin_base import (
     ReadOnlyTenantAdmin,
     TenantScopedAdmin,
     TenantScopedForm,
     secret_field,
 )
+from portal.jobs import enqueue
 
 
 class PaymentSettingsForm(TenantScopedForm):
