@@ -14,6 +14,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from billing.models import Invoice
 from billing.payments import checkout, display
@@ -76,6 +77,14 @@ def _plan(settings, invoice, day, method, attempts):
         return Plan(invoice, skip="No saved card: the customer has not agreed to auto-pay")
     if method.processor != settings.processor:
         return Plan(invoice, skip="The saved card belongs to another processor than today's")
+    agreed = timezone.localtime(method.consented_at, tenant.tz).date()
+    if invoice.invoice_date is not None and invoice.invoice_date < agreed:
+        # The consent covers invoices from the day it was given on, never older ones.
+        return Plan(
+            invoice,
+            skip=f"Dated before the customer agreed to auto-pay ({display.day(agreed, tenant)}):"
+            " not charged; the pay link still works",
+        )
     if any(attempt.day == day for attempt in attempts):
         return Plan(invoice, skip="Already tried today")
     failures = [a.day for a in attempts if a.payment and a.payment.status == Payment.Status.FAILED]

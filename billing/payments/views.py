@@ -406,9 +406,9 @@ def consent_text(invoice):
     customer = invoice.customer.name if invoice.customer else "my organisation"
     contact = tenant.support_email or tenant.support_phone or tenant.brand_name
     return (
-        f"I authorise {tenant.brand_name} to charge this card for {customer}'s future invoices "
-        f"that are set to auto-pay, for the amount due on each, until I withdraw this consent "
-        f"by contacting {contact}."
+        f"I authorise {tenant.brand_name} to charge this card for {customer}'s invoices dated "
+        f"from today that are set to auto-pay (not earlier ones), for the amount due on each, "
+        f"until I withdraw this consent by contacting {contact}."
     )
 
 

@@ -16,6 +16,7 @@ from tests import factories
 from tests.payments.conftest import open_invoice, settings_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
+zone_utc = ZoneInfo("UTC")
 TODAY = timezone.localdate()
 
 
@@ -24,10 +25,16 @@ def rule(personas):
     return factories.autopay_rule(personas.tenant_a, subtype_name="Managed Services")
 
 
-def flagged(tenant, rule, card="4242", **fields):
+def flagged(tenant, rule, card="4242", agreed=None, **fields):
+    """An auto-pay invoice of a customer who agreed to auto-pay (`agreed`; by default two
+    months ago) before it was dated."""
     invoice = open_invoice(tenant, autopay_rule=rule, **fields)
     factories.saved_payment_method(
-        tenant, customer=invoice.customer, last4=card, reference=f"test_pm_{card}_x"
+        tenant,
+        customer=invoice.customer,
+        last4=card,
+        reference=f"test_pm_{card}_x",
+        consented_at=agreed or timezone.now() - timedelta(days=60),
     )
     return invoice
 
@@ -137,7 +144,8 @@ def test_daily_run_starts_at_the_tenants_hour_once(personas, rule, monkeypatch):
     tenant.time_zone = "America/New_York"
     tenant.save()
     settings_for(tenant, autopay_hour=9)
-    flagged(tenant, rule, invoice_date=datetime(2026, 3, 1).date())
+    agreed = datetime(2026, 2, 1, tzinfo=zone_utc)
+    flagged(tenant, rule, agreed=agreed, invoice_date=datetime(2026, 3, 1).date())
     zone = ZoneInfo("America/New_York")
 
     def at(hour, minute=0):
@@ -149,3 +157,21 @@ def test_daily_run_starts_at_the_tenants_hour_once(personas, rule, monkeypatch):
     assert at(8, 50) == []  # 13:50 in London, but not 9:00 in New York yet
     assert at(9, 0) == [datetime(2026, 3, 10).date()]
     assert at(9, 10) == at(15, 0) == [datetime(2026, 3, 10).date()]
+
+
+def test_invoices_dated_before_the_consent_are_never_charged(personas, rule):
+    """The consent reads "future invoices": paying one invoice and ticking the box must not
+    charge the customer's older open invoices the next morning."""
+    tenant = personas.tenant_a
+    older = open_invoice(tenant, autopay_rule=rule, invoice_date=TODAY - timedelta(days=20))
+    factories.saved_payment_method(tenant, customer=older.customer, consented_at=timezone.now())
+    newer = open_invoice(
+        tenant, autopay_rule=rule, customer=older.customer, invoice_date=TODAY + timedelta(days=1)
+    )
+    due = TODAY + timedelta(days=1)
+    plans = {item.invoice: item for item in autopay.plan(tenant, due)}
+    assert not plans[older].charges
+    assert "Dated before the customer agreed to auto-pay" in plans[older].skip
+    assert plans[newer].charges
+    [attempt] = autopay.run(tenant, due)
+    assert attempt.invoice == newer and Payment.objects.get().invoice == newer

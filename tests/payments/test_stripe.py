@@ -298,6 +298,7 @@ def test_autopay_charges_the_saved_card_off_session(stripe_tenant, mailoutbox, d
         reference="",
         processor_customer="cus_1",
         details={"payment_intent": "pi_first"},
+        consented_at=timezone.now() - timedelta(days=60),  # before the invoice was dated
     )
     with responses.RequestsMock() as mock:
         mock.get(
