@@ -5,9 +5,8 @@ import logging
 import threading
 
 from django.contrib.auth.models import AnonymousUser
-from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiViewExtension
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import serializers
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import BasePermission
@@ -70,41 +69,21 @@ class TokenScheme(OpenApiAuthenticationExtension):
 
 
 def api_paths_only(endpoints, **kwargs):
-    """Preprocessing hook: the schema documents the API under /api/, not the customer pages
-    that are DRF views too (the pay link)."""
-    return [endpoint for endpoint in endpoints if endpoint[0].startswith("/api/")]
+    """Preprocessing hook: the schema documents the API under /api/ and the pay link Halo's
+    invoices carry (`in_api_schema = True` on its view), not the customer pages behind it."""
+    return [
+        (path, regex, method, callback)
+        for path, regex, method, callback in endpoints
+        if path.startswith("/api/")
+        or getattr(getattr(callback, "cls", None), "in_api_schema", False)
+    ]
 
 
-class HaloWebhookScheme(OpenApiAuthenticationExtension):
-    target_class = "integrations.invoice_sync.views.HaloWebhookAuthentication"
-    name = "haloWebhook"
+class ApiErrorSerializer(serializers.Serializer):
+    """The shape of every API error (`exception_handler`): for the schema."""
 
-    def get_security_definition(self, auto_schema):
-        return {
-            "type": "http",
-            "scheme": "basic",
-            "description": "The credentials the portal generated when it registered the "
-            "tenant's webhook in Halo.",
-        }
-
-
-class HaloWebhookSchema(OpenApiViewExtension):
-    """What Halo posts to the webhook: a delivery of its own shape, not a serializer's."""
-
-    target_class = "integrations.invoice_sync.views.HaloWebhookView"
-
-    def view_replacement(self):
-        delivery = OpenApiResponse(OpenApiTypes.OBJECT, description="status and delivery id")
-
-        @extend_schema(
-            summary="Receive a Halo webhook delivery",
-            request=OpenApiTypes.OBJECT,
-            responses={202: delivery, 200: delivery},
-        )
-        class Documented(self.target_class):
-            pass
-
-        return Documented
+    error = serializers.CharField(help_text="A code: invalid, authentication_failed, throttled…")
+    detail = serializers.CharField(help_text="What is wrong, for people.")
 
 
 class HasTenantToken(BasePermission):

@@ -202,7 +202,18 @@ def validated_server(transactional_db):
         "127.0.0.1", 0, validator(get_wsgi_application()), server_class=Server,
         handler_class=Handler,
     )  # fmt: skip
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+
+    def serve():
+        try:
+            server.serve_forever()
+        finally:
+            # The server thread's own connections: left open, PostgreSQL refuses to drop the
+            # test database at the end of the session ("accessed by other users").
+            from django.db import connections
+
+            connections.close_all()
+
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}"

@@ -83,3 +83,11 @@ def test_a_view_that_says_nothing_parses_json_strictly():
     )
     response = Forgotten.as_view()(request)
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize(("route", "cls"), DRF_VIEWS, ids=[route for route, _ in DRF_VIEWS])
+def test_a_view_open_to_anyone_says_allow_any(route, cls):
+    """`permission_classes = []` lets everyone in, as AllowAny does, but reads like a
+    permission forgotten: a public view says AllowAny, one with its own check names it."""
+    if declares_permissions(cls):
+        assert cls.permission_classes, f"{route}: {cls.__name__} declares no permission classes"

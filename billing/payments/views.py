@@ -28,6 +28,7 @@ from django.utils.http import content_disposition_header, http_date
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from rest_framework.exceptions import Throttled
+from rest_framework.permissions import AllowAny
 from rest_framework.renderers import TemplateHTMLRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -47,6 +48,7 @@ from billing.payments.models import (
     is_issued,
 )
 from billing.payments.processors import InvalidWebhook, MalformedWebhook, StripeProcessor
+from billing.payments.schema import pay_link_schema
 from portal.api import WindowThrottle
 from portal.models import Tenant
 
@@ -123,14 +125,18 @@ class PayLinkView(APIView):
     invoices' status). Redirects only ever go to a URL the portal built."""
 
     authentication_classes = []
-    permission_classes = []
+    permission_classes = [AllowAny]  # anyone with the link: customers, from Halo's emails
     renderer_classes = [TemplateHTMLRenderer]
     throttle_classes = [PayLinkThrottle]
+    # Not OPTIONS: DRF answers it with API metadata, which no template renders (a 500).
+    http_method_names = ["get", "head"]
+    in_api_schema = True  # the link partners put in Halo (portal.api.api_paths_only)
 
     def initial(self, request, *args, **kwargs):
         request.csp_nonce = secrets.token_urlsafe(16)
         super().initial(request, *args, **kwargs)
 
+    @pay_link_schema
     def get(self, request, tenant_code, ref):
         tenant = (
             Tenant.objects.select_related("invoice_sync_settings", "payment_settings")

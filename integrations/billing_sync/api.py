@@ -1,7 +1,12 @@
 """`POST /api/v1/usage`: a tenant's system reports current usage counts, all or nothing."""
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+)
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -60,6 +65,7 @@ class UsageView(APIView):
             400: UsageErrorSerializer,
             401: UsageErrorSerializer,
             409: UsageErrorSerializer,
+            429: OpenApiResponse(UsageErrorSerializer, description="Rate limit (per token)."),
         },
         examples=[
             OpenApiExample(
@@ -85,8 +91,8 @@ class UsageView(APIView):
         )
         header_key = header_text(request, "Idempotency-Key")
         if key is not None and (isinstance(key, bool) or not isinstance(key, str | int)):
-            return _invalid("idempotency_key must be a string.")
-        key = str(key or "").strip()
+            return _invalid("idempotency_key must be text or a whole number.")
+        key = "" if key is None else str(key).strip()
         if header_key and key and header_key != key:
             return _invalid("The Idempotency-Key header and idempotency_key differ.")
         key = key or header_key

@@ -1,30 +1,48 @@
 """Usage rows as the API and the CSV import accept them, validated as a whole."""
 
+from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 MAX_ROWS = 20_000
 MAX_QUANTITY = 10_000_000
 
 
+#: What a blank field fails anyway (fields are stripped first): for the schema, as `pattern`.
+NOT_BLANK = RegexValidator(r"\S", "This field may not be blank.")
+
+
 class UsageRowSerializer(serializers.Serializer):
     organisation = serializers.CharField(
-        max_length=100, help_text="The organisation's external reference (case-insensitive)."
+        max_length=100,
+        validators=[NOT_BLANK],
+        help_text="The organisation's external reference (case-insensitive).",
     )
-    product = serializers.CharField(max_length=64, help_text="The product's SKU.")
+    product = serializers.CharField(
+        max_length=64, validators=[NOT_BLANK], help_text="The product's SKU."
+    )
     quantity = serializers.IntegerField(
         min_value=0, max_value=MAX_QUANTITY, help_text="How many it uses now (not a delta)."
     )
+
+
+@extend_schema_field(
+    {"oneOf": [{"type": "string", "maxLength": 100, "nullable": True}, {"type": "integer"}]}
+)
+class IdempotencyKeyField(serializers.CharField):
+    """Text, or a whole number (read as its digits): at most 100 characters either way; null
+    is no key."""
 
 
 class UsageRequestSerializer(serializers.Serializer):
     """Documents the object form; a bare list of rows is accepted too."""
 
     usage = UsageRowSerializer(many=True)
-    idempotency_key = serializers.CharField(
+    idempotency_key = IdempotencyKeyField(
         max_length=100,
         required=False,
-        help_text="Send the same key when retrying: the usage is applied once. An "
-        "`Idempotency-Key` header works too.",
+        help_text="Send the same key when retrying: the usage is applied once. Text or a "
+        "whole number, at most 100 characters. An `Idempotency-Key` header works too.",
     )
 
 
