@@ -52,7 +52,7 @@ class InvoiceLineInline(admin.TabularInline):
         "start_date",
         "end_date",
     ]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]  # django-stubs: list types differ
     extra = 0
     can_delete = False
 

@@ -13,6 +13,7 @@ put their time window in the key. Expired rows are deleted by a schedule
 """
 
 import hashlib
+from datetime import timedelta
 
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
@@ -47,7 +48,7 @@ def _redis_incr(key, amount, ttl):
 
 
 def _database_incr(key, amount, ttl, now):
-    expires = now + timezone.timedelta(seconds=ttl)
+    expires = now + timedelta(seconds=ttl)
     quote = connection.ops.quote_name
     table = quote(SharedCounter._meta.db_table)
     key_col, value, until = (quote(name) for name in ("key", "value", "expires"))

@@ -5,6 +5,7 @@ SKUs), so mapping suggestions and syncs have something real to find.
 """
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -31,7 +32,7 @@ PRODUCTS = [
     ("Security Awareness Training", "SAT-USR", "1.75"),
 ]
 
-_steps = []
+_steps: "list[Callable[[DemoContext], None]]" = []
 
 
 @dataclass

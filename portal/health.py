@@ -4,11 +4,16 @@ A feature registers a function `(tenant) -> list[HealthRow]`; the admin home ren
 rows of every registered function, so later features add rows without editing the page.
 """
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.urls import reverse
 
-_providers = []
+if TYPE_CHECKING:
+    from portal.models import Tenant
+
+_providers: "list[Callable[[Tenant], Iterable[HealthRow]]]" = []
 
 
 @dataclass(frozen=True)

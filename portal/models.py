@@ -3,6 +3,7 @@
 import hashlib
 import secrets
 import zoneinfo
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.validators import MinValueValidator, RegexValidator
@@ -218,7 +219,7 @@ class Invitation(models.Model):
         """A fresh token and expiry (the previous link stops working once saved)."""
         token = secrets.token_urlsafe(32)
         self.digest = self.hash(token)
-        self.expires = timezone.now() + timezone.timedelta(days=settings.INVITATION_DAYS)
+        self.expires = timezone.now() + timedelta(days=settings.INVITATION_DAYS)
         return token
 
     @classmethod
@@ -427,5 +428,5 @@ class ApiToken(models.Model):
 
 
 # A token's last_used is written at most this often (no write per API request).
-USED_RESOLUTION = timezone.timedelta(minutes=5)
-ROTATION_OVERLAP = timezone.timedelta(days=7)
+USED_RESOLUTION = timedelta(minutes=5)
+ROTATION_OVERLAP = timedelta(days=7)

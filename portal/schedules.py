@@ -4,10 +4,12 @@ Features register `(name, func, kwargs)` here; `ensure_schedules()` creates or u
 by its unique name, so running it twice (or on every deploy) never duplicates a schedule.
 """
 
+from typing import Any
+
 from django.utils import timezone
 from django_q.models import Schedule
 
-_registered = {}
+_registered: dict[str, dict[str, Any]] = {}
 
 
 def register(name, func, **fields):

@@ -225,7 +225,7 @@ class PortalInvoiceAdmin(TenantScopedAdmin):
         "credit_links",
         "pdf",
     ]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]  # django-stubs: list types differ
     actions = ["issue_selected", "export_to_halo", "credit", "delete_drafts"]
 
     def has_add_permission(self, request):
@@ -423,7 +423,7 @@ class InvoicePdfAdmin(ReadOnlyTenantAdmin):
     list_select_related = ["customer", "portal", "tenant__invoice_sync_settings"]
     search_fields = ["invoice_number", "third_party_number", "customer__name", "portal__number"]
     fields = ["number", "source", "customer", "invoice_date", "total"]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]  # django-stubs: list types differ
 
     def get_queryset(self, request):
         return (
@@ -552,7 +552,7 @@ class PdfServedAdmin(ReadOnlyTenantAdmin):
     ]
     list_filter = [FallbackFilter, "channel", "version__source"]
     search_fields = ["invoice__invoice_number", "invoice__third_party_number"]
-    fields = list_display
+    fields = list_display  # type: ignore[assignment]  # django-stubs: list types differ
 
     def get_queryset(self, request):
         return (

@@ -7,7 +7,7 @@ either source get `PdfVersion`s; `PdfServed` says which version each channel han
 """
 
 import hashlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -231,7 +231,11 @@ class PortalInvoiceQuerySet(models.QuerySet):
         return drafts
 
 
-class PortalInvoiceManager(models.Manager.from_queryset(PortalInvoiceQuerySet)):
+# Bases of their own: the form of from_queryset that django-stubs' mypy plugin can follow.
+_PortalInvoiceManagerBase = models.Manager.from_queryset(PortalInvoiceQuerySet)
+
+
+class PortalInvoiceManager(_PortalInvoiceManagerBase):
     def create_draft(self, organisation, period_start, period_end, *, run=None, **extra):
         """A draft and its `billing.Invoice` row (unposted, no number until issued)."""
         tenant = organisation.tenant
@@ -533,7 +537,10 @@ class PdfVersionQuerySet(models.QuerySet):
         return self.defer("content")
 
 
-class PdfVersionManager(models.Manager.from_queryset(PdfVersionQuerySet)):
+_PdfVersionManagerBase = models.Manager.from_queryset(PdfVersionQuerySet)
+
+
+class PdfVersionManager(_PdfVersionManagerBase):
     def current(self, invoice, source, data_key):
         """The newest stored version made from this data, bytes included, or None."""
         return (
@@ -677,7 +684,7 @@ class PdfServed(models.Model):
 # When this process last logged each version, channel and reason: serving a stored PDF again
 # within the minute costs no query for the log. (`created` in the key: ids are reused when a
 # database is rolled back, as between tests.)
-_logged = {}
+_logged: dict[tuple[int, datetime, str, str], datetime] = {}
 
 
 class InvoicePdf(Invoice):

@@ -1,4 +1,5 @@
 import json
+from datetime import timedelta
 
 from django.conf import settings as conf
 from django.contrib import admin, messages
@@ -244,7 +245,7 @@ class PaymentSettingsAdmin(TenantScopedAdmin):
 class PaymentEventInline(admin.TabularInline):
     model = PaymentEvent
     fields = ["at", "from_status", "to_status", "source", "detail", "processor_event"]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]  # django-stubs: list types differ
     extra = 0
     can_delete = False
 
@@ -477,7 +478,7 @@ class PayLinkAlertAdmin(ReadOnlyTenantAdmin):
 
     @admin.display(description="State", ordering="is_open")
     def state(self, obj):
-        quiet = timezone.timedelta(seconds=conf.PAYMENTS_ALERT_QUIET)
+        quiet = timedelta(seconds=conf.PAYMENTS_ALERT_QUIET)
         if obj.is_open and obj.last_seen > timezone.now() - quiet:
             return "Ongoing"
         return "Ended"

@@ -1,6 +1,7 @@
 """Billing sync in the admin: settings, Halo pickers, mappings, usage, runs and results."""
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib import admin, messages
@@ -78,7 +79,13 @@ class Tool:
     post: bool = False
 
 
-class ToolsMixin:
+if TYPE_CHECKING:
+    _ModelAdmin = admin.ModelAdmin  # what ToolsMixin is mixed into
+else:
+    _ModelAdmin = object
+
+
+class ToolsMixin(_ModelAdmin):
     change_list_template = "admin/billing_sync/change_list.html"
     #: Whether the list offers "Refresh from Halo", and so shows how the latest one went.
     shows_refresh = False

@@ -127,8 +127,8 @@ def preview(tenant, content):
         resolved, errors = validate_usage(tenant, [item for _, item in data])
     except serializers.ValidationError as error:
         return Preview(rows, [], str(error.detail[0]))
-    for error in errors:
-        rows[error["row"] - 1].errors = error["errors"]
+    for problem in errors:
+        rows[problem["row"] - 1].errors = problem["errors"]
     current = {
         (c.organisation_id, c.product_id): c.quantity
         for c in UsageCount.objects.filter(tenant=tenant)

@@ -599,7 +599,11 @@ class SyncRunQuerySet(models.QuerySet):
         return self.filter(status__in=SyncRun.ACTIVE)
 
 
-class SyncRunManager(models.Manager.from_queryset(SyncRunQuerySet)):
+# A base of its own: the form of from_queryset that django-stubs' mypy plugin can follow.
+_SyncRunManagerBase = models.Manager.from_queryset(SyncRunQuerySet)
+
+
+class SyncRunManager(_SyncRunManagerBase):
     def claim(self, tenant, trigger, *, user=None, dry_run=False, approves=None):
         """Take the tenant's one run slot: `(run, None)`, or `(None, the active run)`.
 

@@ -32,6 +32,7 @@ in-process ``simulator``, and ``token()`` / ``session()`` helpers.
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 
@@ -202,8 +203,8 @@ class RunningSimulator:
 
 
 #: Simulators started by `run_simulator` in this process, and departures left by stopped ones.
-_running = set()
-_left_over = []
+_running: set[Simulator] = set()
+_left_over: list[dict[str, Any]] = []
 _registry_lock = threading.Lock()
 
 

@@ -370,8 +370,10 @@ def test_long_descriptions_wrap_within_their_column():
 
 def _qr_modules_drawn(pdf: bytes) -> set[tuple[int, int]]:
     """Dark modules of the QR code, read back from page 1's content stream."""
-    content = PdfReader(io.BytesIO(pdf)).pages[0].get_contents().get_data().decode("latin-1")
-    dark = set()
+    stream = PdfReader(io.BytesIO(pdf)).pages[0].get_contents()
+    assert stream is not None, "page 1 has no content stream"
+    content = stream.get_data().decode("latin-1")
+    dark: set[tuple[int, int]] = set()
     for x, y, width in re.findall(r"^(\d+) (\d+) (\d+) 1 re$", content, re.M):
         dark.update((int(x) + dx, int(y)) for dx in range(int(width)))
     return dark
