@@ -1,5 +1,7 @@
 """A tenant's connection to its HaloPSA instance, and the state its API client shares."""
 
+from __future__ import annotations
+
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
@@ -11,14 +13,14 @@ from portal import crypto
 from portal.models import Tenant
 
 
-class HaloConnectionQuerySet(models.QuerySet):
+class HaloConnectionQuerySet(models.QuerySet["HaloConnection"]):
     FEATURES = ("billing_sync", "invoice_sync", "payments", "webhooks")
 
-    def active(self, tenant):
+    def active(self, tenant: Tenant | int) -> HaloConnection | None:
         """The tenant's one active connection (a Tenant or its id), or None."""
         return self.filter(tenant=tenant, active=True).first()
 
-    def sharing_halo_with(self, connection):
+    def sharing_halo_with(self, connection: HaloConnection) -> list[HaloConnection]:
         """Other tenants' active connections to the same Halo (site and tenant name)."""
         host = urlsplit(connection.resource_url or "").hostname or ""
         if not host:
@@ -28,7 +30,7 @@ class HaloConnectionQuerySet(models.QuerySet):
         )
         return [other for other in candidates if other.halo_identity == connection.halo_identity]
 
-    def for_feature(self, tenant, feature):
+    def for_feature(self, tenant: Tenant | int, feature: str) -> HaloConnection | None:
         """The tenant's active connection with `feature` switched on, or None: the one way
         every feature finds the connection it may use."""
         if feature not in self.FEATURES:
@@ -117,15 +119,15 @@ class HaloConnection(models.Model):
             )
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.name
 
     @property
-    def halo_identity(self):
+    def halo_identity(self) -> tuple[str | None, str]:
         """Which Halo this is: the resource server's origin and the Halo tenant name."""
         return (origin(self.resource_url), (self.halo_tenant or "").strip().casefold())
 
-    def clean(self):
+    def clean(self) -> None:
         """One Halo, one tenant: licences the portal writes carry no tenant, so two tenants
         syncing into one Halo would manage each other's licences."""
         super().clean()
@@ -157,7 +159,7 @@ class HaloConnection(models.Model):
             return
         self.client_secret_encrypted = crypto.encrypt(plaintext)
 
-    def _origins(self):
+    def _origins(self) -> dict[str, str | None]:
         return {"auth": origin(self.auth_url), "resource": origin(self.resource_url)}
 
     @property
@@ -166,7 +168,7 @@ class HaloConnection(models.Model):
         bound = self.secret_entered_for or {}
         return bool(bound.get("auth")) and bound == self._origins()
 
-    def secret_refusal(self, url=None) -> str:
+    def secret_refusal(self, url: str | None = None) -> str:
         """Why the stored secret must not be sent to `url` (default: the authorisation
         URL), or '' when it may: `url` is on the host it was entered for, and the resource
         server that will receive the token it buys is too."""
@@ -199,7 +201,7 @@ class HaloConnection(models.Model):
             )
         return ""
 
-    def check_secret_destination(self, url=None) -> None:
+    def check_secret_destination(self, url: str | None = None) -> None:
         """Raise `HaloAddressRefused` (permanent) unless `secret_refusal(url)` is ''."""
         if reason := self.secret_refusal(url):
             from integrations.halo.errors import HaloAddressRefused
@@ -212,14 +214,14 @@ class HaloConnection(models.Model):
                 attempted="get an access token",
             )
 
-    def secret_for(self, url) -> str:
+    def secret_for(self, url: str) -> str:
         """The client secret, to be sent to `url` only; refused with `HaloAddressRefused`
         when `url` is not on the host the secret was entered for."""
         self.check_secret_destination(url)
         return self.secret
 
 
-def origin(url):
+def origin(url: str | None) -> str | None:
     """'https://acme.halopsa.com' for any URL on that scheme, host and port (the default
     port left out); None for anything that is not an http(s) URL with a host."""
     try:
@@ -248,5 +250,5 @@ class HaloRateWindow(models.Model):
     )
     buckets = models.JSONField(default=dict)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"rate window of {self.connection_id}"
