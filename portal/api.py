@@ -38,7 +38,7 @@ class TenantTokenAuthentication(BaseAuthentication):
     Subclass with `purpose` per API, so a usage token can never fetch PDFs and vice versa.
     """
 
-    purpose = None
+    purpose: ApiToken.Purpose | None = None
 
     def authenticate(self, request):
         header = request.META.get("HTTP_AUTHORIZATION", "")
@@ -106,7 +106,8 @@ class WindowThrottle(SimpleRateThrottle):
     """
 
     BLOCKS_PER_WINDOW = 50
-    _claims = {}  # (key, window) -> requests this process may still let through
+    #: (key, window) -> requests this process may still let through
+    _claims: dict[tuple[str, int], int] = {}
     _lock = threading.Lock()
 
     def allow_request(self, request, view):

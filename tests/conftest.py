@@ -1,6 +1,7 @@
 """Shared fixtures. The three personas: owner and viewer of tenant A, owner of tenant B."""
 
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -141,7 +142,7 @@ def sim(running_sim):
 
 # -- Halo conformance: every request any simulator saw is held to Halo's document ----------
 
-_departures = []  # (test node id, departure dict)
+_departures: list[tuple[str, dict[str, Any]]] = []  # (test node id, departure)
 
 
 @pytest.fixture(autouse=True)

@@ -6,9 +6,11 @@ django-q's tasks and schedules) are made "for" a tenant too: they name it, so th
 sweep can check that another tenant's staff never see them.
 """
 
+from collections.abc import Callable
 from datetime import date, timedelta
 from decimal import Decimal
 from itertools import count
+from typing import Any
 
 from django.contrib.auth.models import Group, User
 from django.utils import timezone
@@ -24,7 +26,7 @@ from integrations.models import HaloConnection
 from portal.models import ApiToken, Invitation, Membership, Organisation, Product, Tenant
 
 _seq = count(1)
-MAKERS = {}
+MAKERS: dict[type, Callable[[Tenant], Any]] = {}
 
 
 def maker(model):

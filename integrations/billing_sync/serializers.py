@@ -67,7 +67,11 @@ class UsageRowErrorSerializer(serializers.Serializer):
     row = serializers.IntegerField(help_text="1-based position in the list.")
     organisation = serializers.CharField()
     product = serializers.CharField()
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+    # A field named like Serializer.errors: DRF's metaclass takes declared fields off the
+    # class, so the property stays; django-stubs sees only the clash.
+    errors = serializers.DictField(  # type: ignore[assignment]
+        child=serializers.ListField(child=serializers.CharField())
+    )
 
 
 class UsageErrorSerializer(serializers.Serializer):
