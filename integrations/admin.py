@@ -1,6 +1,5 @@
 from django import forms
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -162,12 +161,10 @@ class HaloConnectionAdmin(TenantScopedAdmin):
 
     def test_view(self, request, object_id):
         """The change page's Test connection button (POST only: it calls Halo)."""
-        self._require_in_scope(request, object_id)
+        connection = self.get_object_or_404(request, object_id)
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        connection = self.get_object(request, object_id)
-        if not self.has_change_permission(request, connection):
-            raise PermissionDenied
+        self.require_edit(request)
         return self._results(request, [connection_test.run(connection)])
 
     def _results(self, request, results):

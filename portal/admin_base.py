@@ -8,7 +8,7 @@ all limited to the request's active tenant (see `portal.access`), objects outsid
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import FieldDoesNotExist, ValidationError
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
 from django.http import Http404
 
 from portal.models import Tenant
@@ -121,26 +121,39 @@ class TenantScopedAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return scope_to_request(super().get_queryset(request), request)
 
-    def _require_in_scope(self, request, object_id):
-        """An object outside the request's tenants answers 404 before any permission check,
+    def get_object_or_404(self, request, pk, queryset=None):
+        """The one way a custom admin view finds a tenant's object: from `queryset` (default:
+        this admin's), scoped to the request's tenants; 404 for another tenant's object,
         exactly like one that does not exist (Django would redirect or answer 403)."""
+        scoped = self.get_queryset(request) if queryset is None else queryset
+        scoped = scope_to_request(scoped, request)
         try:
-            found = self.get_queryset(request).filter(pk=unquote(object_id)).exists()
+            found = scoped.filter(pk=unquote(str(pk))).first()
         except (ValueError, ValidationError):
-            found = False
-        if not found:
-            raise Http404(f"No {self.opts.verbose_name} matches the given query.")
+            found = None
+        if found is None:
+            raise Http404(f"No {scoped.model._meta.verbose_name} matches the given query.")
+        return found
+
+    def require_edit(self, request):
+        """The active tenant, when the user may change things in it; else 403 (viewers, and
+        "All tenants", where no one tenant is being edited). The one check custom views
+        that change something make first."""
+        tenant = request.access.tenant
+        if tenant is None or not self.has_edit_permission(request):
+            raise PermissionDenied("Choose a tenant you can edit first.")
+        return tenant
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        self._require_in_scope(request, object_id)
+        self.get_object_or_404(request, object_id)
         return super().change_view(request, object_id, form_url, extra_context)
 
     def delete_view(self, request, object_id, extra_context=None):
-        self._require_in_scope(request, object_id)
+        self.get_object_or_404(request, object_id)
         return super().delete_view(request, object_id, extra_context)
 
     def history_view(self, request, object_id, extra_context=None):
-        self._require_in_scope(request, object_id)
+        self.get_object_or_404(request, object_id)
         return super().history_view(request, object_id, extra_context)
 
     def has_module_permission(self, request):

@@ -3,9 +3,9 @@ every invoice's PDFs (preview, versions, what each channel served, regenerate)."
 
 from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Max, Q
-from django.http import Http404, HttpResponse, HttpResponseRedirect
+from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -250,7 +250,9 @@ class PortalInvoiceAdmin(TenantScopedAdmin):
         ]
 
     def preview_view(self, request, pk):
-        details = get_object_or_404(self.get_queryset(request).select_related("invoice"), pk=pk)
+        details = self.get_object_or_404(
+            request, pk, self.get_queryset(request).select_related("invoice")
+        )
         if not details.is_draft:
             return HttpResponseRedirect(
                 reverse("admin:invoicing_invoicepdf_pdf", args=[details.invoice_id])
@@ -495,9 +497,8 @@ class InvoicePdfAdmin(ReadOnlyTenantAdmin):
         return pdf_response(bytes(version.content), name)
 
     def regenerate_view(self, request, pk):
+        self.require_edit(request)
         invoice = self._invoice(request, pk)
-        if not request.access.can_edit(invoice.tenant):
-            raise PermissionDenied
         try:
             version, created = store_portal_pdf(invoice, force=True)
         except Exception as error:  # show the staff member what the renderer said
@@ -512,15 +513,9 @@ class InvoicePdfAdmin(ReadOnlyTenantAdmin):
         return HttpResponseRedirect(reverse("admin:invoicing_invoicepdf_change", args=[pk]))
 
     def _invoice(self, request, pk):
-        invoice = (
-            self.get_queryset(request)
-            .select_related("tenant", "portal", "customer")
-            .filter(pk=pk)
-            .first()
+        return self.get_object_or_404(
+            request, pk, self.get_queryset(request).select_related("tenant", "portal", "customer")
         )
-        if invoice is None:
-            raise Http404("No invoice matches the given query.")
-        return invoice
 
 
 class FallbackFilter(admin.SimpleListFilter):

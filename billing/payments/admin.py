@@ -4,7 +4,7 @@ from datetime import timedelta
 from django.conf import settings as conf
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -197,9 +197,8 @@ class PaymentSettingsAdmin(TenantScopedAdmin):
         if tenant is None or not self.has_view_permission(request):
             raise PermissionDenied
         if request.method == "POST":
-            if not self.has_edit_permission(request):
-                raise PermissionDenied
-            invoice = get_object_or_404(Invoice, pk=request.POST.get("invoice"), tenant=tenant)
+            self.require_edit(request)
+            invoice = self.get_object_or_404(request, request.POST.get("invoice"), Invoice.objects)
             if request.POST.get("do") == "skip":
                 AutoPaySkip.objects.get_or_create(
                     invoice=invoice,

@@ -5,7 +5,6 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -60,14 +59,6 @@ def badge(text, colour):
         colour,
         text,
     )
-
-
-def editing_tenant(request):
-    """The active tenant, if the user may change things there; else 403."""
-    tenant = request.access.tenant
-    if tenant is None or not request.access.can_edit():
-        raise PermissionDenied("Choose a tenant you can edit first.")
-    return tenant
 
 
 @dataclass(frozen=True)
@@ -163,34 +154,35 @@ class HaloRecordAdmin(ToolsMixin, ReadOnlyTenantAdmin):
         return [Tool("Refresh from Halo", reverse("admin:billing_sync_refresh"), post=True)]
 
 
-def refresh_view(request):
-    """'Refresh from Halo' on every picker and mapping list: re-reads clients and items on
-    the worker (a large Halo takes longer than a page may wait); the lists show the outcome."""
-    tenant = editing_tenant(request)
-    queued, found = refresh.queue(tenant)
-    if not queued:
-        detail = f" {found.describe(tenant)}" if found else ""
-        messages.warning(request, f"A refresh from Halo is already under way.{detail}")
-    elif found.state == refresh.FAILED:
-        messages.error(request, found.describe(tenant))
-    else:
-        messages.success(
-            request,
-            "Refreshing from Halo on the worker: the Halo clients and items lists show when "
-            "it is done.",
-        )
-    back = request.META.get("HTTP_REFERER", "")
-    if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
-        back = reverse("admin:billing_sync_haloclientrecord_changelist")
-    return HttpResponseRedirect(back)
-
-
 @admin.register(HaloClientRecord)
 class HaloClientRecordAdmin(HaloRecordAdmin):
     def get_urls(self):
         # The one URL behind every "Refresh from Halo" button of billing sync.
-        refresh = self.admin_url(require_POST(refresh_view), "refresh/", "billing_sync_refresh")
+        refresh = self.admin_url(
+            require_POST(self.refresh_view), "refresh/", "billing_sync_refresh"
+        )
         return [refresh, *super().get_urls()]
+
+    def refresh_view(self, request):
+        """'Refresh from Halo' on every picker and mapping list: re-reads clients and items on
+        the worker (a large Halo takes longer than a page may wait); the lists show the outcome."""
+        tenant = self.require_edit(request)
+        queued, found = refresh.queue(tenant)
+        if not queued:
+            detail = f" {found.describe(tenant)}" if found else ""
+            messages.warning(request, f"A refresh from Halo is already under way.{detail}")
+        elif found.state == refresh.FAILED:
+            messages.error(request, found.describe(tenant))
+        else:
+            messages.success(
+                request,
+                "Refreshing from Halo on the worker: the Halo clients and items lists show when "
+                "it is done.",
+            )
+        back = request.META.get("HTTP_REFERER", "")
+        if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
+            back = reverse("admin:billing_sync_haloclientrecord_changelist")
+        return HttpResponseRedirect(back)
 
 
 @admin.register(HaloItemRecord)
@@ -260,7 +252,7 @@ class MappingAdmin(ToolsMixin, TenantScopedAdmin):
 
     def suggestions_view(self, request):
         """Auto-match suggestions to accept in bulk, and what is still unmapped."""
-        tenant = editing_tenant(request)
+        tenant = self.require_edit(request)
         suggestions = self.model.objects.suggestions(tenant)
         if request.method == "POST":
             chosen = set(request.POST.getlist("accept"))
@@ -357,7 +349,7 @@ class UsageCountAdmin(ToolsMixin, TenantScopedAdmin):
         """Upload → preview with per-row errors → confirm; nothing is saved before confirm.
         Between the two the file waits on the server (`CsvUpload`), for this user and
         tenant only; the page carries its token, never the file."""
-        tenant = editing_tenant(request)
+        tenant = self.require_edit(request)
         form = csv_import.CsvImportForm(
             request.POST or None, request.FILES or None, tenant=tenant, user=request.user
         )
@@ -476,17 +468,15 @@ class SyncRunAdmin(ToolsMixin, ReadOnlyTenantAdmin):
 
     def _start(self, request, trigger, dry_run=False):
         """Queue on the worker and return at once; a second click while one runs says so."""
-        tenant = editing_tenant(request)
+        tenant = self.require_edit(request)
         run, active = runner.start(
             tenant, trigger, user=request.user, dry_run=dry_run, background=True
         )
         return self._started(request, run, active)
 
     def approve_view(self, request, run_id):
-        tenant = editing_tenant(request)
-        run = SyncRun.objects.filter(tenant=tenant, pk=run_id).first()
-        if run is None:
-            raise PermissionDenied
+        tenant = self.require_edit(request)
+        run = self.get_object_or_404(request, run_id, SyncRun.objects.filter(tenant=tenant))
         ids = None if "all" in request.POST else request.POST.getlist("rows")
         new, active = runner.approve(run, ids, user=request.user)
         if new is None and active is None:
@@ -516,7 +506,7 @@ class SyncRunAdmin(ToolsMixin, ReadOnlyTenantAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         if request.method != "GET":
             return super().change_view(request, object_id, form_url, extra_context)
-        self._require_in_scope(request, object_id)
+        self.get_object_or_404(request, object_id)
         run = self.get_queryset(request).select_related("tenant", "approves").get(pk=object_id)
         results = run.results.all()
         attention = results.filter(
