@@ -377,8 +377,10 @@ def test_stuck_deliveries_are_queued_again(personas, client, queued, clock):
     post(client, tenant.slug, delivery(invoice_record()), basic(*credentials(tenant)))
     assert len(queued) == 1
 
-    tasks.requeue_stuck_deliveries()
+    with TestCase.captureOnCommitCallbacks(execute=True):  # sent on commit on Redis
+        tasks.requeue_stuck_deliveries()
     assert len(queued) == 1
     clock.advance(minutes=11)
-    tasks.requeue_stuck_deliveries()
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        tasks.requeue_stuck_deliveries()
     assert queued == [queued[0]] * 2
