@@ -243,3 +243,19 @@ def queued(monkeypatch):
         "portal.jobs.async_task", lambda path, *args, **options: calls.append((path, *args))
     )
     return calls
+
+
+@pytest.fixture
+def requests_commit(monkeypatch):
+    """Each test-client request ends as in production, where it is not inside the test's
+    transaction: the on-commit callbacks it registered (tasks `enqueue` sends after commit
+    on Redis) run when it returns."""
+    from django.test import TestCase
+
+    real = Client.request
+
+    def request(self, **kwargs):
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            return real(self, **kwargs)
+
+    monkeypatch.setattr(Client, "request", request)

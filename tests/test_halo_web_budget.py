@@ -33,6 +33,7 @@ from tests.halo.test_connection_admin import run_url
 from tests.invoicing.conftest import branded_tenant, halo_invoice
 from tests.test_deploy_settings import ROOT, example_environment
 
+pytestmark = pytest.mark.usefixtures("requests_commit")
 BUDGET = 0.5
 #: How long the simulator hangs: longer than the budget, shorter than the timeouts.
 HANG = 2.0

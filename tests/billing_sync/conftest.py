@@ -22,6 +22,11 @@ from tests.halo.conftest import make_connection
 
 
 @pytest.fixture(autouse=True)
+def _requests_commit(requests_commit):
+    """Admin buttons queue runs and refreshes as in production (see `requests_commit`)."""
+
+
+@pytest.fixture(autouse=True)
 def _fast_retries(settings):
     """Backoff in milliseconds so fault tests stay fast; timeouts short."""
     settings.HALO_BACKOFF_BASE = 0.01
