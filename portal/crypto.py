@@ -35,6 +35,13 @@ class Masked(str):
         return "'********'"
 
 
+def token_digest(token: str) -> str:
+    """How the portal stores a secret it hands out once (API tokens, invitation links,
+    upload tokens, webhook passwords): its SHA-256, looked up by equality. The tokens are
+    long random values, so a plain hash is enough; no salt or stretching is needed."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def hide_url_credentials(text):
     """`redis://:pw@host` -> `redis://:********@host`, `postgres://user:pw@db` ->
     `postgres://user:********@db`, `rediss://token@host` -> `rediss://********@host`."""

@@ -1,6 +1,5 @@
 """Tenants (partners), their staff, and the vendor-side catalogue every feature builds on."""
 
-import hashlib
 import secrets
 import zoneinfo
 from datetime import timedelta
@@ -10,6 +9,8 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
+
+from portal.crypto import token_digest
 
 TIME_ZONE_CHOICES = [(name, name) for name in sorted(zoneinfo.available_timezones())]
 CURRENCY_CHOICES = [
@@ -200,10 +201,6 @@ class Invitation(models.Model):
     def __str__(self):
         return f"Invitation of {self.email} to {self.tenant}"
 
-    @staticmethod
-    def hash(token):
-        return hashlib.sha256(token.encode()).hexdigest()
-
     @classmethod
     def issue(cls, tenant, email, role, invited_by=None):
         """A new invitation; answers (invitation, token). The token is never stored. Earlier
@@ -218,7 +215,7 @@ class Invitation(models.Model):
     def new_token(self):
         """A fresh token and expiry (the previous link stops working once saved)."""
         token = secrets.token_urlsafe(32)
-        self.digest = self.hash(token)
+        self.digest = token_digest(token)
         self.expires = timezone.now() + timedelta(days=settings.INVITATION_DAYS)
         return token
 
@@ -227,7 +224,7 @@ class Invitation(models.Model):
         """The pending invitation with this token, or None (unknown, used or expired)."""
         if not token:
             return None
-        found = cls.objects.pending().filter(digest=cls.hash(token)).select_related("tenant")
+        found = cls.objects.pending().filter(digest=token_digest(token)).select_related("tenant")
         return found.first()
 
     @property
@@ -381,10 +378,6 @@ class ApiToken(models.Model):
     def __str__(self):
         return f"{self.name} ({self.prefix}…)"
 
-    @staticmethod
-    def hash(plaintext):
-        return hashlib.sha256(plaintext.encode()).hexdigest()
-
     @classmethod
     def issue(cls, tenant, purpose, name, user=None):
         """Create a token; returns (token, plaintext). The plaintext is never stored."""
@@ -394,7 +387,7 @@ class ApiToken(models.Model):
             purpose=purpose,
             name=name,
             prefix=plaintext[: len(purpose) + 9],
-            digest=cls.hash(plaintext),
+            digest=token_digest(plaintext),
             created_by=user,
         )
         return token, plaintext
@@ -403,7 +396,7 @@ class ApiToken(models.Model):
     def authenticate(cls, plaintext, purpose):
         # The digest is unique: one row by index, checked here rather than in SQL, as
         # building a query's conditions costs more than the query on every API request.
-        match = cls.objects.filter(digest=cls.hash(plaintext or "")).select_related("tenant")
+        match = cls.objects.filter(digest=token_digest(plaintext or "")).select_related("tenant")
         token = next(iter(match.order_by()), None)
         if token is None or token.purpose != purpose or token.state in ("revoked", "expired"):
             return None

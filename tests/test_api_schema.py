@@ -36,6 +36,7 @@ from integrations.billing_sync.api import UsageThrottle
 from integrations.invoice_sync import tasks as invoice_sync_tasks
 from integrations.invoice_sync.models import InvoiceSyncSettings
 from portal.api import WindowThrottle
+from portal.crypto import token_digest
 from portal.models import ApiToken
 from tests import factories
 from tests.invoicing.conftest import branded_tenant
@@ -117,7 +118,7 @@ def issue_token(tenant, purpose, plaintext):
     """An API token with a known secret (ApiToken.issue makes a random one)."""
     return ApiToken.objects.create(
         tenant=tenant, purpose=purpose, name="schemathesis", prefix=plaintext[:12],
-        digest=ApiToken.hash(plaintext),
+        digest=token_digest(plaintext),
     )  # fmt: skip
 
 
@@ -139,7 +140,7 @@ def portal_data(monkeypatch, settings):
     issue_token(alpha, ApiToken.Purpose.PDF, PDF_SECRET)
     webhook = InvoiceSyncSettings.for_tenant(alpha)
     webhook.webhook_username = WEBHOOK_USER
-    webhook.webhook_password_digest = ApiToken.hash(WEBHOOK_PASSWORD)
+    webhook.webhook_password_digest = token_digest(WEBHOOK_PASSWORD)
     webhook.save()
     settings.PAYMENTS_LINK_RATE = ""
     settings.INVOICE_PDF_RATE = None

@@ -21,6 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from integrations.halo.records import custom_field_text
+from portal.crypto import token_digest
 from portal.models import ApiToken, OnePerTenant, Organisation, Product, Tenant
 
 
@@ -863,10 +864,6 @@ class CsvUpload(models.Model):
     def __str__(self):
         return f"{self.filename or 'CSV file'} ({self.size} bytes)"
 
-    @staticmethod
-    def hash(token):
-        return hashlib.sha256(token.encode()).hexdigest()
-
     @classmethod
     def keep(cls, tenant, user, content, filename="", size=0):
         """Store an upload; answers (upload, token). Expired uploads of anyone, and this
@@ -877,7 +874,7 @@ class CsvUpload(models.Model):
         upload = cls.objects.create(
             tenant=tenant,
             user=user,
-            digest=cls.hash(token),
+            digest=token_digest(token),
             filename=filename[:255],
             size=size,
             content=content,
@@ -894,4 +891,4 @@ class CsvUpload(models.Model):
         """The user's unexpired upload in `tenant` with this token, or None."""
         if not token:
             return None
-        return cls.objects.usable(tenant, user).filter(digest=cls.hash(token)).first()
+        return cls.objects.usable(tenant, user).filter(digest=token_digest(token)).first()

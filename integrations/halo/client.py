@@ -524,9 +524,9 @@ class HaloClient:
                 yield from self.list(res.path, **base, **narrowing)
             return
         wanted = {tuple(sorted((f, str(v)) for f, v in n.items())) for n in distinct}
+        fields = {f for narrowing in wanted for f, _ in narrowing}
         paging = {"page_size": settings.HALO_LOOKUP_PAGE_SIZE} if res.paged else {}
         for row in self.list(res.path, **base, **paging):
-            fields = {f for narrowing in wanted for f, _ in narrowing}
             have = {(f, str(row.get(f))) for f in fields}
             if not distinct or any(set(narrowing) <= have for narrowing in wanted):
                 yield row

@@ -10,7 +10,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from billing.models import InvoiceNumberField
-from portal.models import ApiToken, OnePerTenant, Tenant
+from portal.crypto import token_digest
+from portal.models import OnePerTenant, Tenant
 
 # A run that committed no page for this long has died (the worker was killed): its lock
 # lapses. django-q2 kills tasks after Q_TIMEOUT (15 min by default) anyway.
@@ -75,7 +76,7 @@ class InvoiceSyncSettings(OnePerTenant):
         no slow hash); returns them in plain text, once, for registering in Halo."""
         username, password = f"halo-{secrets.token_hex(6)}", secrets.token_urlsafe(32)
         self.webhook_username = username
-        self.webhook_password_digest = ApiToken.hash(password)
+        self.webhook_password_digest = token_digest(password)
         return username, password
 
     @classmethod
@@ -88,9 +89,7 @@ class InvoiceSyncSettings(OnePerTenant):
         )[:1]
         tenant_id, expected_user, expected_digest = found[0] if found else (None, "", "")
         user_ok = hmac.compare_digest(str(username).encode(), expected_user.encode())
-        password_ok = hmac.compare_digest(
-            ApiToken.hash(password).encode(), expected_digest.encode()
-        )
+        password_ok = hmac.compare_digest(token_digest(password).encode(), expected_digest.encode())
         return tenant_id if expected_digest and user_ok and password_ok else None
 
 

@@ -34,13 +34,18 @@ PAYMENT_INTENT = {
 }
 
 
-@pytest.fixture
-def stripe_tenant(tenant):
+def stripe_on(tenant):
+    """The tenant taking payments through Stripe with the test keys."""
     settings = PaymentSettings.for_tenant(tenant)
     settings.processor = PaymentSettings.Processor.STRIPE
     settings.set_stripe_secrets(SECRET_KEY, SIGNING_SECRET)
     settings.save()
     return tenant
+
+
+@pytest.fixture
+def stripe_tenant(tenant):
+    return stripe_on(tenant)
 
 
 @pytest.fixture

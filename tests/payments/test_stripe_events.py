@@ -23,30 +23,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from billing.models import Invoice
-from billing.payments.models import HaloOutbox, Payment, PaymentSettings, ProcessorEvent
+from billing.payments.models import HaloOutbox, Payment, ProcessorEvent
 from integrations.invoice_sync.runner import run_sync
 from tests.payments.conftest import connect, open_invoice, pay_url
 from tests.payments.test_stripe import (
     API,
     PAYMENT_INTENT,
-    SECRET_KEY,
     SIGNING_SECRET,
     completed,
     deliver,
     event,
     start_checkout,
+    stripe_on,
 )
 from tests.test_hostile_input import json_values, mutated
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def stripe_on(tenant):
-    settings = PaymentSettings.for_tenant(tenant)
-    settings.processor = PaymentSettings.Processor.STRIPE
-    settings.set_stripe_secrets(SECRET_KEY, SIGNING_SECRET)
-    settings.save()
-    return tenant
 
 
 @pytest.fixture
