@@ -53,6 +53,8 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # Public base URL of the portal, used in pay links and webhooks registered in Halo.
 PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Seconds a customer's account-page link stays valid (billing.accounts.links).
+ACCOUNT_LINK_MAX_AGE = env.int("ACCOUNT_LINK_MAX_AGE", default=30 * 24 * 3600)
 
 INSTALLED_APPS = [
     "portal.apps.PortalAdminConfig",
@@ -74,6 +76,7 @@ INSTALLED_APPS = [
     "billing.invoicing",
     "integrations.invoice_sync",
     "billing.payments",
+    "billing.accounts",
 ]
 
 MIDDLEWARE = [

@@ -46,5 +46,6 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     # The link an owner's invitation emails: join a tenant (portal.invitations).
     path("invitation/<str:token>/", invitations.accept, name="invitation"),
+    path("", include("billing.accounts.urls")),
     path("", include("billing.payments.urls")),
 ]
