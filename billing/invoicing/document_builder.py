@@ -84,6 +84,34 @@ def document_line(line):
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Figures:
+    """An invoice's lines and totals as every customer-facing view shows them (its PDF, pay
+    page and receipt), so they always agree: each line net of tax, priced as the PDF prices
+    it, and the tax and total of those lines. An invoice without lines keeps its stored
+    totals (the pay page then points to the PDF for the details)."""
+
+    lines: tuple[tuple[InvoiceLine, pdf.InvoiceLine], ...]  # (stored line, as printed)
+    net: Decimal
+    tax: Decimal
+    total: Decimal
+    tax_label: str
+
+
+def figures(invoice, invoicing):
+    """The `Figures` of `invoice`, with the tenant's `invoicing` settings (its tax label)."""
+    stored = list(invoice.lines.order_by("position", "pk"))
+    lines = tuple((line, document_line(line)) for line in stored)
+    label = invoicing.tax_label or "Tax"
+    if not lines:
+        tax = Decimal(invoice.tax_total)
+        return Figures((), Decimal(invoice.total) - tax, tax, Decimal(invoice.total), label)
+    # The sums `pdf.InvoiceDocument` prints (net_total, tax_total, total_due).
+    net = sum((printed.net for _, printed in lines), Decimal(0))
+    tax = sum((printed.tax for _, printed in lines), Decimal(0))
+    return Figures(lines, net, tax, net + tax, label)
+
+
 def invoice_number(invoice):
     """The number printed on the PDF: the portal's own for portal invoices (whatever Halo
     numbers them once exported), else the tenant's choice of Halo number."""

@@ -6,7 +6,9 @@ from decimal import Decimal
 
 from django.urls import reverse
 
-from portal.formats import format_date, format_money
+from billing.invoicing import document_builder
+from billing.invoicing.models import InvoicingSettings
+from portal.formats import format_date, format_money, format_quantity
 
 WHITE, BLACK = "#FFFFFF", "#000000"
 #: WCAG AA for normal text.
@@ -46,6 +48,23 @@ def brand(tenant):
 
 def money(amount, currency, tenant):
     return format_money(Decimal(amount), currency or tenant.currency, tenant.locale)
+
+
+def figures(invoice):
+    """The invoice's lines and totals, exactly as its PDF prints them."""
+    return document_builder.figures(invoice, InvoicingSettings.for_tenant(invoice.tenant))
+
+
+def invoice_total(invoice, figures):
+    """The invoice's total and the tax in it, for receipts: "£478.80 (including VAT £79.80)"."""
+    total = money(figures.total, invoice.currency, invoice.tenant)
+    tax = money(figures.tax, invoice.currency, invoice.tenant)
+    return f"{total} (including {figures.tax_label} {tax})"
+
+
+def quantity(value, tenant):
+    """A line's quantity as written on its invoice: "26", "2.5" (no trailing zeros)."""
+    return format_quantity(Decimal(value), tenant.locale)
 
 
 def day(value, tenant):

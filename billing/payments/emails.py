@@ -46,6 +46,9 @@ def send_receipt(payment):
             "amount": display.money(payment.amount, payment.currency, tenant),
             "when": display.moment(payment.succeeded_at or payment.created, tenant),
             "still_due": display.money(due, payment.currency, tenant) if due else "",
+            "invoice_total": display.invoice_total(invoice, display.figures(invoice))
+            if invoice
+            else "",
             "url": payment.public_url(),
         },
     )

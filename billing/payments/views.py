@@ -306,6 +306,7 @@ def _pay_page(tenant_code, token):
     pages = PayPage.objects.select_related(
         "invoice__tenant__invoice_sync_settings",
         "invoice__tenant__payment_settings",
+        "invoice__tenant__invoicing_settings",
         "invoice__customer",
     )
     try:
@@ -419,8 +420,10 @@ def consent_text(invoice):
 
 
 def _invoice_view(invoice, balance):
-    """The invoice's figures as the customer reads them (the tenant's locale)."""
+    """The invoice's figures as the customer reads them (the tenant's locale): the lines net
+    and the tax and total of them, the very figures of the invoice's PDF."""
     tenant = invoice.tenant
+    figures = display.figures(invoice)
 
     def money(amount):
         return display.money(amount, invoice.currency, tenant)
@@ -434,21 +437,27 @@ def _invoice_view(invoice, balance):
         "status": invoice.status_label,
         "overdue": invoice.status_label == Invoice.PaymentStatus.OVERDUE.label,
         "voided": invoice.voided,
-        "total": money(invoice.total),
-        "tax": money(invoice.tax_total),
-        "net": money(invoice.total - invoice.tax_total),
-        "paid": money(invoice.total - balance.due) if invoice.total > balance.due else "",
+        "total": money(figures.total),
+        "tax_label": figures.tax_label,
+        "tax": money(figures.tax),
+        "net": money(figures.net),
+        "paid": money(figures.total - balance.due) if figures.total > balance.due else "",
         "due": money(balance.due),
         "lines": [
             {
-                "description": line.description or line.code,
+                "description": printed.product_name,
                 "detail": line.long_description,
-                "quantity": f"{line.quantity.normalize():f}",
-                "total": money(line.total),
+                "quantity": display.quantity(printed.quantity, tenant),
+                "net": money(printed.net),
             }
-            for line in invoice.lines.order_by("position")
+            for line, printed in figures.lines
         ],
     }
+
+
+def invoice_total(invoice):
+    """The receipt's "Invoice total" (the figures of the pay page and PDF), or ''."""
+    return display.invoice_total(invoice, display.figures(invoice)) if invoice else ""
 
 
 # -- a payment's own page: receipt, confirming, failed -------------------------------------------
@@ -479,6 +488,7 @@ def payment(request, tenant_code, public_id):
         refunded=display.money(found.refunded_amount, found.currency, tenant),
         when=display.moment(found.succeeded_at or found.created, tenant),
         still_due=display.money(balance.due, found.currency, tenant) if balance else "",
+        invoice_total=invoice_total(found.invoice),
         balance=balance,
         retry_url=reverse("payments:link", args=[tenant.slug, found.invoice_ref]),
     )
