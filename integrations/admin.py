@@ -16,18 +16,25 @@ from portal.admin_base import TenantScopedAdmin, TenantScopedForm, secret_field
 SECRET_BOUND_FIELDS = ("auth_url", "resource_url", "halo_tenant", "client_id")
 
 
+#: The URL boxes take the form's width (the change form's `.url-input` style): Halo
+#: addresses with a tenant path are longer than the admin's 20em text box.
+URL_INPUT = forms.TextInput(attrs={"class": "vTextField url-input"})
+
+
 class HaloConnectionForm(TenantScopedForm):
     # Plain text, not URLField: a pasted `acme.halopsa.com` is completed in clean().
     auth_url = forms.CharField(
         label="Authorisation server URL",
         max_length=300,
         required=False,
+        widget=URL_INPUT,
         help_text=HaloConnection._meta.get_field("auth_url").help_text,
     )
     resource_url = forms.CharField(
         label="Resource server URL",
         max_length=300,
         required=False,
+        widget=URL_INPUT,
         help_text=HaloConnection._meta.get_field("resource_url").help_text,
     )
     new_secret = secret_field(
@@ -120,8 +127,11 @@ class HaloConnectionAdmin(TenantScopedAdmin):
         (
             "Halo API application",
             {
-                "description": "From Halo: Configuration > Integrations > HaloPSA API > "
-                "<application> (authentication method: Client ID and Secret (Services)).",
+                # Rendered as HTML: angle brackets are escaped (a bare "<application>"
+                # was taken for a tag and vanished).
+                "description": "From Halo: Configuration &gt; Integrations &gt; HaloPSA API "
+                "&gt; View Applications &gt; your application (authentication method: "
+                "Client ID and Secret (Services)).",
                 "fields": [
                     "auth_url",
                     "resource_url",

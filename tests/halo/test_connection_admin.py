@@ -1,5 +1,7 @@
 """The Halo connection admin: paste-friendly form, encrypted secret, Test connection."""
 
+import re
+
 import pytest
 from django.core.management import call_command
 from django.test import Client
@@ -278,3 +280,18 @@ def test_demo_step_is_idempotent_and_connects_to_the_simulator(db, sim):
     assert connection.secret == DEMO_CLIENT_SECRET
     assert HaloConnection.objects.filter(tenant__slug="acme").count() == 1
     assert connection_test.run(connection).ok
+
+
+def test_form_says_where_in_halo_and_gives_the_urls_the_full_width(personas):
+    """Issue 15: the help read "HaloPSA API > (authentication method…" (the application's
+    placeholder was taken for an HTML tag) and long URLs were cut off in narrow boxes."""
+    admin = personas.client(personas.owner_a)
+    html = admin.get(reverse("admin:integrations_haloconnection_add")).content.decode()
+    assert (
+        "Configuration &gt; Integrations &gt; HaloPSA API &gt; View Applications &gt; your "
+        "application (authentication method: Client ID and Secret (Services))"
+    ) in html
+    for name in ("auth_url", "resource_url"):
+        [tag] = re.findall(rf'<input[^>]*name="{name}"[^>]*>', html)
+        assert 'class="vTextField url-input"' in tag, tag
+    assert ".url-input" in html  # its style: the width of the form
