@@ -86,7 +86,8 @@ class PreviewRow:
     organisation: str
     product: str
     quantity: str
-    current: int | None = None
+    current: int | None = None  # the count it replaces; None: none yet, or `known` is False
+    known: bool = False  # the organisation and product both exist
     errors: dict = field(default_factory=dict)
 
     @property
@@ -129,13 +130,30 @@ def preview(tenant, content):
         return Preview(rows, [], str(error.detail[0]))
     for problem in errors:
         rows[problem["row"] - 1].errors = problem["errors"]
-    current = {
-        (c.organisation_id, c.product_id): c.quantity
-        for c in UsageCount.objects.filter(tenant=tenant)
-    }
-    for row, (organisation, product, _) in zip(rows, resolved, strict=False):
-        row.current = current.get((organisation.pk, product.pk))
+    _show_current_counts(tenant, rows)
     return Preview(rows, resolved)
+
+
+def _show_current_counts(tenant, rows):
+    """Each row's count now, also on rows with errors (fixing the file should not hide
+    what it would change), matched as `validate_usage` matches (trimmed, any case)."""
+    organisations = {
+        ref.casefold(): pk for pk, ref in tenant.organisations.values_list("pk", "external_ref")
+    }
+    products = {sku.casefold(): pk for pk, sku in tenant.products.values_list("pk", "sku")}
+    current = {
+        (organisation, product): quantity
+        for organisation, product, quantity in UsageCount.objects.filter(tenant=tenant).values_list(
+            "organisation_id", "product_id", "quantity"
+        )
+    }
+    for row in rows:
+        pair = (
+            organisations.get(str(row.organisation).strip().casefold()),
+            products.get(str(row.product).strip().casefold()),
+        )
+        row.known = None not in pair
+        row.current = current.get(pair) if row.known else None
 
 
 def parse(content):

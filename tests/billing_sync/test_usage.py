@@ -179,3 +179,39 @@ def test_admin_edit_of_a_count_is_recorded_in_history(catalogue, personas):
     change = UsageChange.objects.get(organisation=count.organisation)
     assert (change.previous, change.new, change.submission.source) == (4, 6, "admin")
     assert change.submission.user == personas.owner_a
+
+
+def preview_table(page):
+    """The preview's rows as (organisation, product, now, new), as the page shows them."""
+    import re
+    from html import unescape
+
+    body = page.content.decode().split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    return [
+        tuple(unescape(cell).strip() for cell in re.findall(r"<td>(.*?)</td>", row, re.S)[1:5])
+        for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)
+    ]
+
+
+def test_csv_preview_shows_the_counts_it_replaces_also_beside_errors(catalogue, personas):
+    """Issue 15: "Now" showed a dash for pairs that had a count once a row had errors, and
+    the same dash for pairs without one."""
+    nw, cd = (catalogue.organisations.get(external_ref=ref) for ref in ("NW-1001", "CD-1002"))
+    edr = catalogue.products.get(sku="EDR-STD")
+    UsageSubmission.objects.record(catalogue, [(nw, edr, 7), (cd, edr, 0)], source="admin")
+    client = personas.client(personas.owner_a)
+    url = reverse("admin:billing_sync_usagecount_import")
+    body = "organisation,product,quantity\nnw-1001,EDR-STD,5\nCD-1002,EDR-STD,4\n"
+    body += "CD-1002,BKP-1TB,3\n"
+
+    clean = client.post(url, {"file": SimpleUploadedFile("usage.csv", body.encode())})
+    assert preview_table(clean) == [
+        ("nw-1001", "EDR-STD", "7", "5"),
+        ("CD-1002", "EDR-STD", "0", "4"),
+        ("CD-1002", "BKP-1TB", "none yet", "3"),
+    ]
+    with_errors = client.post(
+        url, {"file": SimpleUploadedFile("usage.csv", (body + "XX-9,EDR-STD,many\n").encode())}
+    )
+    assert preview_table(with_errors)[:3] == preview_table(clean)
+    assert preview_table(with_errors)[3] == ("XX-9", "EDR-STD", "", "many")
