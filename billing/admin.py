@@ -194,17 +194,30 @@ class AutoPayRuleAdmin(TenantScopedAdmin):
 
     def get_form(self, request, obj=None, **kwargs):
         form = super().get_form(request, obj, **kwargs)
-        subtypes = self._known_subtypes(request)
+        known = self._known_subtypes(request)
+        # One rule per subtype: offer only those without one (and the edited rule's own).
+        taken = set(
+            self.get_queryset(request)
+            .exclude(pk=obj.pk if obj else None)
+            .values_list("halo_subtype_id", flat=True)
+        )
+        subtypes = {k: v for k, v in known.items() if k not in taken}
         if obj is not None:
             subtypes.setdefault(obj.halo_subtype_id, obj.subtype_name)
-        if subtypes:
+        if known:
+            help_text = "As set on ClientContracts in Halo (from the last sync)."
+            if not subtypes:
+                help_text = (
+                    "Every agreement subtype from the last sync has a rule already: change "
+                    "those rules, or sync invoices after adding a subtype in Halo."
+                )
             form.base_fields["halo_subtype_id"] = forms.TypedChoiceField(
                 label="Agreement subtype",
                 coerce=int,
                 choices=sorted(
                     ((k, f"{v} ({k})") for k, v in subtypes.items()), key=lambda c: c[1]
                 ),
-                help_text="As set on ClientContracts in Halo (from the last sync).",
+                help_text=help_text,
             )
         return form
 

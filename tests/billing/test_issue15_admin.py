@@ -1,0 +1,43 @@
+"""Billing admin fixes of issue 15: the auto-pay rule form offers only agreement subtypes
+without a rule; a portal draft never shows as "Unpaid"."""
+
+from django.urls import reverse
+
+from billing.models import AutoPayRule, Contract
+from tests import factories
+
+
+def subtype_choices(client, url):
+    return dict(client.get(url).context["adminform"].form.fields["halo_subtype_id"].choices)
+
+
+def test_autopay_rule_form_offers_only_subtypes_without_a_rule(personas):
+    tenant = personas.tenant_a
+    for halo_id, subtype, name in [(1, 1, "Managed Services"), (2, 2, "Backup"), (3, 4, "VoIP")]:
+        Contract.objects.create(
+            tenant=tenant, halo_id=halo_id, subtype_id=subtype, subtype_name=name
+        )
+    rule = factories.autopay_rule(tenant, halo_subtype_id=1, subtype_name="Managed Services")
+    factories.autopay_rule(personas.tenant_b, halo_subtype_id=2)  # another tenant's: no matter
+    client = personas.client(personas.owner_a)
+    add = reverse("admin:billing_autopayrule_add")
+
+    assert subtype_choices(client, add) == {2: "Backup (2)", 4: "VoIP (4)"}
+    # Its own subtype stays on offer when a rule is edited, beside the free ones.
+    change = reverse("admin:billing_autopayrule_change", args=[rule.pk])
+    assert subtype_choices(client, change) == {
+        1: "Managed Services (1)",
+        2: "Backup (2)",
+        4: "VoIP (4)",
+    }
+    # A form from before the rule was added, posted now: refused, and nothing saved.
+    refused = client.post(add, {"halo_subtype_id": 1, "enabled": "on"})
+    assert refused.status_code == 200
+    assert "Select a valid choice" in refused.content.decode()
+    assert AutoPayRule.objects.filter(tenant=tenant).count() == 1
+
+    for subtype in (2, 4):
+        assert client.post(add, {"halo_subtype_id": subtype, "enabled": "on"}).status_code == 302
+    form = client.get(add).context["adminform"].form
+    assert dict(form.fields["halo_subtype_id"].choices) == {}
+    assert "Every agreement subtype" in form.fields["halo_subtype_id"].help_text
