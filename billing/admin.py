@@ -4,6 +4,7 @@ from django.db.models import Count, Q
 
 from billing.models import AutoPayRule, Contract, Customer, Invoice, InvoiceLine
 from portal.admin_base import ReadOnlyTenantAdmin, TenantScopedAdmin
+from portal.formats import format_money, format_percent, format_quantity
 
 
 class StatusFilter(admin.SimpleListFilter):
@@ -39,22 +40,57 @@ class AutoPayFilter(admin.SimpleListFilter):
 
 
 class InvoiceLineInline(admin.TabularInline):
+    """The lines as the invoice reads: quantities as written ("26", "2.5", not the column's
+    "26.0000"), money and rates in the tenant's locale."""
+
     model = InvoiceLine
     fields = [
         "code",
         "description",
-        "quantity",
-        "unit_price",
-        "net_amount",
-        "tax_rate",
-        "tax_amount",
-        "total",
+        "qty",
+        "price",
+        "net",
+        "rate",
+        "tax",
+        "line_total",
         "start_date",
         "end_date",
     ]
     readonly_fields = fields  # type: ignore[assignment]  # django-stubs: list types differ
     extra = 0
     can_delete = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("invoice__tenant")
+
+    @staticmethod
+    def _money(line, amount):
+        tenant = line.invoice.tenant
+        return format_money(amount, line.invoice.currency or tenant.currency, tenant.locale)
+
+    @admin.display(description="Quantity")
+    def qty(self, line):
+        return format_quantity(line.quantity, line.invoice.tenant.locale)
+
+    @admin.display(description="Unit price")
+    def price(self, line):
+        return self._money(line, line.unit_price)
+
+    @admin.display(description="Net")
+    def net(self, line):
+        return self._money(line, line.net_amount)
+
+    @admin.display(description="Tax rate")
+    def rate(self, line):
+        return format_percent(line.tax_rate, line.invoice.tenant.locale)
+
+    @admin.display(description="Tax")
+    def tax(self, line):
+        return self._money(line, line.tax_amount)
+
+    @admin.display(description="Total")
+    def line_total(self, line):
+        return self._money(line, line.total)
 
     def has_view_permission(self, request, obj=None):
         return True  # shown only inside InvoiceAdmin's tenant-scoped change view

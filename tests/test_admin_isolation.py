@@ -636,7 +636,7 @@ def test_the_sweep_reaches_custom_and_site_views():
         "app_list",
         "admin_password_reset",
         "integrations_haloconnection_test",
-        "billing_sync_syncrun_approve",
+        "billing_sync_billingsyncrun_approve",
         "invoicing_invoicepdf_version",
         "payments_paymentsettings_autopay_forecast",
     }

@@ -33,6 +33,7 @@ from billing.invoicing.pdfs import (
 )
 from billing.models import Invoice, InvoiceNumberField, number_field
 from portal.admin_base import ReadOnlyTenantAdmin, TenantScopedAdmin
+from portal.formats import format_money, format_quantity
 from portal.jobs import enqueue
 
 
@@ -366,11 +367,19 @@ class PortalInvoiceAdmin(TenantScopedAdmin):
 class OneOffChargeAdmin(TenantScopedAdmin):
     """A charge joins its organisation's open draft at once (or the next billing run)."""
 
-    list_display = ["description", "organisation", "quantity", "unit_price", "billed_on", "created"]
-    list_select_related = ["organisation", "invoice__portal"]
+    list_display = ["description", "organisation", "qty", "price", "billed_on", "created"]
+    list_select_related = ["organisation", "invoice__portal", "tenant"]
     search_fields = ["description", "organisation__name"]
     fields = ["organisation", "description", "product", "quantity", "unit_price", "billed_on"]
     readonly_fields = ["billed_on"]
+
+    @admin.display(description="Quantity", ordering="quantity")
+    def qty(self, obj):
+        return format_quantity(obj.quantity, obj.tenant.locale)  # "12", not "12.0000"
+
+    @admin.display(description="Unit price", ordering="unit_price")
+    def price(self, obj):
+        return format_money(obj.unit_price, obj.tenant.currency, obj.tenant.locale)
 
     @admin.display(description="Billed on")
     def billed_on(self, obj):

@@ -1,6 +1,10 @@
 """Billing admin fixes of issue 15: the auto-pay rule form offers only agreement subtypes
 without a rule; a portal draft never shows as "Unpaid"."""
 
+import re
+from decimal import Decimal
+from html import unescape
+
 from django.urls import reverse
 
 from billing.models import AutoPayRule, Contract
@@ -41,3 +45,36 @@ def test_autopay_rule_form_offers_only_subtypes_without_a_rule(personas):
     form = client.get(add).context["adminform"].form
     assert dict(form.fields["halo_subtype_id"].choices) == {}
     assert "Every agreement subtype" in form.fields["halo_subtype_id"].help_text
+
+
+def cells(html, css_class):
+    """The text of the admin's cells of one column (`field-<name>` class)."""
+    found = re.findall(rf'<(?:td|p|div) class="[^"]*\b{css_class}\b[^"]*"[^>]*>(.*?)</', html, re.S)
+    return [unescape(re.sub(r"<[^>]+>", "", cell)).strip() for cell in found]
+
+
+def test_invoice_lines_show_quantities_as_written(personas):
+    """Issue 15: lines read "26.0000" (the column's four decimal places)."""
+    tenant = personas.tenant_a
+    invoice = factories.invoice(tenant, currency="GBP")
+    for position, (quantity, price) in enumerate(
+        [("26", "13.5"), ("2.5", "19.2"), ("1200", "0.0125")]
+    ):
+        line = factories.invoice_line(quantity=Decimal(quantity), unit_price=Decimal(price))
+        line.invoice, line.position = invoice, position
+        line.save()
+    client = personas.client(personas.owner_a)
+
+    html = client.get(reverse("admin:billing_invoice_change", args=[invoice.pk])).content.decode()
+
+    assert "26.0000" not in html and "13.5000" not in html
+    assert cells(html, "field-qty") == ["26", "2.5", "1,200"]
+    assert cells(html, "field-price") == ["£13.50", "£19.20", "£0.0125"]
+    assert cells(html, "field-rate") == ["20%"] * 3
+
+
+def test_one_off_charges_list_quantities_as_written(personas):
+    charge = factories.one_off_charge(personas.tenant_a, quantity=Decimal(12))
+    client = personas.client(personas.owner_a)
+    html = client.get(reverse("admin:invoicing_oneoffcharge_changelist")).content.decode()
+    assert cells(html, "field-qty") == ["12"] and charge.quantity == Decimal("12.0000")
