@@ -45,11 +45,11 @@ from django.test import override_settings  # noqa: E402
 
 from integrations.billing_sync import engine, runner  # noqa: E402
 from integrations.billing_sync.models import (  # noqa: E402
+    BillingSyncRun,
     HaloClientRecord,
     HaloItemRecord,
     OrganisationMapping,
     ProductMapping,
-    SyncRun,
     UsageCount,
     UsageSubmission,
 )
@@ -122,7 +122,7 @@ def peak_mb():
 
 def measure(label, tenant):
     started = time.perf_counter()
-    run, _ = runner.start(tenant, SyncRun.Trigger.COMMAND)
+    run, _ = runner.start(tenant, BillingSyncRun.Trigger.COMMAND)
     seconds = time.perf_counter() - started
     run.refresh_from_db()
     writes = run.halo_calls.get("POST /SoftwareLicence", 0)

@@ -314,6 +314,10 @@ SPECTACULAR_SETTINGS = {
 
 # Seconds since the last worker heartbeat after which /healthz reports the worker down.
 HEALTHZ_MAX_HEARTBEAT_AGE = env.int("HEALTHZ_MAX_HEARTBEAT_AGE", default=180)
+# A running run (billing sync, invoice sync, a ledger slot) beats every RUN_HEARTBEAT_SECONDS
+# from a thread; one silent for RUN_STALE_SECONDS died with its worker and is taken back.
+RUN_HEARTBEAT_SECONDS = env.int("RUN_HEARTBEAT_SECONDS", default=20)
+RUN_STALE_SECONDS = env.int("RUN_STALE_SECONDS", default=120)
 
 DEFAULT_EXCEPTION_REPORTER_FILTER = "portal.crypto.SecretSafeReporterFilter"
 

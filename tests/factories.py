@@ -21,7 +21,7 @@ from billing.invoicing import models as invoicing
 from billing.models import AutoPayRule, Customer, Invoice, InvoiceLine
 from billing.payments import models as payments
 from integrations.billing_sync import models as billing_sync
-from integrations.invoice_sync.models import InvoiceSyncSettings, SyncRun, WebhookDelivery
+from integrations.invoice_sync.models import InvoiceSyncRun, InvoiceSyncSettings, WebhookDelivery
 from integrations.models import HaloConnection
 from portal.models import ApiToken, Invitation, Membership, Organisation, Product, Tenant
 
@@ -136,10 +136,16 @@ def invoice_sync_settings(tenant, **kwargs):
     return InvoiceSyncSettings.objects.update_or_create(tenant=tenant, defaults=kwargs)[0]
 
 
-@maker(SyncRun)
+@maker(InvoiceSyncRun)
 def sync_run(tenant, **kwargs):
-    fields = {"kind": SyncRun.Kind.NEW, "trigger": SyncRun.Trigger.SCHEDULE} | kwargs
-    return SyncRun.objects.create(tenant=tenant, **fields)
+    """A run that has started (finish it to record how it went)."""
+    fields = {
+        "kind": InvoiceSyncRun.Kind.NEW,
+        "trigger": InvoiceSyncRun.Trigger.SCHEDULE,
+        "status": InvoiceSyncRun.Status.RUNNING,
+        "started": timezone.now(),
+    } | kwargs
+    return InvoiceSyncRun.objects.create(tenant=tenant, **fields)
 
 
 @maker(WebhookDelivery)
@@ -210,13 +216,13 @@ def usage_change(tenant):
     return submission.changes.get()
 
 
-@maker(billing_sync.SyncRun)
+@maker(billing_sync.BillingSyncRun)
 def billing_sync_run(tenant, **kwargs):
     fields = {
-        "trigger": billing_sync.SyncRun.Trigger.MANUAL,
-        "status": billing_sync.SyncRun.Status.SUCCEEDED,
+        "trigger": billing_sync.BillingSyncRun.Trigger.MANUAL,
+        "status": billing_sync.BillingSyncRun.Status.SUCCEEDED,
     } | kwargs
-    return billing_sync.SyncRun.objects.create(tenant=tenant, **fields)
+    return billing_sync.BillingSyncRun.objects.create(tenant=tenant, **fields)
 
 
 @maker(billing_sync.SyncResult)

@@ -17,6 +17,7 @@ from django_q.models import Schedule
 
 from integrations.billing_sync import csv_import, refresh, runner
 from integrations.billing_sync.models import (
+    BillingSyncRun,
     BillingSyncSettings,
     CsvUpload,
     HaloClientRecord,
@@ -24,7 +25,6 @@ from integrations.billing_sync.models import (
     OrganisationMapping,
     ProductMapping,
     SyncResult,
-    SyncRun,
     UsageChange,
     UsageCount,
     UsageSubmission,
@@ -34,14 +34,14 @@ from portal.admin_base import ReadOnlyTenantAdmin, TenantScopedAdmin
 from portal.csv_export import csv_response
 
 STATUS_COLOURS = {
-    SyncRun.Status.QUEUED: "#6b7280",
-    SyncRun.Status.RUNNING: "#1d4ed8",
-    SyncRun.Status.PREVIEWED: "#0e7490",
-    SyncRun.Status.AWAITING_APPROVAL: "#b7791f",
-    SyncRun.Status.SUCCEEDED: "#1a7f37",
-    SyncRun.Status.FAILED: "#c62828",
-    SyncRun.Status.ERROR: "#c62828",
-    SyncRun.Status.INTERRUPTED: "#b7791f",
+    BillingSyncRun.Status.QUEUED: "#6b7280",
+    BillingSyncRun.Status.RUNNING: "#1d4ed8",
+    BillingSyncRun.Status.PREVIEWED: "#0e7490",
+    BillingSyncRun.Status.AWAITING_APPROVAL: "#b7791f",
+    BillingSyncRun.Status.SUCCEEDED: "#1a7f37",
+    BillingSyncRun.Status.FAILED: "#c62828",
+    BillingSyncRun.Status.ERROR: "#c62828",
+    BillingSyncRun.Status.INTERRUPTED: "#b7791f",
 }
 OUTCOME_COLOURS = {
     SyncResult.Outcome.DONE: "#1a7f37",
@@ -429,7 +429,7 @@ class UsageChangeAdmin(ReadOnlyTenantAdmin):
 # -- runs and results ---------------------------------------------------------------------
 
 
-@admin.register(SyncRun)
+@admin.register(BillingSyncRun)
 class SyncRunAdmin(ToolsMixin, ReadOnlyTenantAdmin):
     list_display = ["__str__", "status_badge", "requested_by", "started", "took", "summary"]
     list_filter = ["status", "trigger", "dry_run"]
@@ -445,12 +445,12 @@ class SyncRunAdmin(ToolsMixin, ReadOnlyTenantAdmin):
 
     def tools(self, request):
         return [
-            Tool("Preview", reverse("admin:billing_sync_syncrun_preview"), post=True),
-            Tool("Sync now", reverse("admin:billing_sync_syncrun_sync_now"), post=True),
+            Tool("Preview", reverse("admin:billing_sync_billingsyncrun_preview"), post=True),
+            Tool("Sync now", reverse("admin:billing_sync_billingsyncrun_sync_now"), post=True),
         ]
 
     def get_urls(self):
-        name = "billing_sync_syncrun_"
+        name = "billing_sync_billingsyncrun_"
         return [
             self.admin_url(require_POST(self.sync_now_view), "sync-now/", f"{name}sync_now"),
             self.admin_url(require_POST(self.preview_view), "preview/", f"{name}preview"),
@@ -461,10 +461,10 @@ class SyncRunAdmin(ToolsMixin, ReadOnlyTenantAdmin):
         ]
 
     def sync_now_view(self, request):
-        return self._start(request, SyncRun.Trigger.MANUAL)
+        return self._start(request, BillingSyncRun.Trigger.MANUAL)
 
     def preview_view(self, request):
-        return self._start(request, SyncRun.Trigger.PREVIEW, dry_run=True)
+        return self._start(request, BillingSyncRun.Trigger.PREVIEW, dry_run=True)
 
     def _start(self, request, trigger, dry_run=False):
         """Queue on the worker and return at once; a second click while one runs says so."""
@@ -476,19 +476,21 @@ class SyncRunAdmin(ToolsMixin, ReadOnlyTenantAdmin):
 
     def approve_view(self, request, run_id):
         tenant = self.require_edit(request)
-        run = self.get_object_or_404(request, run_id, SyncRun.objects.filter(tenant=tenant))
+        run = self.get_object_or_404(request, run_id, BillingSyncRun.objects.filter(tenant=tenant))
         ids = None if "all" in request.POST else request.POST.getlist("rows")
         new, active = runner.approve(run, ids, user=request.user)
         if new is None and active is None:
             messages.warning(request, "Nothing to approve: tick the rows to write first.")
-            return HttpResponseRedirect(reverse("admin:billing_sync_syncrun_change", args=[run.pk]))
+            return HttpResponseRedirect(
+                reverse("admin:billing_sync_billingsyncrun_change", args=[run.pk])
+            )
         return self._started(request, new, active)
 
     def _started(self, request, run, active):
         if run is None:
             if active is None:
                 messages.warning(request, "Another run has just finished; try again.")
-                return HttpResponseRedirect(reverse("admin:billing_sync_syncrun_changelist"))
+                return HttpResponseRedirect(reverse("admin:billing_sync_billingsyncrun_changelist"))
             who = f" by {active.requested_by}" if active.requested_by else ""
             messages.warning(
                 request,
@@ -497,11 +499,13 @@ class SyncRunAdmin(ToolsMixin, ReadOnlyTenantAdmin):
                 "not started. Its progress is shown here.",
             )
             run = active
-        elif run.status == SyncRun.Status.ERROR:
+        elif run.status == BillingSyncRun.Status.ERROR:
             messages.error(request, run.error)
         else:
             messages.success(request, f"{run} queued: this page follows its progress.")
-        return HttpResponseRedirect(reverse("admin:billing_sync_syncrun_change", args=[run.pk]))
+        return HttpResponseRedirect(
+            reverse("admin:billing_sync_billingsyncrun_change", args=[run.pk])
+        )
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         if request.method != "GET":
@@ -535,7 +539,7 @@ class SyncRunAdmin(ToolsMixin, ReadOnlyTenantAdmin):
             "outcome_colours": OUTCOME_COLOURS,
             "progress": int(100 * run.done / run.total) if run.total else 0,
         }
-        return TemplateResponse(request, "admin/billing_sync/syncrun/detail.html", context)
+        return TemplateResponse(request, "admin/billing_sync/billingsyncrun/detail.html", context)
 
 
 @admin.register(SyncResult)

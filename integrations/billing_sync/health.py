@@ -7,22 +7,22 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from integrations.billing_sync.models import (
+    BillingSyncRun,
     OrganisationMapping,
     ProductMapping,
-    SyncRun,
     UsageCount,
 )
 from portal.health import HealthRow, provider
 
 RUN_STATES = {
-    SyncRun.Status.SUCCEEDED: "ok",
-    SyncRun.Status.PREVIEWED: "ok",
-    SyncRun.Status.QUEUED: "ok",
-    SyncRun.Status.RUNNING: "ok",
-    SyncRun.Status.AWAITING_APPROVAL: "warn",
-    SyncRun.Status.INTERRUPTED: "warn",
-    SyncRun.Status.FAILED: "error",
-    SyncRun.Status.ERROR: "error",
+    BillingSyncRun.Status.SUCCEEDED: "ok",
+    BillingSyncRun.Status.PREVIEWED: "ok",
+    BillingSyncRun.Status.QUEUED: "ok",
+    BillingSyncRun.Status.RUNNING: "ok",
+    BillingSyncRun.Status.AWAITING_APPROVAL: "warn",
+    BillingSyncRun.Status.INTERRUPTED: "warn",
+    BillingSyncRun.Status.FAILED: "error",
+    BillingSyncRun.Status.ERROR: "error",
 }
 
 
@@ -32,25 +32,25 @@ def billing_sync(tenant):
 
 
 def _last_run(tenant):
-    run = SyncRun.objects.filter(tenant=tenant).exclude(dry_run=True).first()
+    run = BillingSyncRun.objects.filter(tenant=tenant).exclude(dry_run=True).first()
     if run is None:
         return HealthRow(
             "Last billing sync",
             "idle",
             "Never run: map organisations and products, then Preview or Sync now",
-            reverse("admin:billing_sync_syncrun_changelist"),
+            reverse("admin:billing_sync_billingsyncrun_changelist"),
         )
     moment = run.finished or run.created
     recent = timezone.now() - moment < timedelta(minutes=1)
     when = "just now" if recent else f"{timesince(moment)} ago"
     text = {
-        SyncRun.Status.QUEUED: "Queued, waiting for the worker",
-        SyncRun.Status.RUNNING: f"Running: {run.phase or 'starting'}",
-        SyncRun.Status.FAILED: f"{run.failed} pair(s) failed {when}: {run.summary()}",
-        SyncRun.Status.AWAITING_APPROVAL: f"{run.held} pair(s) held for approval {when}",
-        SyncRun.Status.ERROR: f"Could not run {when}: {run.error}",
+        BillingSyncRun.Status.QUEUED: "Queued, waiting for the worker",
+        BillingSyncRun.Status.RUNNING: f"Running: {run.phase or 'starting'}",
+        BillingSyncRun.Status.FAILED: f"{run.failed} pair(s) failed {when}: {run.summary()}",
+        BillingSyncRun.Status.AWAITING_APPROVAL: f"{run.held} pair(s) held for approval {when}",
+        BillingSyncRun.Status.ERROR: f"Could not run {when}: {run.error}",
     }.get(run.status, f"{run.get_status_display()} {when}: {run.summary()}")
-    url = reverse("admin:billing_sync_syncrun_change", args=[run.pk])
+    url = reverse("admin:billing_sync_billingsyncrun_change", args=[run.pk])
     return HealthRow("Last billing sync", RUN_STATES[run.status], text, url)
 
 

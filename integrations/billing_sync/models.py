@@ -2,7 +2,7 @@
 
 Usage arrives through the API, CSV import or the admin and lands in `UsageCount` (current
 state) with a `UsageChange` per change (history). Mappings tie organisations to Halo clients
-and products to Halo items, picked from a cache of Halo's records. A `SyncRun` plans every
+and products to Halo items, picked from a cache of Halo's records. A `BillingSyncRun` plans every
 mapped pair against the licences in Halo (`engine`), writes the difference (`runner`) and
 keeps one `SyncResult` per pair.
 """
@@ -23,6 +23,7 @@ from django.utils import timezone
 from integrations.halo.records import custom_field_text
 from portal.crypto import token_digest
 from portal.models import ApiToken, OnePerTenant, Organisation, Product, Tenant
+from portal.runs import TenantRun, active_run_constraint
 
 
 class RemovalPolicy(models.TextChoices):
@@ -583,69 +584,11 @@ class UsageChange(models.Model):
 
 # -- Sync runs ----------------------------------------------------------------------------
 
-# A run that has not beaten its heartbeat for this long is dead (worker killed or restarted):
-# the next claim marks it interrupted and starts afresh. Longer than the Halo client's retry
-# budget, so a run waiting out Halo's rate limit is never taken for dead.
-RUN_STALE_AFTER = timedelta(minutes=10)
-# A queued run that no worker picked up for this long: the worker is down or lost the task.
-QUEUE_STALE_AFTER = timedelta(minutes=30)
 
+class BillingSyncRun(TenantRun):
+    """One billing sync (or preview) of a tenant: its progress, counts and Halo requests,
+    with a `SyncResult` per pair. Claimed and kept alive as every run is (`portal.runs`)."""
 
-class ClaimLost(Exception):
-    """Another process declared this run dead and took over the tenant's claim."""
-
-
-class SyncRunQuerySet(models.QuerySet):
-    def active(self):
-        return self.filter(status__in=SyncRun.ACTIVE)
-
-
-# A base of its own: the form of from_queryset that django-stubs' mypy plugin can follow.
-_SyncRunManagerBase = models.Manager.from_queryset(SyncRunQuerySet)
-
-
-class SyncRunManager(_SyncRunManagerBase):
-    def claim(self, tenant, trigger, *, user=None, dry_run=False, approves=None):
-        """Take the tenant's one run slot: `(run, None)`, or `(None, the active run)`.
-
-        The partial unique constraint on active runs is the lock, so this holds across
-        every process and machine sharing the database.
-        """
-        self.release_stale(tenant)
-        try:
-            with transaction.atomic():
-                run = self.create(
-                    tenant=tenant,
-                    trigger=trigger,
-                    requested_by=user,
-                    dry_run=dry_run,
-                    approves=approves,
-                )
-            return run, None
-        except IntegrityError:
-            return None, self.active().filter(tenant=tenant).first()
-
-    def release_stale(self, tenant):
-        now = timezone.now()
-        for status, stale_after, why in (
-            (
-                SyncRun.Status.QUEUED,
-                QUEUE_STALE_AFTER,
-                "No worker started this run: check that `manage.py qcluster` is running.",
-            ),
-            (
-                SyncRun.Status.RUNNING,
-                RUN_STALE_AFTER,
-                "The run stopped without finishing (worker restarted or killed). The next "
-                "run reads Halo afresh and completes the work.",
-            ),
-        ):
-            self.filter(tenant=tenant, status=status, heartbeat__lt=now - stale_after).update(
-                status=SyncRun.Status.INTERRUPTED, finished=now, error=why
-            )
-
-
-class SyncRun(models.Model):
     class Trigger(models.TextChoices):
         MANUAL = "manual", "Sync now"
         PREVIEW = "preview", "Preview"
@@ -653,19 +596,7 @@ class SyncRun(models.Model):
         COMMAND = "command", "Command line"
         APPROVAL = "approval", "Approval"
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        PREVIEWED = "previewed", "Preview ready"
-        AWAITING_APPROVAL = "awaiting", "Awaiting approval"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Some pairs failed"
-        ERROR = "error", "Could not run"
-        INTERRUPTED = "interrupted", "Interrupted"
-
-    ACTIVE = (Status.QUEUED, Status.RUNNING)
-
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="sync_runs")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="billing_sync_runs")
     trigger = models.CharField(max_length=10, choices=Trigger.choices)
     dry_run = models.BooleanField(default=False, help_text="Computed the rows, wrote nothing.")
     approves = models.ForeignKey(
@@ -679,39 +610,24 @@ class SyncRun(models.Model):
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
     created = models.DateTimeField(default=timezone.now)
-    started = models.DateTimeField(null=True, blank=True)
-    finished = models.DateTimeField(null=True, blank=True)
-    heartbeat = models.DateTimeField(default=timezone.now)
     phase = models.CharField(max_length=200, blank=True)
     done = models.PositiveIntegerField(default=0)
     total = models.PositiveIntegerField(default=0)
     counts = models.JSONField(default=dict, blank=True)
     halo_requests = models.PositiveIntegerField(default=0)
     halo_calls = models.JSONField("Halo requests by endpoint", default=dict, blank=True)
-    error = models.TextField(blank=True)
-
-    objects = SyncRunManager()
 
     class Meta:
+        db_table = "billing_sync_syncrun"
+        verbose_name = "billing sync run"
         ordering = ["-created"]
         get_latest_by = "created"
-        constraints = [
-            models.UniqueConstraint(
-                fields=["tenant"],
-                condition=Q(status__in=["queued", "running"]),
-                name="syncrun_one_active_per_tenant",
-            )
-        ]
+        constraints = [active_run_constraint("syncrun_one_active_per_tenant")]
 
     def __str__(self):
         kind = "Preview" if self.dry_run else "Sync"
         return f"{kind} #{self.pk} ({self.get_trigger_display()}, {self.created:%Y-%m-%d %H:%M})"
-
-    @property
-    def is_active(self):
-        return self.status in self.ACTIVE
 
     @property
     def failed(self):
@@ -720,12 +636,6 @@ class SyncRun(models.Model):
     @property
     def held(self):
         return self.counts.get(SyncResult.Outcome.HELD, 0)
-
-    @property
-    def duration(self):
-        if self.started and self.finished:
-            return self.finished - self.started
-        return None
 
     def summary(self):
         """'2 create · 4993 unchanged · 1 failed' (actions done or previewed, then problems)."""
@@ -736,33 +646,10 @@ class SyncRun(models.Model):
         ]
         return " · ".join(parts) or ("nothing to do" if self.finished else "")
 
-    def start(self):
-        """Queued → running, unless another process declared this run dead meanwhile."""
-        now = timezone.now()
-        started = SyncRun.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
-            status=self.Status.RUNNING, started=now, heartbeat=now
-        )
-        if started:
-            self.status, self.started, self.heartbeat = self.Status.RUNNING, now, now
-        return bool(started)
-
-    def beat(self, phase=None, done=None, total=None):
-        """Record progress and prove this run is alive; raises ClaimLost if it was taken."""
-        fields = {"heartbeat": timezone.now()}
-        for name, value in (("phase", phase), ("done", done), ("total", total)):
-            if value is not None:
-                fields[name] = value
-                setattr(self, name, value)
-        if not SyncRun.objects.filter(pk=self.pk, status=self.Status.RUNNING).update(**fields):
-            raise ClaimLost(f"run {self.pk} was taken over")
-
     def finish(self, status, *, error=""):
-        self.status, self.error, self.finished = status, error, timezone.now()
-        self.phase = ""
-        updated = SyncRun.objects.filter(pk=self.pk, status=self.Status.RUNNING).update(
-            status=status,
+        super().finish(
+            status,
             error=error,
-            finished=self.finished,
             phase="",
             done=self.done,
             total=self.total,
@@ -770,8 +657,6 @@ class SyncRun(models.Model):
             halo_requests=self.halo_requests,
             halo_calls=self.halo_calls,
         )
-        if not updated:
-            raise ClaimLost(f"run {self.pk} was taken over")
 
     def approvable(self):
         """Rows staff may approve: what a preview would write, and held rows."""
@@ -801,7 +686,7 @@ class SyncResult(models.Model):
         FAILED = "failed", "Failed"
         SKIPPED = "skipped", "Not mapped"
 
-    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="results")
+    run = models.ForeignKey(BillingSyncRun, on_delete=models.CASCADE, related_name="results")
     organisation = models.ForeignKey(
         Organisation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

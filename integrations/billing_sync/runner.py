@@ -16,19 +16,19 @@ from django.utils import timezone
 
 from integrations.billing_sync import engine
 from integrations.billing_sync.models import (
+    BillingSyncRun,
     BillingSyncSettings,
-    ClaimLost,
     HaloClientRecord,
     HaloItemRecord,
     OrganisationMapping,
     ProductMapping,
     SyncResult,
-    SyncRun,
     UsageCount,
 )
 from integrations.halo import HaloClient, HaloError
 from integrations.halo.client import LICENCE_KEY, record_key
 from portal.jobs import enqueue
+from portal.runs import ClaimLost, keep_alive
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ MAX_SPLITS = 30
 RETRY_ROUNDS = 3
 Action = SyncResult.Action
 Outcome = SyncResult.Outcome
-Status = SyncRun.Status
+Status = BillingSyncRun.Status
 
 
 class NotConnected(Exception):
@@ -79,7 +79,9 @@ def refresh_from_halo(tenant, client):
 
 def start(tenant, trigger, *, user=None, dry_run=False, background=False):
     """Claim the tenant and run, here or on the worker: `(run, None)` or `(None, active)`."""
-    run, active = SyncRun.objects.claim(tenant, trigger, user=user, dry_run=dry_run)
+    run, active = BillingSyncRun.objects.claim(
+        tenant, trigger=trigger, requested_by=user, dry_run=dry_run
+    )
     if run is not None:
         launch(run, background)
     return run, active
@@ -96,8 +98,8 @@ def approve(run, result_ids=None, *, user=None, background=True):
         rows = rows.filter(pk__in=result_ids)
     if not rows.exists():
         return None, None
-    new, active = SyncRun.objects.claim(
-        run.tenant, SyncRun.Trigger.APPROVAL, user=user, approves=run
+    new, active = BillingSyncRun.objects.claim(
+        run.tenant, trigger=BillingSyncRun.Trigger.APPROVAL, requested_by=user, approves=run
     )
     if new is not None:
         run.results.update(approved=False)
@@ -113,7 +115,7 @@ def launch(run, background):
     from integrations.billing_sync import tasks  # tasks import this module
 
     def could_not_queue(error):
-        SyncRun.objects.filter(pk=run.pk).update(
+        BillingSyncRun.objects.filter(pk=run.pk).update(
             status=Status.ERROR, finished=timezone.now(), error=f"Could not queue the run: {error}"
         )
 
@@ -148,7 +150,8 @@ class Runner:
             return
         error = ""
         try:
-            status = self._sync()
+            with keep_alive(self.run, status=Status.RUNNING):
+                status = self._sync()
         except ClaimLost:
             log.warning("Billing sync run %s lost its claim; another run took over", self.run.pk)
             return
@@ -231,7 +234,7 @@ class Runner:
         """The Halo clients of the latest real run of this tenant that recorded results (so
         an organisation unmapped since still has its licences removed by policy)."""
         last = (
-            SyncRun.objects.filter(tenant=self.tenant, dry_run=False, results__isnull=False)
+            BillingSyncRun.objects.filter(tenant=self.tenant, dry_run=False, results__isnull=False)
             .exclude(pk=self.run.pk)
             .order_by("-pk")
             .values_list("pk", flat=True)
@@ -302,7 +305,7 @@ class Runner:
         s = self.settings
         return engine.Rules(
             dry_run=self.run.dry_run,
-            hold_all=s.approval_required and self.run.trigger == SyncRun.Trigger.SCHEDULE,
+            hold_all=s.approval_required and self.run.trigger == BillingSyncRun.Trigger.SCHEDULE,
             hold_percent=s.hold_percent,
             hold_units=s.hold_units,
             approved=approved,
@@ -511,7 +514,9 @@ def notify_owners(run, sync_settings):
     recipients = run.tenant.owner_emails() if sync_settings.email_owners else []
     if not recipients:
         return
-    url = settings.PORTAL_BASE_URL + reverse("admin:billing_sync_syncrun_change", args=[run.pk])
+    url = settings.PORTAL_BASE_URL + reverse(
+        "admin:billing_sync_billingsyncrun_change", args=[run.pk]
+    )
     problems = [
         text
         for text in (

@@ -3,14 +3,14 @@
 import logging
 
 from integrations.billing_sync import refresh, runner, schedules
-from integrations.billing_sync.models import BillingSyncSettings, SyncRun
+from integrations.billing_sync.models import BillingSyncRun, BillingSyncSettings
 
 log = logging.getLogger(__name__)
 
 
 def execute_run(run_id):
     """A run claimed by Sync now, Preview or an approval, executed on the worker."""
-    run = SyncRun.objects.select_related("tenant").get(pk=run_id)
+    run = BillingSyncRun.objects.select_related("tenant").get(pk=run_id)
     runner.execute(run)
     return run.status
 
@@ -19,7 +19,7 @@ def scheduled_sync(tenant_id):
     """Fired by the tenant's schedule: arm the next slot first, then sync here."""
     sync_settings = BillingSyncSettings.objects.select_related("tenant").get(tenant_id=tenant_id)
     schedules.arm(sync_settings, fired=True)
-    run, active = runner.start(sync_settings.tenant, SyncRun.Trigger.SCHEDULE)
+    run, active = runner.start(sync_settings.tenant, BillingSyncRun.Trigger.SCHEDULE)
     if run is None:
         log.info("Scheduled billing sync of %s skipped: run %s is active", tenant_id, active)
         return "skipped"

@@ -8,8 +8,8 @@ from integrations.halo import HaloClient, HaloError, web_budget
 from integrations.invoice_sync import tasks, webhooks
 from integrations.invoice_sync.models import (
     ActionLimit,
+    InvoiceSyncRun,
     InvoiceSyncSettings,
-    SyncRun,
     SyncState,
     WebhookDelivery,
 )
@@ -185,10 +185,10 @@ class InvoiceSyncSettingsAdmin(TenantScopedAdmin):
             )
 
 
-@admin.register(SyncRun)
-class SyncRunAdmin(ReadOnlyTenantAdmin):
+@admin.register(InvoiceSyncRun)
+class InvoiceSyncRunAdmin(ReadOnlyTenantAdmin):
     list_display = [
-        "started",
+        "created",
         "kind",
         "trigger",
         "status",
@@ -204,7 +204,7 @@ class SyncRunAdmin(ReadOnlyTenantAdmin):
     list_filter = ["kind", "status", "trigger"]
     fields = [
         ("kind", "trigger", "status"),
-        ("started", "finished"),
+        ("created", "started", "finished"),
         ("invoices_created", "invoices_updated", "invoices_skipped", "invoices_deleted"),
         ("customers_saved", "contracts_saved"),
         ("pages", "halo_requests"),

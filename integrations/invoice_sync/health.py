@@ -6,20 +6,20 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from integrations.invoice_sync.models import SyncRun, WebhookDelivery
+from integrations.invoice_sync.models import InvoiceSyncRun, WebhookDelivery
 from portal.health import HealthRow, provider
 
 
 @provider
 def invoice_sync(tenant):
-    url = reverse("admin:invoice_sync_syncrun_changelist")
-    run = tenant.invoice_sync_runs.exclude(status=SyncRun.Status.SKIPPED).first()
+    url = reverse("admin:invoice_sync_invoicesyncrun_changelist")
+    run = tenant.invoice_sync_runs.exclude(status=InvoiceSyncRun.Status.SKIPPED).first()
     if run is None:
         return [HealthRow("Invoice sync", "idle", "Not run yet: it starts with the schedule", url)]
-    if run.status == SyncRun.Status.RUNNING:
+    if run.status == InvoiceSyncRun.Status.RUNNING:
         return [HealthRow("Invoice sync", "ok", f"{run.get_kind_display()} running", url)]
     ago = timesince(run.finished)
-    if run.status == SyncRun.Status.FAILED:
+    if run.status == InvoiceSyncRun.Status.ERROR:
         return [HealthRow("Invoice sync", "error", f"Failed {ago} ago: {run.error[:200]}", url)]
     invoices, unpaid = tenant.invoices.count(), tenant.invoices.unpaid().count()
     text = f"Synced {ago} ago: {invoices} invoices, {unpaid} unpaid"

@@ -12,10 +12,7 @@ from django.utils import timezone
 from billing.models import InvoiceNumberField
 from portal.crypto import token_digest
 from portal.models import OnePerTenant, Tenant
-
-# A run that committed no page for this long has died (the worker was killed): its lock
-# lapses. django-q2 kills tasks after Q_TIMEOUT (15 min by default) anyway.
-LOCK_LAPSE = timedelta(minutes=20)
+from portal.runs import TenantRun, active_run_constraint
 
 
 class InvoiceSyncSettings(OnePerTenant):
@@ -94,7 +91,7 @@ class InvoiceSyncSettings(OnePerTenant):
 
 
 class SyncState(OnePerTenant):
-    """Where a tenant's sync stands in Halo's data (the watermark), and who is running it.
+    """Where a tenant's sync stands in Halo's data (the watermark).
 
     Invoices are read in `last_modified` order; their cursor is the newest `last_modified`
     stored, moved in the same transaction as the page it covers, so a failed run resumes
@@ -114,7 +111,6 @@ class SyncState(OnePerTenant):
         null=True, blank=True, help_text="The created-since date the current pass began with."
     )
     initial_completed = models.DateTimeField(null=True, blank=True)
-    running_since = models.DateTimeField(null=True, blank=True)
 
     def __str__(self):
         return f"Sync state of {self.tenant}"
@@ -123,8 +119,8 @@ class SyncState(OnePerTenant):
         return getattr(self, f"{feed}_cursor")
 
     def move(self, feed, cursor):
-        """Record a committed page (call inside its transaction); also renews the lock."""
-        changes = {f"{feed}_cursor": cursor, "running_since": timezone.now()}
+        """Record a committed page (call inside its transaction)."""
+        changes = {f"{feed}_cursor": cursor}
         SyncState.objects.filter(pk=self.pk).update(**changes)
         for name, value in changes.items():
             setattr(self, name, value)
@@ -145,21 +141,11 @@ class SyncState(OnePerTenant):
         self.initial_completed = timezone.now()
         self.save(update_fields=["initial_completed"])
 
-    def claim(self):
-        """Take the tenant's run lock (atomic: one run per tenant across all workers)."""
-        now = timezone.now()
-        free = Q(running_since__isnull=True) | Q(running_since__lt=now - LOCK_LAPSE)
-        taken = SyncState.objects.filter(free, pk=self.pk).update(running_since=now)
-        self.running_since = now if taken else self.running_since
-        return bool(taken)
 
-    def release(self):
-        SyncState.objects.filter(pk=self.pk).update(running_since=None)
-        self.running_since = None
+class InvoiceSyncRun(TenantRun):
+    """One run of invoice sync for a tenant: what it stored, asked of Halo, and any error.
 
-
-class SyncRun(models.Model):
-    """One run of invoice sync for a tenant: what it stored, asked of Halo, and any error."""
+    Claimed and kept alive as every run is (`portal.runs`): one active run per tenant."""
 
     class Kind(models.TextChoices):
         INITIAL = "initial", "Initial sync"
@@ -172,18 +158,10 @@ class SyncRun(models.Model):
         CLI = "cli", "Command line"
         DEMO = "demo", "Demo"
 
-    class Status(models.TextChoices):
-        RUNNING = "running", "Running"
-        OK = "ok", "Succeeded"
-        FAILED = "failed", "Failed"
-        SKIPPED = "skipped", "Skipped"
-
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="invoice_sync_runs")
     kind = models.CharField(max_length=10, choices=Kind.choices)
     trigger = models.CharField(max_length=10, choices=Trigger.choices)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
-    started = models.DateTimeField(default=timezone.now)
-    finished = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(default=timezone.now)
     customers_saved = models.PositiveIntegerField(default=0)
     contracts_saved = models.PositiveIntegerField(default=0)
     invoices_created = models.PositiveIntegerField(default=0)
@@ -196,27 +174,34 @@ class SyncRun(models.Model):
     )
     pages = models.PositiveIntegerField(default=0)
     halo_requests = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
+
+    COUNTERS = (
+        "customers_saved",
+        "contracts_saved",
+        "invoices_created",
+        "invoices_updated",
+        "invoices_skipped",
+        "invoices_deleted",
+        "pages",
+        "halo_requests",
+    )
 
     class Meta:
-        ordering = ["-started"]
-        indexes = [models.Index(fields=["tenant", "-started"])]
+        db_table = "invoice_sync_syncrun"
+        verbose_name = "invoice sync run"
+        ordering = ["-created"]
+        indexes = [
+            models.Index(fields=["tenant", "-created"], name="invoice_syn_tenant__6df364_idx")
+        ]
+        constraints = [active_run_constraint("invoicesyncrun_one_active_per_tenant")]
 
     def __str__(self):
-        return f"{self.get_kind_display()} of {self.started:%Y-%m-%d %H:%M}"
-
-    @property
-    def duration(self):
-        return (self.finished - self.started) if self.finished else None
+        return f"{self.get_kind_display()} of {self.created:%Y-%m-%d %H:%M}"
 
     def add(self, counts):
         """Add a writer's counts (`{"invoices_created": 3, ...}`) to this run."""
         for name, value in counts.items():
             setattr(self, name, getattr(self, name) + value)
-
-    def finish(self, status, error=""):
-        self.status, self.error, self.finished = status, error, timezone.now()
-        self.save()
 
 
 class ActionLimit(models.Model):

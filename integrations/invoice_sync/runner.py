@@ -29,9 +29,10 @@ from django.utils import timezone
 
 from billing.models import Invoice
 from integrations.halo import HaloClient, HaloError, HaloNotFound, HaloUnexpectedResponse
-from integrations.invoice_sync.models import SyncRun, SyncState
+from integrations.invoice_sync.models import InvoiceSyncRun, SyncState
 from integrations.invoice_sync.store import Writer, last_modified, to_halo
 from integrations.models import HaloConnection
+from portal.runs import ClaimLost, keep_alive
 
 log = logging.getLogger(__name__)
 
@@ -182,40 +183,51 @@ class InvoiceSync:
         self.run.add(self.writer.counts)
         self.writer.counts.clear()
         self.run.halo_requests = self.client.stats.requests
-        self.run.save()
+        self.run.beat(**{name: getattr(self.run, name) for name in InvoiceSyncRun.COUNTERS})
 
 
 def run_sync(tenant, kind, trigger):
-    """Run one sync of `kind` for `tenant` under its lock; the SyncRun says how it went."""
-    run = SyncRun.objects.create(tenant=tenant, kind=kind, trigger=trigger)
+    """Run one sync of `kind` for `tenant`, claiming the tenant's one active run; the
+    InvoiceSyncRun says how it went (skipped while another runs)."""
+    run, active = InvoiceSyncRun.objects.claim(tenant, kind=kind, trigger=trigger)
+    if run is None:
+        since = active.started or active.created if active else timezone.now()
+        return InvoiceSyncRun.objects.create(
+            tenant=tenant,
+            kind=kind,
+            trigger=trigger,
+            status=InvoiceSyncRun.Status.SKIPPED,
+            finished=timezone.now(),
+            error=f"Another invoice sync of this tenant is running (since {since:%H:%M}).",
+        )
+    run.start()
     connection = HaloConnection.objects.for_feature(tenant, "invoice_sync")
     if connection is None:
         run.finish(
-            SyncRun.Status.FAILED,
-            "No active Halo connection with invoice sync switched on: add one under Halo "
+            InvoiceSyncRun.Status.ERROR,
+            error="No active Halo connection with invoice sync switched on: add one under Halo "
             "connections.",
         )
         return run
     client = HaloClient(connection)
     sync = InvoiceSync(tenant, client, run)
-    state = sync.state
-    if not state.claim():
-        run.finish(
-            SyncRun.Status.SKIPPED,
-            f"Another invoice sync of this tenant is running (since {state.running_since:%H:%M}).",
-        )
-        return run
+    status, error = InvoiceSyncRun.Status.SUCCEEDED, ""
     try:
-        {"initial": sync.initial, "new": sync.fetch_new, "unpaid": sync.fetch_unpaid}[kind]()
-    except HaloError as error:
-        run.finish(SyncRun.Status.FAILED, str(error))
-    except Exception as error:
+        with keep_alive(run):
+            {"initial": sync.initial, "new": sync.fetch_new, "unpaid": sync.fetch_unpaid}[kind]()
+    except ClaimLost:
+        log.warning("Invoice sync run %s lost its claim; another run took over", run.pk)
+        return run
+    except HaloError as exc:
+        status, error = InvoiceSyncRun.Status.ERROR, str(exc)
+    except Exception as exc:
         log.exception("Invoice sync %s of %s failed", kind, tenant.slug)
-        run.finish(SyncRun.Status.FAILED, f"Unexpected error: {type(error).__name__}: {error}")
-    else:
-        run.finish(SyncRun.Status.OK)
-    finally:
-        state.release()
-    run.halo_requests = client.stats.requests
-    run.save(update_fields=["halo_requests"])
+        status, error = (
+            InvoiceSyncRun.Status.ERROR,
+            f"Unexpected error: {type(exc).__name__}: {exc}",
+        )
+    try:
+        run.finish(status, error=error, halo_requests=client.stats.requests)
+    except ClaimLost:
+        log.warning("Invoice sync run %s lost its claim while finishing", run.pk)
     return run

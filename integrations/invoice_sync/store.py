@@ -205,7 +205,7 @@ def line_rows(invoice_id, lines):
 
 
 class Writer:
-    """Writes one tenant's Halo records; `counts` add up what it did (SyncRun field names).
+    """Writes one tenant's Halo records; `counts` add up what it did (InvoiceSyncRun field names).
 
     `client` (a HaloClient, optional) lets it read contracts it has not seen yet.
     """

@@ -3,7 +3,7 @@
 from django.core.cache import cache
 
 from integrations.invoice_sync import runner, webhooks
-from integrations.invoice_sync.models import ActionLimit, SyncRun, WebhookDelivery
+from integrations.invoice_sync.models import ActionLimit, InvoiceSyncRun, WebhookDelivery
 from portal.jobs import enqueue
 from portal.models import Tenant
 
@@ -46,7 +46,7 @@ def sync_tenant(tenant_id, kind, trigger="schedule", claimed_at=None):
     if tenant is None:
         return None
     run = runner.run_sync(tenant, kind, trigger)
-    if claimed_at is not None and run.status != SyncRun.Status.OK:
+    if claimed_at is not None and run.status != InvoiceSyncRun.Status.SUCCEEDED:
         ActionLimit.release(tenant, kind, claimed_at)
     return run.status
 

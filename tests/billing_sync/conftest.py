@@ -8,10 +8,10 @@ from django_q.signing import SignedPackage
 
 from integrations.billing_sync import engine, runner
 from integrations.billing_sync.models import (
+    BillingSyncRun,
     BillingSyncSettings,
     OrganisationMapping,
     ProductMapping,
-    SyncRun,
     UsageCount,
     UsageSubmission,
 )
@@ -86,7 +86,7 @@ class World:
             for j, (_, sku, _) in enumerate(demo.PRODUCTS)
         }
 
-    def sync(self, trigger=SyncRun.Trigger.COMMAND, dry_run=False):
+    def sync(self, trigger=BillingSyncRun.Trigger.COMMAND, dry_run=False):
         run, active = runner.start(self.tenant, trigger, dry_run=dry_run)
         assert run is not None, f"{active} holds the tenant"
         run.refresh_from_db()

@@ -10,11 +10,11 @@ from django_q.brokers import get_broker
 
 from integrations.billing_sync import tasks
 from integrations.billing_sync.models import (
+    BillingSyncRun,
     HaloClientRecord,
     OrganisationMapping,
     ProductMapping,
     SyncResult,
-    SyncRun,
 )
 from portal.health import tenant_health
 from portal.models import Membership
@@ -105,19 +105,19 @@ def test_mapping_to_a_client_already_taken_is_a_form_error(world, owner):
 def test_sync_now_queues_returns_at_once_and_refuses_a_second(world, owner):
     world.map_all()
     world.set_counts(world.every_pair())
-    response = owner.post(reverse("admin:billing_sync_syncrun_sync_now"))
-    run = SyncRun.objects.get(tenant=world.tenant)
+    response = owner.post(reverse("admin:billing_sync_billingsyncrun_sync_now"))
+    run = BillingSyncRun.objects.get(tenant=world.tenant)
     assert response.status_code == 302
-    assert response.url == reverse("admin:billing_sync_syncrun_change", args=[run.pk])
-    assert run.status == SyncRun.Status.QUEUED and run.requested_by == world.user
+    assert response.url == reverse("admin:billing_sync_billingsyncrun_change", args=[run.pk])
+    assert run.status == BillingSyncRun.Status.QUEUED and run.requested_by == world.user
     page = owner.get(response.url)
     assert b'http-equiv="refresh"' in page.content  # follows progress while it runs
-    second = owner.post(reverse("admin:billing_sync_syncrun_sync_now"), follow=True)
+    second = owner.post(reverse("admin:billing_sync_billingsyncrun_sync_now"), follow=True)
     assert "already queued" in second.content.decode()
-    assert SyncRun.objects.filter(tenant=world.tenant).count() == 1
+    assert BillingSyncRun.objects.filter(tenant=world.tenant).count() == 1
     run_queued(world)
     run.refresh_from_db()
-    assert run.status == SyncRun.Status.SUCCEEDED
+    assert run.status == BillingSyncRun.Status.SUCCEEDED
     page = owner.get(response.url).content.decode()
     assert 'http-equiv="refresh"' not in page
     assert "40 create" in page and "Halo requests" in page
@@ -127,35 +127,35 @@ def test_sync_now_queues_returns_at_once_and_refuses_a_second(world, owner):
 def test_preview_then_approve_selected_then_all_through_the_admin(world, owner):
     world.map_all()
     world.set_counts(world.every_pair())
-    owner.post(reverse("admin:billing_sync_syncrun_preview"))
+    owner.post(reverse("admin:billing_sync_billingsyncrun_preview"))
     run_queued(world)
-    preview = SyncRun.objects.get(tenant=world.tenant)
-    assert preview.status == SyncRun.Status.PREVIEWED
-    page = owner.get(reverse("admin:billing_sync_syncrun_change", args=[preview.pk]))
+    preview = BillingSyncRun.objects.get(tenant=world.tenant)
+    assert preview.status == BillingSyncRun.Status.PREVIEWED
+    page = owner.get(reverse("admin:billing_sync_billingsyncrun_change", args=[preview.pk]))
     assert page.context["can_approve"] and page.context["attention_count"] == 40
     chosen = list(preview.results.values_list("pk", flat=True)[:2])
-    approve = reverse("admin:billing_sync_syncrun_approve", args=[preview.pk])
+    approve = reverse("admin:billing_sync_billingsyncrun_approve", args=[preview.pk])
     owner.post(approve, {"rows": chosen, "selected": "1"})
     run_queued(world)
     assert len(world.portal_licences()) == 2
     owner.post(approve, {"all": "1"})
     run_queued(world)
     assert world.halo_counts() == world.wanted()
-    last = SyncRun.objects.filter(tenant=world.tenant).first()
-    assert last.trigger == SyncRun.Trigger.APPROVAL and last.approves == preview
+    last = BillingSyncRun.objects.filter(tenant=world.tenant).first()
+    assert last.trigger == BillingSyncRun.Trigger.APPROVAL and last.approves == preview
 
 
 def test_viewer_sees_runs_but_cannot_start_or_approve(world, owner):
     world.map_all()
     world.set_counts(world.every_pair())
-    preview = world.sync(SyncRun.Trigger.PREVIEW, dry_run=True)
+    preview = world.sync(BillingSyncRun.Trigger.PREVIEW, dry_run=True)
     viewer = _client(make_staff("viewer", world.tenant, Membership.Role.VIEWER))
-    page = viewer.get(reverse("admin:billing_sync_syncrun_change", args=[preview.pk]))
+    page = viewer.get(reverse("admin:billing_sync_billingsyncrun_change", args=[preview.pk]))
     assert page.status_code == 200 and not page.context["can_approve"]
-    assert viewer.post(reverse("admin:billing_sync_syncrun_sync_now")).status_code == 403
-    approve = reverse("admin:billing_sync_syncrun_approve", args=[preview.pk])
+    assert viewer.post(reverse("admin:billing_sync_billingsyncrun_sync_now")).status_code == 403
+    approve = reverse("admin:billing_sync_billingsyncrun_approve", args=[preview.pk])
     assert viewer.post(approve, {"all": "1"}).status_code == 403
-    assert SyncRun.objects.count() == 1
+    assert BillingSyncRun.objects.count() == 1
 
 
 def test_results_filter_and_export_csv(world, owner):
@@ -201,7 +201,7 @@ def test_failed_run_emails_the_owners(world, owner, mailoutbox):
     run = world.sync()
     [mail] = mailoutbox
     assert mail.to == ["owner@example.com"] and "5 pair(s) failed" in mail.body
-    assert reverse("admin:billing_sync_syncrun_change", args=[run.pk]) in mail.body
+    assert reverse("admin:billing_sync_billingsyncrun_change", args=[run.pk]) in mail.body
     world.settings.email_owners = False
     world.settings.save()
     world.sync()
@@ -214,7 +214,7 @@ def test_sync_billing_command_prints_a_summary_and_fails_on_failed_pairs(world, 
     call_command("sync_billing", world.tenant.slug, "--dry-run")
     out = capsys.readouterr().out
     assert "Preview ready" in out and "Create" in out and "40" in out
-    assert SyncRun.objects.get().dry_run and world.licence_writes() == 0
+    assert BillingSyncRun.objects.get().dry_run and world.licence_writes() == 0
     call_command("sync_billing", world.tenant.slug)
     assert world.halo_counts() == world.wanted()
     client = OrganisationMapping.objects.get(organisation__external_ref="NW-1001").halo_client
@@ -223,11 +223,13 @@ def test_sync_billing_command_prints_a_summary_and_fails_on_failed_pairs(world, 
         call_command("sync_billing", world.tenant.slug)
     assert failed.value.returncode == 1
     assert "FAILED: Northwind Traders / EDR-STD" in capsys.readouterr().out
-    SyncRun.objects.claim(world.tenant, SyncRun.Trigger.MANUAL)
+    BillingSyncRun.objects.claim(world.tenant, trigger=BillingSyncRun.Trigger.MANUAL)
     with pytest.raises(CommandError) as busy:
         call_command("sync_billing", world.tenant.slug)
     assert busy.value.returncode == 2 and "already queued" in str(busy.value)
-    SyncRun.objects.filter(tenant=world.tenant).update(status=SyncRun.Status.INTERRUPTED)
+    BillingSyncRun.objects.filter(tenant=world.tenant).update(
+        status=BillingSyncRun.Status.INTERRUPTED
+    )
     world.connection.billing_sync = False
     world.connection.save()
     with pytest.raises(CommandError) as could_not:

@@ -10,7 +10,7 @@ import pytest
 from django.db import connection, connections
 
 from integrations.billing_sync import runner
-from integrations.billing_sync.models import SyncRun
+from integrations.billing_sync.models import BillingSyncRun
 from tests import factories
 from tests.billing_sync.conftest import World
 
@@ -29,9 +29,14 @@ def slow_world(transactional_db, sim):
 
 def test_claim_refuses_a_second_run_and_names_the_first(db):
     tenant = factories.tenant("alpha")
-    first, _ = SyncRun.objects.claim(tenant, SyncRun.Trigger.MANUAL)
-    assert SyncRun.objects.claim(tenant, SyncRun.Trigger.SCHEDULE) == (None, first)
-    other, _ = SyncRun.objects.claim(factories.tenant("bravo"), SyncRun.Trigger.MANUAL)
+    first, _ = BillingSyncRun.objects.claim(tenant, trigger=BillingSyncRun.Trigger.MANUAL)
+    assert BillingSyncRun.objects.claim(tenant, trigger=BillingSyncRun.Trigger.SCHEDULE) == (
+        None,
+        first,
+    )
+    other, _ = BillingSyncRun.objects.claim(
+        factories.tenant("bravo"), trigger=BillingSyncRun.Trigger.MANUAL
+    )
     assert other is not None  # tenants do not block each other
 
 
@@ -63,17 +68,17 @@ def test_a_second_worker_is_refused_while_the_first_runs(slow_world, monkeypatch
     monkeypatch.setattr(runner, "refresh_from_halo", refresh_then_wait)
     first = []
     thread = in_thread(
-        lambda: first.append(runner.start(slow_world.tenant, SyncRun.Trigger.COMMAND))
+        lambda: first.append(runner.start(slow_world.tenant, BillingSyncRun.Trigger.COMMAND))
     )
     assert running.wait(30)
-    second = runner.start(slow_world.tenant, SyncRun.Trigger.MANUAL, background=True)
+    second = runner.start(slow_world.tenant, BillingSyncRun.Trigger.MANUAL, background=True)
     refused.set()
     thread.join(timeout=60)
     [(run, _)] = first
     assert second == (None, run)
     run.refresh_from_db()
-    assert run.status == SyncRun.Status.SUCCEEDED
-    assert SyncRun.objects.filter(tenant=slow_world.tenant).count() == 1
+    assert run.status == BillingSyncRun.Status.SUCCEEDED
+    assert BillingSyncRun.objects.filter(tenant=slow_world.tenant).count() == 1
     assert slow_world.halo_counts() == slow_world.wanted()
 
 
@@ -94,7 +99,7 @@ def test_two_threads_start_the_same_tenant_at_once_and_exactly_one_runs(slow_wor
 
     def worker():
         barrier.wait()
-        outcomes.append(runner.start(slow_world.tenant, SyncRun.Trigger.COMMAND))
+        outcomes.append(runner.start(slow_world.tenant, BillingSyncRun.Trigger.COMMAND))
 
     for thread in [in_thread(worker), in_thread(worker)]:
         thread.join(timeout=60)
@@ -102,7 +107,7 @@ def test_two_threads_start_the_same_tenant_at_once_and_exactly_one_runs(slow_wor
     refused = [active for run, active in outcomes if run is None]
     assert len(ran) == 1 and len(refused) == 1
     assert refused[0].pk == ran[0].pk
-    assert SyncRun.objects.filter(tenant=slow_world.tenant).count() == 1
+    assert BillingSyncRun.objects.filter(tenant=slow_world.tenant).count() == 1
     assert slow_world.halo_counts() == slow_world.wanted()
 
 
@@ -126,5 +131,5 @@ def test_two_worker_processes_start_the_same_tenant_and_exactly_one_runs(slow_wo
     assert codes == [0, 2], results
     refused = next(err for code, _, err in results if code == 2)
     assert "already" in refused
-    assert SyncRun.objects.filter(tenant=slow_world.tenant).count() == 1
+    assert BillingSyncRun.objects.filter(tenant=slow_world.tenant).count() == 1
     assert slow_world.halo_counts() == slow_world.wanted()

@@ -4,7 +4,7 @@ from django.core.management import call_command
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from integrations.billing_sync.models import SyncRun, UsageCount
+from integrations.billing_sync.models import BillingSyncRun, UsageCount
 from integrations.billing_sync.tasks import execute_run, refresh_halo
 from portal.models import ApiToken, Membership, Tenant
 from tests.billing_sync.conftest import World, take_queued
@@ -34,13 +34,13 @@ def test_demo_map_preview_sync_change_through_the_api_and_sync_again(db, sim):
         suggestions = staff.get(url).context["suggestions"]
         staff.post(url, {"accept": [f"{s.subject.pk}:{s.record.pk}" for s in suggestions]})
     # Preview, then Sync now, then look at the results.
-    staff.post(reverse("admin:billing_sync_syncrun_preview"))
+    staff.post(reverse("admin:billing_sync_billingsyncrun_preview"))
     worker()
-    staff.post(reverse("admin:billing_sync_syncrun_sync_now"))
+    staff.post(reverse("admin:billing_sync_billingsyncrun_sync_now"))
     worker()
-    run = SyncRun.objects.filter(tenant=tenant).first()
-    assert run.status == SyncRun.Status.SUCCEEDED and run.counts == {"create": 27}
-    page = staff.get(reverse("admin:billing_sync_syncrun_change", args=[run.pk]))
+    run = BillingSyncRun.objects.filter(tenant=tenant).first()
+    assert run.status == BillingSyncRun.Status.SUCCEEDED and run.counts == {"create": 27}
+    page = staff.get(reverse("admin:billing_sync_billingsyncrun_change", args=[run.pk]))
     assert "27 create" in page.content.decode()
     # Change a count through the API, sync again.
     _, token = ApiToken.issue(tenant, ApiToken.Purpose.USAGE, "RMM export")
@@ -55,9 +55,9 @@ def test_demo_map_preview_sync_change_through_the_api_and_sync_again(db, sim):
         }
     ]
     assert api.post("/api/v1/usage", body, format="json").status_code == 201
-    staff.post(reverse("admin:billing_sync_syncrun_sync_now"))
+    staff.post(reverse("admin:billing_sync_billingsyncrun_sync_now"))
     worker()
-    again = SyncRun.objects.filter(tenant=tenant).first()
+    again = BillingSyncRun.objects.filter(tenant=tenant).first()
     assert again.counts == {"update": 1, "unchanged": 26}
     world = World(tenant, sim)
     assert world.halo_counts() == world.wanted()  # exactly one licence per pair, new count

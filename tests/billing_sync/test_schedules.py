@@ -9,7 +9,7 @@ from django_q.brokers import get_broker
 from django_q.models import Schedule
 
 from integrations.billing_sync import schedules, tasks
-from integrations.billing_sync.models import BillingSyncSettings, SyncRun
+from integrations.billing_sync.models import BillingSyncRun, BillingSyncSettings
 from tests import factories
 from tests.billing_sync.conftest import World, take_queued
 
@@ -116,8 +116,11 @@ def test_missed_slots_fire_once_and_the_task_rearms_the_next_one(sim):
 
     before = timezone.now()
     tasks.scheduled_sync(**task["kwargs"])  # what the worker does with it
-    run = SyncRun.objects.get(tenant=world.tenant)
-    assert run.trigger == SyncRun.Trigger.SCHEDULE and run.status == SyncRun.Status.SUCCEEDED
+    run = BillingSyncRun.objects.get(tenant=world.tenant)
+    assert (
+        run.trigger == BillingSyncRun.Trigger.SCHEDULE
+        and run.status == BillingSyncRun.Status.SUCCEEDED
+    )
     schedule = Schedule.objects.get(name=name)
     assert schedule.repeats == 1
     assert schedule.next_run in next_slots_during(world.settings, before)

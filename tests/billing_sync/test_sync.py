@@ -5,16 +5,16 @@ from django.utils import timezone
 
 from integrations.billing_sync import engine, runner
 from integrations.billing_sync.models import (
+    BillingSyncRun,
     OrganisationMapping,
     ProductMapping,
     RemovalPolicy,
     SyncResult,
-    SyncRun,
 )
 from tests import factories
 from tests.billing_sync.conftest import World, actions
 
-Action, Outcome, Status = SyncResult.Action, SyncResult.Outcome, SyncRun.Status
+Action, Outcome, Status = SyncResult.Action, SyncResult.Outcome, BillingSyncRun.Status
 
 
 def client_id(world, ref):
@@ -146,7 +146,7 @@ def test_hand_made_licences_are_never_touched(mapped):
     mapped.sync()
     still = {r["id"]: r for r in mapped.licences()}
     assert all(still[r["id"]] == r for r in hand_made)
-    first = SyncRun.objects.filter(tenant=mapped.tenant).order_by("pk").first()
+    first = BillingSyncRun.objects.filter(tenant=mapped.tenant).order_by("pk").first()
     note = first.results.get(organisation__external_ref="WW-1005", product_sku="EDR-STD")
     assert "made by hand" in note.message
 
@@ -186,7 +186,7 @@ def test_preview_writes_nothing_and_matches_the_real_run(mapped):
     for change in ({}, {("NW-1001", "EDR-STD"): 1, ("TT-1004", "SAT-USR"): 0}):
         mapped.set_counts(change)
         writes = mapped.licence_writes()
-        preview = mapped.sync(SyncRun.Trigger.PREVIEW, dry_run=True)
+        preview = mapped.sync(BillingSyncRun.Trigger.PREVIEW, dry_run=True)
         assert preview.status == Status.PREVIEWED and preview.dry_run
         assert mapped.licence_writes() == writes
         real = mapped.sync()
@@ -200,7 +200,7 @@ def test_preview_writes_nothing_and_matches_the_real_run(mapped):
 def test_approval_required_holds_scheduled_runs_until_staff_approve(mapped):
     mapped.settings.approval_required = True
     mapped.settings.save()
-    held = mapped.sync(SyncRun.Trigger.SCHEDULE)
+    held = mapped.sync(BillingSyncRun.Trigger.SCHEDULE)
     assert held.status == Status.AWAITING_APPROVAL and held.held == 40
     assert mapped.licence_writes() == 0
     chosen = list(held.results.values_list("pk", flat=True)[:3])
@@ -324,12 +324,12 @@ def test_killed_run_is_taken_over_later_and_converges(mapped, monkeypatch):
     with pytest.raises(Killed):
         mapped.sync()
     monkeypatch.setattr(runner.Runner, "_write_batch", real_write)
-    dead = SyncRun.objects.get(tenant=mapped.tenant)
+    dead = BillingSyncRun.objects.get(tenant=mapped.tenant)
     assert dead.status == Status.RUNNING
     assert len(mapped.portal_licences()) == 20
     # While its heartbeat is fresh it still holds the tenant.
-    assert runner.start(mapped.tenant, SyncRun.Trigger.COMMAND) == (None, dead)
-    SyncRun.objects.filter(pk=dead.pk).update(
+    assert runner.start(mapped.tenant, BillingSyncRun.Trigger.COMMAND) == (None, dead)
+    BillingSyncRun.objects.filter(pk=dead.pk).update(
         heartbeat=timezone.now() - timezone.timedelta(hours=1)
     )
     run = mapped.sync()

@@ -28,7 +28,7 @@ def tenant(db, sim):
 def sync(tenant, kind="new"):
     """One run through the real engine; fails the test if the run did not succeed."""
     run = run_sync(tenant, kind, "cli")
-    assert run.status == "ok", run.error
+    assert run.status == "succeeded", run.error
     return run
 
 

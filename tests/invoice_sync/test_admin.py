@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from billing.models import AutoPayRule, Contract, Invoice, InvoiceLine
-from integrations.invoice_sync.models import InvoiceSyncSettings, SyncRun, SyncState
+from integrations.invoice_sync.models import InvoiceSyncRun, InvoiceSyncSettings, SyncState
 from portal import demo
 from tests import factories
 from tests.halo.conftest import make_connection
@@ -90,10 +90,10 @@ def test_health_rows_follow_the_last_run_and_the_webhook(personas):
     assert "Not run yet" in home and "Not registered" in home
 
     run = factories.sync_run(tenant)
-    run.finish(SyncRun.Status.FAILED, "Halo denied permission to list invoices")
+    run.finish(InvoiceSyncRun.Status.ERROR, error="Halo denied permission to list invoices")
     assert "Halo denied permission" in client.get(reverse("admin:index")).content.decode()
 
-    factories.sync_run(tenant).finish(SyncRun.Status.OK)
+    factories.sync_run(tenant).finish(InvoiceSyncRun.Status.SUCCEEDED)
     factories.invoice(tenant)
     settings_row = InvoiceSyncSettings.for_tenant(tenant)
     settings_row.webhook_registered = timezone.now()

@@ -5,7 +5,7 @@ import pytest
 from django.test import TestCase
 from django.urls import reverse
 
-from integrations.invoice_sync.models import ActionLimit, InvoiceSyncSettings, SyncRun
+from integrations.invoice_sync.models import ActionLimit, InvoiceSyncRun, InvoiceSyncSettings
 from portal.models import Membership
 from tests.conftest import make_staff
 from tests.halo.conftest import make_connection
@@ -25,7 +25,9 @@ def act(client, settings_row, action):
 
 
 def manual_runs(tenant, kind):
-    return SyncRun.objects.filter(tenant=tenant, kind=kind, trigger="manual", status="ok").count()
+    return InvoiceSyncRun.objects.filter(
+        tenant=tenant, kind=kind, trigger="manual", status="succeeded"
+    ).count()
 
 
 @pytest.mark.parametrize(
@@ -105,7 +107,7 @@ def test_a_failed_manual_fetch_can_be_started_again_at_once(personas, sim, tasks
     [message] = act(owner, settings_row, "fetch_new")
 
     assert "started in the background" in message
-    assert SyncRun.objects.get(tenant=tenant, trigger="manual").status == "failed"
+    assert InvoiceSyncRun.objects.get(tenant=tenant, trigger="manual").status == "error"
     assert ActionLimit.next_allowed(tenant, ActionLimit.Action.FETCH_NEW) is None
     sim.control.clear_faults()
     [message] = act(owner, settings_row, "fetch_new")

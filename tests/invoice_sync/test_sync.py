@@ -8,9 +8,10 @@ import pytest
 import requests
 from django.core.management import CommandError, call_command
 from django.urls import reverse
+from django.utils import timezone
 
 from billing.models import AutoPayRule, Customer, Invoice, InvoiceLine, InvoiceNumberField
-from integrations.invoice_sync.models import InvoiceSyncSettings, SyncState
+from integrations.invoice_sync.models import InvoiceSyncRun, InvoiceSyncSettings, SyncState
 from integrations.invoice_sync.runner import run_sync
 from portal.models import Tenant
 from tests import factories
@@ -184,7 +185,7 @@ def test_fetch_new_at_500_clients_reads_only_the_clients_changed_since(sim, tena
     assert Customer.objects.get(halo_id=client["id"]).name == "Renamed at Halo"
     assert requests_to(sim, "GET /Client") == 1  # one page of changed clients, not 6
     assert sim.control.requests()["total"] <= 3
-    assert run.status == "ok"
+    assert run.status == "succeeded"
     moved = SyncState.objects.get(tenant=tenant).clients_cursor
     assert moved >= state.clients_cursor + timedelta(minutes=30)  # by Halo's clock
 
@@ -212,7 +213,7 @@ def test_failure_on_page_three_then_resume_stores_every_invoice_once(
 
     failed = run_sync(tenant, "initial", "cli")
 
-    assert failed.status == "failed" and "internal error" in failed.error
+    assert failed.status == "error" and "internal error" in failed.error
     stored = Invoice.objects.count()
     assert 10 < stored < 100 and failed.invoices_created == stored
     state = SyncState.objects.get(tenant=tenant)
@@ -354,12 +355,25 @@ def test_cli_runs_each_sync_and_fails_loudly(sim, tenant, capsys):
 
 
 def test_one_run_per_tenant_at_a_time(sim, tenant):
-    state = SyncState.for_tenant(tenant)
-    assert state.claim()
+    active, _ = InvoiceSyncRun.objects.claim(tenant, kind="initial", trigger="cli")
     run = run_sync(tenant, "new", "cli")
     assert run.status == "skipped" and "running" in run.error
-    state.release()
-    assert sync(tenant, "new").status == "ok"
+    assert active.start()
+    active.finish(InvoiceSyncRun.Status.SUCCEEDED)
+    assert sync(tenant, "new").status == "succeeded"
+
+
+def test_a_run_whose_worker_died_is_taken_back(sim, tenant, settings):
+    """A killed worker leaves its run running; once its heartbeat is stale the next run
+    marks it interrupted and goes ahead."""
+    dead, _ = InvoiceSyncRun.objects.claim(tenant, kind="new", trigger="schedule")
+    dead.start()
+    InvoiceSyncRun.objects.filter(pk=dead.pk).update(
+        heartbeat=timezone.now() - timedelta(seconds=settings.RUN_STALE_SECONDS + 1)
+    )
+    assert sync(tenant, "new").status == "succeeded"
+    dead.refresh_from_db()
+    assert dead.status == "interrupted" and "killed" in dead.error
 
 
 def test_a_halo_that_ignores_the_order_fails_the_run_rather_than_skip(sim, tenant, monkeypatch):
@@ -373,7 +387,7 @@ def test_a_halo_that_ignores_the_order_fails_the_run_rather_than_skip(sim, tenan
         lambda client, **filters: sorted(listed(client, **filters), key=lambda r: -r["id"]),
     )
     run = run_sync(tenant, "initial", "cli")
-    assert run.status == "failed" and "not in last_modified order" in run.error
+    assert run.status == "error" and "not in last_modified order" in run.error
     assert not Invoice.objects.exists()
     assert SyncState.objects.get(tenant=tenant).invoices_cursor is None
 

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from integrations.invoice_sync.models import SyncRun
+from integrations.invoice_sync.models import InvoiceSyncRun
 from integrations.invoice_sync.runner import run_sync
 from portal.models import Tenant
 
@@ -17,25 +17,25 @@ class Command(BaseCommand):
         parser.add_argument("tenant", help="The tenant's slug (its code in webhook URLs).")
         kind = parser.add_mutually_exclusive_group()
         for flag, value, text in (
-            ("--initial", SyncRun.Kind.INITIAL, "everything since the created-since date "
+            ("--initial", InvoiceSyncRun.Kind.INITIAL, "everything since the created-since date "
              "(resumes an unfinished initial sync, else starts a new one)"),
-            ("--new", SyncRun.Kind.NEW, "clients and invoices changed since the last sync"),
-            ("--unpaid", SyncRun.Kind.UNPAID, "re-read every invoice still owed"),
+            ("--new", InvoiceSyncRun.Kind.NEW, "clients and invoices changed since the last sync"),
+            ("--unpaid", InvoiceSyncRun.Kind.UNPAID, "re-read every invoice still owed"),
         ):  # fmt: skip
             kind.add_argument(flag, dest="kind", action="store_const", const=value, help=text)
-        parser.set_defaults(kind=SyncRun.Kind.NEW)
+        parser.set_defaults(kind=InvoiceSyncRun.Kind.NEW)
 
     def handle(self, *args, tenant, kind, **options):
         found = Tenant.objects.filter(slug=tenant).first()
         if found is None:
             raise CommandError(f"No tenant with slug {tenant!r}.")
-        run = run_sync(found, kind, SyncRun.Trigger.CLI)
+        run = run_sync(found, kind, InvoiceSyncRun.Trigger.CLI)
         summary = (
             f"{run.get_kind_display()} of {found.slug}: {run.get_status_display().lower()}; "
             f"invoices {run.invoices_created} new, {run.invoices_updated} updated, "
             f"{run.invoices_skipped} skipped, {run.invoices_deleted} marked deleted; "
             f"customers {run.customers_saved} saved; {run.halo_requests} Halo requests"
         )
-        if run.status != SyncRun.Status.OK:
+        if run.status != InvoiceSyncRun.Status.SUCCEEDED:
             raise CommandError(f"{summary}. {run.error}")
         self.stdout.write(self.style.SUCCESS(summary))
