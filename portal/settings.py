@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "integrations.invoice_sync",
     "billing.payments",
     "billing.accounts",
+    "billing.reminders",
 ]
 
 MIDDLEWARE = [

@@ -47,5 +47,6 @@ urlpatterns = [
     # The link an owner's invitation emails: join a tenant (portal.invitations).
     path("invitation/<str:token>/", invitations.accept, name="invitation"),
     path("", include("billing.accounts.urls")),
+    path("", include("billing.reminders.urls")),
     path("", include("billing.payments.urls")),
 ]

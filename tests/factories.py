@@ -20,6 +20,7 @@ from django_q.signing import SignedPackage
 from billing.invoicing import models as invoicing
 from billing.models import AutoPayRule, Customer, Invoice, InvoiceLine
 from billing.payments import models as payments
+from billing.reminders import models as reminders
 from integrations.billing_sync import models as billing_sync
 from integrations.invoice_sync.models import InvoiceSyncRun, InvoiceSyncSettings, WebhookDelivery
 from integrations.models import HaloConnection
@@ -326,6 +327,42 @@ def pay_link_alert(tenant, **kwargs):
         "addresses": {"203.0.113.9": 20},
     } | kwargs
     return payments.PayLinkAlert.objects.create(tenant=tenant, **fields)
+
+
+# -- reminders ----------------------------------------------------------------------------
+
+
+@maker(reminders.ReminderSettings)
+def reminder_settings(tenant, **kwargs):
+    return reminders.ReminderSettings.objects.update_or_create(tenant=tenant, defaults=kwargs)[0]
+
+
+@maker(reminders.Reminder)
+def reminder(tenant, **kwargs):
+    target = kwargs.pop("invoice", None) or invoice(
+        tenant, customer=customer(tenant), due_date=timezone.localdate()
+    )
+    fields = {
+        "customer": target.customer,
+        "step": 1,
+        "due_date": target.due_date,
+        "day": target.due_date + timedelta(days=1),
+        "to": target.customer.billing_email if target.customer else "",
+        "status": reminders.Reminder.Status.SENT,
+    } | kwargs
+    return reminders.Reminder.objects.create(tenant=tenant, invoice=target, **fields)
+
+
+@maker(reminders.ReminderOptOut)
+def reminder_opt_out(tenant, **kwargs):
+    fields = {"customer": kwargs.pop("customer", None) or customer(tenant)} | kwargs
+    return reminders.ReminderOptOut.objects.create(tenant=tenant, **fields)
+
+
+@maker(reminders.PaymentNotice)
+def payment_notice(tenant, **kwargs):
+    fields = {"payment": kwargs.pop("payment", None) or payment(tenant, status="succeeded")}
+    return reminders.PaymentNotice.objects.create(tenant=tenant, **(fields | kwargs))
 
 
 # -- invoicing ----------------------------------------------------------------------------

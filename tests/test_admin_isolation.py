@@ -639,6 +639,7 @@ def test_the_sweep_reaches_custom_and_site_views():
         "billing_sync_billingsyncrun_approve",
         "invoicing_invoicepdf_version",
         "payments_paymentsettings_autopay_forecast",
+        "reminders_remindersettings_preview",
     }
     assert expected <= swept
     assert any(url.name is None and url.parameters == {"url"} for url in ADMIN_URLS)

@@ -639,12 +639,13 @@ class Payment(models.Model):
             HaloOutbox.queue_refund(self)
 
     def _moved(self, status):
-        from billing.payments import tasks
+        from billing.payments import signals, tasks
 
         if status == self.Status.SUCCEEDED:
             self._record_success()
             self._apply_early_refunds()
             enqueue(tasks.send_receipt, self.pk)
+            signals.payment_succeeded.send(Payment, payment=self)
         elif status == self.Status.FAILED and self.kind == self.Kind.AUTOPAY:
             enqueue(tasks.send_autopay_failure, self.pk)
 
