@@ -11,6 +11,7 @@ class StatusFilter(admin.SimpleListFilter):
     title = "status"
     parameter_name = "status"
     options = {
+        "draft": ("Draft", lambda qs: qs.drafts()),
         "unpaid": ("Unpaid", lambda qs: qs.unpaid()),
         "overdue": ("Overdue", lambda qs: qs.overdue()),
         "paid": ("Paid", lambda qs: qs.paid()),

@@ -132,10 +132,16 @@ class AutoPayRule(models.Model):
 
 
 class InvoiceQuerySet(models.QuerySet):
+    def drafts(self):
+        """Portal invoices not issued yet: unposted until then, and owing nothing."""
+        return self.filter(source=Invoice.Source.PORTAL, posted=False)
+
     def unpaid(self):
-        """Money still owed: not paid in full, not voided, not deleted in Halo."""
-        return self.filter(voided=False, deleted_in_halo=False).exclude(
-            payment_status=Invoice.PaymentStatus.PAID
+        """Money still owed: issued, not paid in full, not voided, not deleted in Halo."""
+        return (
+            self.filter(voided=False, deleted_in_halo=False)
+            .exclude(payment_status=Invoice.PaymentStatus.PAID)
+            .exclude(source=Invoice.Source.PORTAL, posted=False)  # drafts
         )
 
     def overdue(self):
@@ -262,10 +268,16 @@ class Invoice(models.Model):
         return self.invoice_number
 
     @property
+    def is_draft(self):
+        """A portal invoice not issued yet (as `InvoiceQuerySet.drafts`)."""
+        return self.source == self.Source.PORTAL and not self.posted
+
+    @property
     def is_open(self):
         return (
             not self.voided
             and not self.deleted_in_halo
+            and not self.is_draft
             and self.payment_status != self.PaymentStatus.PAID
         )
 
@@ -273,6 +285,8 @@ class Invoice(models.Model):
     def status_label(self):
         if self.deleted_in_halo:
             return "Deleted in Halo"
+        if self.is_draft:
+            return "Draft"
         if self.voided:
             return "Voided"
         if self.is_open and self.due_date and self.due_date < timezone.localdate():

@@ -55,6 +55,9 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 # Seconds a customer's account-page link stays valid (billing.accounts.links).
 ACCOUNT_LINK_MAX_AGE = env.int("ACCOUNT_LINK_MAX_AGE", default=30 * 24 * 3600)
+# "Email me a link" to the account page: per address typed at a tenant, per client address.
+ACCOUNT_LINK_EMAIL_RATE = env.str("ACCOUNT_LINK_EMAIL_RATE", default="3/hour")
+ACCOUNT_LINK_IP_RATE = env.str("ACCOUNT_LINK_IP_RATE", default="20/hour")
 
 INSTALLED_APPS = [
     "portal.apps.PortalAdminConfig",

@@ -17,6 +17,7 @@ from django.utils import timezone
 from django_q.models import Failure, OrmQ, Schedule, Success
 from django_q.signing import SignedPackage
 
+from billing.accounts.models import AccountSettings
 from billing.invoicing import models as invoicing
 from billing.models import AutoPayRule, Customer, Invoice, InvoiceLine
 from billing.payments import models as payments
@@ -366,6 +367,12 @@ def payment_notice(tenant, **kwargs):
 
 
 # -- invoicing ----------------------------------------------------------------------------
+
+
+@maker(AccountSettings)
+def account_settings(tenant, **kwargs):
+    fields = {"halo_portal_origins": "https://support.example.com"} | kwargs
+    return AccountSettings.objects.update_or_create(tenant=tenant, defaults=fields)[0]
 
 
 @maker(invoicing.InvoicingSettings)

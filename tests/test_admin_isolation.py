@@ -453,6 +453,15 @@ def _catch_all(url, rows):
     return [Filling({"url": "no-such-page/"})]
 
 
+def _halo_client(url, rows):
+    """The Halo custom button's account page: tenant A's code and one of A's customers."""
+    from billing.models import Customer
+
+    customer = rows(Customer)
+    kwargs = {"tenant_code": customer.tenant.slug, "client_id": str(customer.halo_id)}
+    return [Filling(kwargs, names_a_object=True, shown_to_a=customer)]
+
+
 FILLERS = {
     frozenset(): _no_parameters,
     **{frozenset({name}): _own_object for name in OBJECT_PARAMETERS},
@@ -460,6 +469,7 @@ FILLERS = {
     frozenset({"content_type_id", "object_id"}): _public_objects,
     frozenset({"app_label"}): _app_indexes,
     frozenset({"url"}): _catch_all,
+    frozenset({"tenant_code", "client_id"}): _halo_client,
 }
 
 

@@ -6,5 +6,6 @@ from billing.accounts import views
 
 app_name = "accounts"
 urlpatterns = [
+    path("account/<slug:tenant_code>/", views.request_link, name="request-link"),
     path("account/<slug:tenant_code>/<str:token>", views.account, name="account"),
 ]

@@ -13,16 +13,19 @@ from billing.payments.models import Balance, PaymentSettings
 
 
 def _send(tenant, to, subject, template, context):
+    """Mail in the tenant's name; `template` is a name under payments/email/, or a path
+    (`accounts/email/link`) for other customer mail, without its .txt/.html."""
     context |= {"tenant": tenant, "brand": display.brand(tenant)}
+    template = template if "/" in template else f"payments/email/{template}"
     message = EmailMultiAlternatives(
         subject=" ".join(subject.split()),  # names from Halo may hold line breaks
-        body=render_to_string(f"payments/email/{template}.txt", context),
+        body=render_to_string(f"{template}.txt", context),
         from_email=formataddr((tenant.brand_name, parseaddr(settings.DEFAULT_FROM_EMAIL)[1])),
         to=to,
         reply_to=[tenant.support_email] if tenant.support_email else None,
     )
     message.attach_alternative(
-        render_to_string(f"payments/email/{template}.html", context), "text/html"
+        render_to_string(f"{template}.html", context), "text/html"
     )
     message.send()
 

@@ -78,3 +78,32 @@ def test_one_off_charges_list_quantities_as_written(personas):
     client = personas.client(personas.owner_a)
     html = client.get(reverse("admin:invoicing_oneoffcharge_changelist")).content.decode()
     assert cells(html, "field-qty") == ["12"] and charge.quantity == Decimal("12.0000")
+
+
+def test_a_portal_draft_shows_as_draft_not_unpaid(personas):
+    """Issue 15: a draft (not issued, nothing owed yet) was listed as "Unpaid"."""
+    tenant = personas.tenant_a
+    draft = factories.portal_invoice(tenant, issue=False).invoice
+    issued = factories.portal_invoice(tenant).invoice
+    halo = factories.invoice(tenant)
+    client = personas.client(personas.owner_a)
+    url = reverse("admin:billing_invoice_changelist")
+
+    assert (draft.status_label, issued.status_label, halo.status_label) == (
+        "Draft",
+        "Unpaid",
+        "Unpaid",
+    )
+    listed = client.get(url).context["cl"].result_list
+    shown = zip(listed, statuses_of(client, url), strict=True)
+    statuses = {invoice.pk: status for invoice, status in shown}
+    assert statuses == {draft.pk: "Draft", issued.pk: "Unpaid", halo.pk: "Unpaid"}
+    # Owed money only once issued: the Unpaid filter leaves it out; a Draft filter finds it.
+    unpaid = client.get(url, {"status": "unpaid"}).context["cl"].result_list
+    assert {invoice.pk for invoice in unpaid} == {issued.pk, halo.pk}
+    drafts = client.get(url, {"status": "draft"}).context["cl"].result_list
+    assert [invoice.pk for invoice in drafts] == [draft.pk]
+
+
+def statuses_of(client, url):
+    return cells(client.get(url).content.decode(), "field-status")

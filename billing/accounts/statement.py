@@ -1,0 +1,252 @@
+"""A customer's account as their account page shows it: every invoice, the statement and the
+saved card, read in a fixed handful of queries whatever the number of invoices.
+
+Queries: the invoices (with their pay pages and portal credit-note links, one query), pay
+pages still missing (only the first time), the payments that change what open invoices owe,
+the payments received, and the saved cards. Money and dates are formatted here with the
+tenant's locale (`billing.payments.display`, which uses `portal.formats`), so the template
+only places text.
+"""
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+
+from django.db.models import Q
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+
+from billing.models import Customer, Invoice
+from billing.payments import display
+from billing.payments.models import Balance, Payment, PayPage, SavedPaymentMethod
+
+#: Ageing buckets: (label, first day overdue, last day overdue or None).
+BUCKETS = (
+    ("Current", None, 0),
+    ("1–30 days", 1, 30),
+    ("31–60 days", 31, 60),
+    ("61–90 days", 61, 90),
+    ("Over 90 days", 91, None),
+)
+#: How far back the statement lists payments received.
+PAYMENTS_SHOWN = timedelta(days=365)
+
+
+def bucket_of(days_overdue):
+    """The index in `BUCKETS` of an amount `days_overdue` days past its due date."""
+    for index, (_label, first, last) in enumerate(BUCKETS):
+        if (first is None or days_overdue >= first) and (last is None or days_overdue <= last):
+            return index
+    raise AssertionError(days_overdue)  # the buckets cover every integer
+
+
+@dataclass
+class InvoiceRow:
+    invoice: Invoice
+    number: str
+    kind: str  # open, overdue, paid, voided, credit
+    status: str
+    invoice_date: str
+    due_date: str
+    total: str
+    due: str
+    due_amount: Decimal
+    pay_url: str
+    pdf_url: str
+    note: str = ""
+    in_flight: bool = False
+
+
+@dataclass(frozen=True)
+class Settled:
+    """The balance of an open invoice with no payment under way: its amount due."""
+
+    due: Decimal
+    in_flight: None = None
+
+
+@dataclass
+class CurrencyTotals:
+    """What is owed in one currency, aged by days past the due date."""
+
+    currency: str
+    balance: Decimal = Decimal(0)
+    overdue: Decimal = Decimal(0)
+    buckets: list = field(default_factory=lambda: [Decimal(0)] * len(BUCKETS))
+
+
+class Statement:
+    """Everything on one customer's account page, as of the tenant's local `today`."""
+
+    def __init__(self, customer: Customer, today: date):
+        self.customer = customer
+        self.tenant = tenant = customer.tenant
+        self.today = today
+        self.today_text = display.day(today, tenant)
+        invoices = list(
+            Invoice.objects.filter(tenant=tenant, customer=customer, deleted_in_halo=False)
+            .exclude(source=Invoice.Source.PORTAL, posted=False)  # drafts are not issued yet
+            .select_related("pay_page", "portal__credit_note_of", "portal__credit_note")
+            .order_by("-invoice_date", "-pk")
+        )
+        for invoice in invoices:
+            invoice.tenant = tenant  # display_number reads the tenant's settings: once
+        self._pay_pages(invoices)
+        balances = self._balances(invoices)
+        self.invoices = [self._row(invoice, balances.get(invoice.pk)) for invoice in invoices]
+        self.open = [row for row in self.invoices if row.due_amount > 0]
+        self.credit_notes = [row for row in self.invoices if row.kind == "credit"]
+        self.totals = self._totals()
+        self.payments = self._payments()
+        self.refunded = [p for p in self.payments if p["refunded"]]
+        self._cards()
+
+    # -- reading ------------------------------------------------------------------------------
+    def _pay_pages(self, invoices):
+        missing = [invoice for invoice in invoices if getattr(invoice, "pay_page", None) is None]
+        for invoice_id, page in PayPage.objects.for_invoices(missing).items():
+            next(i for i in missing if i.pk == invoice_id).pay_page = page
+
+    def _balances(self, invoices):
+        """What each open invoice still owes (closed ones owe nothing): its `Balance`, for
+        the few with a payment in flight or not yet recorded (one query finds them); an open
+        invoice without any owes its amount due, which is what `Balance` answers for it."""
+        open_ = {invoice.pk: invoice for invoice in invoices if invoice.is_open}
+        counted = [*Payment.IN_FLIGHT, Payment.Status.SUCCEEDED]
+        busy = set(
+            Payment.objects.filter(invoice__in=open_, status__in=counted)
+            .values_list("invoice_id", flat=True)
+            .distinct()
+        )
+        return {
+            pk: Balance(invoice) if pk in busy else Settled(invoice.amount_due)
+            for pk, invoice in open_.items()
+        }
+
+    def _payments(self):
+        since = datetime.combine(self.today - PAYMENTS_SHOWN, time(), tzinfo=self.tenant.tz)
+        found = (
+            Payment.objects.filter(
+                tenant=self.tenant,
+                invoice__customer=self.customer,
+                status__in=[Payment.Status.SUCCEEDED, Payment.Status.REFUNDED],
+            )
+            .filter(Q(succeeded_at__gte=since) | Q(succeeded_at=None, created__gte=since))
+            .order_by("-succeeded_at", "-created")
+        )
+        tenant, tz = self.tenant, self.tenant.tz
+        return [
+            {
+                "when": display.day(timezone.localdate(p.succeeded_at or p.created, tz), tenant),
+                "invoice": p.invoice_ref,
+                "amount": display.money(p.amount, p.currency, tenant),
+                "card": f"{p.card_brand} •••• {p.card_last4}" if p.card_last4 else "",
+                "refunded": display.money(p.refunded_amount, p.currency, tenant)
+                if p.refunded_amount
+                else "",
+                "automatic": p.kind == Payment.Kind.AUTOPAY,
+                "receipt_url": reverse("payments:payment", args=[tenant.slug, p.public_id]),
+            }
+            for p in found
+        ]
+
+    def _cards(self):
+        methods = list(
+            SavedPaymentMethod.objects.filter(tenant=self.tenant, customer=self.customer).order_by(
+                "-active", "-consented_at"
+            )[:2]
+        )
+        self.card = methods[0] if methods and methods[0].active else None
+        self.last_revoked = next((m for m in methods if not m.active and m.revoked), None)
+        if self.card is not None:
+            self.card_consented = display.moment(self.card.consented_at, self.tenant)
+        if self.last_revoked is not None:
+            self.revoked_on = display.moment(self.last_revoked.revoked, self.tenant)
+        autopay = [row for row in self.open if row.invoice.autopay_rule_id and not row.in_flight]
+        # Paying a flagged invoice offers the consent box: ticking it saves (or replaces) the card.
+        self.card_change_row = autopay[-1] if autopay else None
+        self.has_autopay = self.card is not None or any(
+            row.invoice.autopay_rule_id for row in self.invoices
+        )
+
+    # -- shaping ------------------------------------------------------------------------------
+    def _row(self, invoice, balance):
+        tenant = self.tenant
+        due = balance.due if balance is not None else Decimal(0)
+        portal = getattr(invoice, "portal", None)
+        credits = portal.credit_note_of if portal is not None else None
+        credited_by = getattr(portal, "credit_note", None) if portal is not None else None
+        note = ""
+        if credits is not None or invoice.total < 0:
+            kind, status = "credit", "Credit note"
+            if credits is not None:
+                note = f"Credits invoice {credits.number}"
+        elif invoice.voided:
+            kind, status = "voided", "Voided"
+            if credited_by is not None:
+                note = f"Cancelled by credit note {credited_by.number}"
+        elif not invoice.is_open:
+            kind, status = "paid", "Paid"
+        elif invoice.due_date and invoice.due_date < self.today:
+            kind, status = "overdue", "Overdue"
+        else:
+            kind = "open"
+            status = invoice.get_payment_status_display() if invoice.amount_paid else "Open"
+        if kind in ("open", "overdue") and due <= 0:
+            kind, status = "paid", "Paid, being recorded"
+        page = invoice.pay_page
+        return InvoiceRow(
+            invoice=invoice,
+            number=invoice.display_number(),
+            kind=kind,
+            status=status,
+            invoice_date=display.day(invoice.invoice_date, tenant),
+            due_date=display.day(invoice.due_date, tenant),
+            total=display.money(invoice.total, invoice.currency, tenant),
+            due=display.money(due, invoice.currency, tenant),
+            due_amount=due,
+            pay_url=reverse("payments:pay", args=[tenant.slug, page.token]),
+            pdf_url=reverse("payments:pdf", args=[tenant.slug, page.token]),
+            note=note,
+            in_flight=balance is not None and balance.in_flight is not None,
+        )
+
+    def _totals(self):
+        by_currency = {}
+        for row in self.open:
+            invoice = row.invoice
+            currency = invoice.currency or self.tenant.currency
+            totals = by_currency.setdefault(currency, CurrencyTotals(currency))
+            totals.balance += row.due_amount
+            overdue_days = (self.today - invoice.due_date).days if invoice.due_date else 0
+            totals.buckets[bucket_of(overdue_days)] += row.due_amount
+            if overdue_days > 0:
+                totals.overdue += row.due_amount
+        if not by_currency:
+            by_currency[self.tenant.currency] = CurrencyTotals(self.tenant.currency)
+        tenant = self.tenant
+        return [
+            {
+                "currency": totals.currency,
+                "balance": display.money(totals.balance, totals.currency, tenant),
+                "balance_amount": totals.balance,
+                "overdue": display.money(totals.overdue, totals.currency, tenant),
+                "overdue_amount": totals.overdue,
+                "buckets": [
+                    {"label": label, "amount": display.money(amount, totals.currency, tenant)}
+                    for (label, _first, _last), amount in zip(BUCKETS, totals.buckets, strict=True)
+                ],
+            }
+            for totals in sorted(by_currency.values(), key=lambda t: t.currency)
+        ]
+
+    # -- links --------------------------------------------------------------------------------
+    def pay_several_url(self, token):
+        """The checkout for several invoices at once (`payments:pay_several`), when it exists
+        and more than one invoice is open."""
+        if len([row for row in self.open if not row.in_flight]) < 2:
+            return ""
+        try:
+            return reverse("payments:pay_several", args=[self.tenant.slug, token])
+        except NoReverseMatch:
+            return ""
