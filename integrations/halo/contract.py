@@ -44,13 +44,36 @@ SUPPLEMENT: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
                                     "end_date": "date-time"}},
     # halo-api.md §4 Currency: a bare array of id, name, symbol, code, conversion_rate. The
     # trimmed document has the Currency schema but not the path.
-    "paths": {("GET", "/Currency"): {}},
+    "paths": {("GET", "/Currency"): {},
+              # Sign in with Halo (billing/accounts/halo_signin.py), the project's choice:
+              # Halo's full v2 document (the one this file's copy was trimmed from:
+              # covenanttechnologysolutions/halopsa-rest generator/spec/swagger.json,
+              # 2024-09) lists GET /Users/me with no parameters; it answers the token's own
+              # user, a `Users` record (schema in the document: client_id, inactive,
+              # canaccessinvoices). That `canaccessinvoices` is the user's "Can view their
+              # invoices" permission is assumed (Benji Pays' Halo SSO guide names the
+              # permission, not the field). The scope guarding it (read:customers) is assumed.
+              ("GET", "/Users/me"): {}},
 }  # fmt: skip
 
 #: The authorisation server's token call (halo-api.md §1), which the document does not
 #: describe: `tenant` in the query (or, a variant, in the form).
 TOKEN_QUERY = {"tenant": "string"}
-TOKEN_FORM = {"grant_type", "client_id", "client_secret", "scope", "tenant"}
+TOKEN_FORM = {"grant_type", "client_id", "client_secret", "scope", "tenant",
+              # Sign in with Halo, the project's choice: grant_type=authorization_code with
+              # its code, redirect_uri (RFC 6749 §4.1.3) and PKCE's code_verifier (RFC 7636
+              # §4.5). Halo offers "Authorisation Code (Native Application)" applications
+              # (Halo's guide "Creating API Applications"); that its token call takes the
+              # standard names is assumed.
+              "code", "redirect_uri", "code_verifier"}  # fmt: skip
+
+#: The authorisation request a person's browser takes to `<auth server>/authorize` (the
+#: project's choice, for Sign in with Halo): RFC 6749 §4.1.1 and RFC 7636 §4.3 (PKCE,
+#: code_challenge_method=S256), plus `tenant` as on the token call (assumed, for hosted
+#: Halo). The path is what public integrations use (`https://<tenant>.halopsa.com/auth/
+#: authorize`); Halo's document does not describe its authorisation server.
+AUTHORIZE_QUERY = {"response_type", "client_id", "redirect_uri", "scope", "state",
+                   "code_challenge", "code_challenge_method", "tenant"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -199,6 +222,14 @@ class Contract:
             if name.lower() not in TOKEN_FORM
         ]
         return found
+
+    def check_authorize(self, query: Mapping[str, object] | None = None) -> list[Departure]:
+        """Departures of an authorisation request (a person's browser sends it)."""
+        return [
+            Departure("unknown query parameter", "GET", "/authorize", name)
+            for name in (query or {})
+            if name.lower() not in AUTHORIZE_QUERY
+        ]
 
     def known(self, schema: Schema, value: Any) -> Any:
         """`value` without the object fields `schema` does not list, at every depth (what

@@ -16,7 +16,7 @@ import collections
 import math
 import secrets
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 SCOPES = frozenset(
     f"{verb}:{area}"
@@ -54,6 +54,11 @@ class Application:
     client_secret: str
     permissions: str = "all"
     agent_permissions: str = "all"
+    #: "client_credentials" (Client ID and Secret (Services)) or "authorization_code"
+    #: (Authorisation Code (Native Application): people sign in, see ``signin.py``).
+    authentication_method: str = "client_credentials"
+    #: The login redirect URLs an ``authorization_code`` application may send people to.
+    redirect_uris: list = field(default_factory=list)
 
     @classmethod
     def from_json(cls, data):
@@ -66,6 +71,8 @@ class Application:
             client_secret=str(data.get("client_secret") or new_secret()),
             permissions=perms(data.get("permissions", "all")),
             agent_permissions=perms(data.get("agent_permissions", "all")),
+            authentication_method=str(data.get("authentication_method") or "client_credentials"),
+            redirect_uris=[str(uri) for uri in data.get("redirect_uris") or []],
         )
 
     def grant(self, requested):
@@ -80,6 +87,7 @@ class Token:
     client_id: str
     scopes: frozenset
     expires_at: float
+    user_id: int | None = None  # the Halo user who signed in (authorization_code), if any
 
 
 class Tokens:
@@ -88,9 +96,9 @@ class Tokens:
     def __init__(self):
         self._tokens = {}
 
-    def issue(self, app, scopes, now, lifetime):
+    def issue(self, app, scopes, now, lifetime, user_id=None):
         value = secrets.token_urlsafe(32)
-        self._tokens[value] = Token(app.client_id, scopes, now + lifetime)
+        self._tokens[value] = Token(app.client_id, scopes, now + lifetime, user_id)
         return value
 
     def valid(self, value, now):

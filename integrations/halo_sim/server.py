@@ -40,6 +40,7 @@ from . import seed as seeds
 from .auth import Application, RateLimiter, Tokens
 from .config import Config
 from .faults import FaultQueue, FaultRule
+from .signin import USERS, SignIn
 from .state import ApiError, Store, flag, resource
 from .webhooks import WebhookDispatcher
 
@@ -169,6 +170,7 @@ class Simulator:
             # Departures are not cleared: they belong to whoever sent them, and a test
             # run collects them across resets (see tests/conftest.py).
             self.store.clear()
+            self.signin = SignIn()
             apps = seeds.load(self.store, self.initial_seed if seed is None else seed)
             self.applications = {app.client_id: app for app in apps}
 
@@ -203,11 +205,15 @@ class Simulator:
         request = Request(method, path, query, body)
         if target == "token":
             request.departures = contract().check_token(query, _form(body))
+        elif target == "authorize":
+            request.departures = contract().check_authorize(query if method == "GET" else {})
         elif parts[:1] and parts[0].lower() == "api":
             request.check()
         self._record(request)
         if target == "token":
             response = self._faulted(method, "token", lambda: self._token(method, query, body))
+        elif target == "authorize":
+            response = self._authorize(method, query, body)
         elif request.operation is None or target is None:
             response = self._error(404, "The requested resource was not found")
         elif target == "authinfo":
@@ -223,8 +229,10 @@ class Simulator:
     def _route(self, method, parts):
         """``(label for request counts, "authinfo" | "token" | Resource | None, record id)``."""
         lowered = [p.lower() for p in parts]
-        if lowered in (["api", "authinfo"], ["auth", "token"]):
+        if lowered in (["api", "authinfo"], ["auth", "token"], ["auth", "authorize"]):
             return f"{method} /{'/'.join(lowered)}", lowered[1], None
+        if lowered == ["api", "users", "me"]:
+            return f"{method} /Users/me", USERS, None
         if len(parts) in (2, 3) and lowered[0] == "api" and (res := resource(parts[1])):
             record_id = parts[2] if len(parts) == 3 else None
             return f"{method} /{res.name}" + ("/{id}" if record_id else ""), res, record_id
@@ -255,6 +263,13 @@ class Simulator:
         tenant = query.get("tenant") or form.get("tenant")
         if tenant and tenant.lower() != self.tenant.lower():
             return text_response(500, "Internal Server Error")
+        if form.get("grant_type") == "authorization_code":
+            with self.lock:
+                status, reply = self.signin.exchange(
+                    form, self.applications, self.tokens, self.timestamp(),
+                    self.config.token_lifetime,
+                )  # fmt: skip
+            return json_response(status, reply)
         if form.get("grant_type") != "client_credentials":
             return json_response(400, {"error": "unsupported_grant_type"})
         with self.lock:
@@ -268,6 +283,8 @@ class Simulator:
                         "error_description": "The client id or secret is not valid",
                     },
                 )
+            if app.authentication_method != "client_credentials":
+                return json_response(400, {"error": "unauthorized_client"})
             scopes = app.grant(form.get("scope") or "all")
             lifetime = self.config.token_lifetime
             token = self.tokens.issue(app, scopes, self.timestamp(), lifetime)
@@ -304,10 +321,28 @@ class Simulator:
             return Response(403)
         if refused := [d for d in request.departures if d.refused]:
             return self._error(400, "; ".join(d.detail for d in refused))
+        if res is USERS:
+            return self._faulted(method, res.name, lambda: self._users_me(token))
         body = request.known_body()
         return self._faulted(
             method, res.name, lambda: self._execute(method, res, record_id, query, body)
         )
+
+    def _authorize(self, method, query, body):
+        """People signing in (``signin.py``): the login page, then back with a code."""
+        form = _form(body) if method == "POST" else {}
+        with self.lock:
+            status, page, content_type, headers = self.signin.authorize(
+                method, query, form, self.applications, self.tenant, self.timestamp()
+            )
+        return Response(status, page, content_type, headers)
+
+    def _users_me(self, token):
+        try:
+            with self.lock:
+                return json_response(200, self.signin.me(token, self.store))
+        except ApiError as exc:
+            return self._error(exc.status, exc.message)
 
     def _faulted(self, method, endpoint, call):
         """Run ``call`` unless the fault queue or the fault rate says otherwise."""
@@ -554,6 +589,16 @@ class Simulator:
         with self.lock:
             self.applications[app.client_id] = app
         return app.to_json()
+
+    def _control_get_users(self, data, rest):
+        with self.lock:
+            return [user.record(self.store) for user in self.signin.users.values()]
+
+    def _control_post_users(self, data, rest):
+        """A Halo user who can sign in: emailaddress, password, client_id, canaccessinvoices,
+        inactive, name, login, site_id. Answers the user as ``/api/Users/me`` would."""
+        with self.lock:
+            return self.signin.add_user(data).record(self.store)
 
     def _control_get_webhook_deliveries(self, data, rest):
         return self.webhooks.deliveries()

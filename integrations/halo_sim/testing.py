@@ -121,6 +121,22 @@ class SimControl:
         }
         return self._call("POST", "applications", payload)
 
+    def add_signin_app(self, redirect_uris, name="Customer sign-in", permissions="read:customers"):
+        """An Authorisation Code (Native Application) application people sign in through
+        (``signin.py``); answers it, with its client_id."""
+        return self.add_application(
+            name=name,
+            permissions=permissions,
+            authentication_method="authorization_code",
+            redirect_uris=list(redirect_uris),
+        )
+
+    def add_user(self, emailaddress, password, client_id=None, **fields):
+        """A Halo user who can sign in (``canaccessinvoices``, ``inactive``, ``name``...);
+        answers the user as ``GET /api/Users/me`` would."""
+        payload = {"emailaddress": emailaddress, "password": password, "client_id": client_id}
+        return self._call("POST", "users", payload | fields)
+
     def webhook_deliveries(self):
         return self._call("GET", "webhook-deliveries")
 
