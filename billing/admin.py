@@ -172,10 +172,7 @@ class InvoiceAdmin(ReadOnlyTenantAdmin):
     @admin.display(description="Customer", ordering="customer__name")
     def bill_to(self, obj):
         """Halo invoices bill a Halo client; portal invoices an organisation."""
-        if obj.customer_id:
-            return obj.customer.name
-        portal = getattr(obj, "portal", None)
-        return portal.organisation.name if portal else "-"
+        return obj.bill_to or "-"
 
     @admin.display(description="Status")
     def status(self, obj):

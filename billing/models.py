@@ -268,6 +268,15 @@ class Invoice(models.Model):
         return self.invoice_number
 
     @property
+    def bill_to(self):
+        """Whom the invoice is addressed to: the Halo client, or the organisation a portal
+        invoice bills ('' when neither is known)."""
+        if self.customer_id:
+            return self.customer.name
+        details = getattr(self, "portal", None)  # billing.invoicing.PortalInvoice
+        return details.organisation.name if details is not None else ""
+
+    @property
     def is_draft(self):
         """A portal invoice not issued yet (as `InvoiceQuerySet.drafts`)."""
         return self.source == self.Source.PORTAL and not self.posted

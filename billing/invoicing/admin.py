@@ -429,11 +429,17 @@ class InvoicePdfAdmin(ReadOnlyTenantAdmin):
     """Every invoice's PDF: preview, regenerate, versions and what each channel served."""
 
     change_form_template = "admin/invoicing/invoicepdf/change_form.html"
-    list_display = ["number", "source", "customer", "invoice_date", "total", "current", "versions"]
+    list_display = ["number", "source", "bill_to", "invoice_date", "total", "current", "versions"]
     list_filter = ["source"]
-    list_select_related = ["customer", "portal", "tenant__invoice_sync_settings"]
-    search_fields = ["invoice_number", "third_party_number", "customer__name", "portal__number"]
-    fields = ["number", "source", "customer", "invoice_date", "total"]
+    list_select_related = ["customer", "portal__organisation", "tenant__invoice_sync_settings"]
+    search_fields = [
+        "invoice_number",
+        "third_party_number",
+        "customer__name",
+        "portal__number",
+        "portal__organisation__name",
+    ]
+    fields = ["number", "source", "bill_to", "invoice_date", "total"]
     readonly_fields = fields  # type: ignore[assignment]  # django-stubs: list types differ
 
     def get_queryset(self, request):
@@ -458,6 +464,11 @@ class InvoicePdfAdmin(ReadOnlyTenantAdmin):
     @admin.display(description="Number")
     def number(self, obj):
         return invoice_number(obj)
+
+    @admin.display(description="Customer", ordering="customer__name")
+    def bill_to(self, obj):
+        """The Halo client, or the organisation a portal invoice bills."""
+        return obj.bill_to or "-"
 
     @admin.display(description="Total", ordering="total")
     def total(self, obj):

@@ -107,3 +107,25 @@ def test_a_portal_draft_shows_as_draft_not_unpaid(personas):
 
 def statuses_of(client, url):
     return cells(client.get(url).content.decode(), "field-status")
+
+
+def test_pdf_list_names_the_customer_of_portal_invoices_too(personas):
+    """Issue 15: Invoice PDFs showed a dash for the customer for portal invoices (billed to an
+    organisation, not a Halo client)."""
+    tenant = personas.tenant_a
+    organisation = factories.organisation(tenant, name="Contoso Dental")
+    portal = factories.portal_invoice(tenant, organisation=organisation).invoice
+    halo = factories.invoice(tenant, customer=factories.customer(tenant, name="Northwind"))
+    client = personas.client(personas.owner_a)
+    url = reverse("admin:invoicing_invoicepdf_changelist")
+
+    listed = client.get(url).context["cl"].result_list
+    names = cells(client.get(url).content.decode(), "field-bill_to")
+    assert dict(zip([i.pk for i in listed], names, strict=True)) == {
+        portal.pk: "Contoso Dental",
+        halo.pk: "Northwind",
+    }
+    found = client.get(url, {"q": "contoso"}).context["cl"].result_list
+    assert [invoice.pk for invoice in found] == [portal.pk]
+    change = client.get(reverse("admin:invoicing_invoicepdf_change", args=[portal.pk]))
+    assert '<div class="readonly">Contoso Dental</div>' in change.content.decode()
