@@ -21,6 +21,7 @@ from billing.payments.models import (
     HaloOutbox,
     PayLinkAlert,
     Payment,
+    PaymentAllocation,
     PaymentEvent,
     PaymentSettings,
     ProcessorEvent,
@@ -241,18 +242,42 @@ class PaymentSettingsAdmin(TenantScopedAdmin):
         return TemplateResponse(request, "admin/payments/autopay_forecast.html", context)
 
 
-class PaymentEventInline(admin.TabularInline):
-    model = PaymentEvent
-    fields = ["at", "from_status", "to_status", "source", "detail", "processor_event"]
-    readonly_fields = fields  # type: ignore[assignment]  # django-stubs: list types differ
+class ReadOnlyInline(admin.TabularInline):
+    """A payment's own rows, shown to whoever may view the payment: the payment admin has
+    already found it in the active tenant (inlines would otherwise ask for Django model
+    permissions, which tenant staff do not hold, and show nothing)."""
+
     extra = 0
     can_delete = False
+
+    def has_view_permission(self, request, obj=None):
+        return self.admin_site._registry[self.parent_model].has_view_permission(request, obj)
 
     def has_add_permission(self, request, obj=None):
         return False
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+class PaymentEventInline(ReadOnlyInline):
+    model = PaymentEvent
+    fields = ["at", "from_status", "to_status", "source", "detail", "processor_event"]
+    readonly_fields = fields  # type: ignore[assignment]  # django-stubs: list types differ
+
+
+class PaymentAllocationInline(ReadOnlyInline):
+    """A payment for several invoices: each invoice's share, what was refunded of it (newest
+    first) and whether Halo has it."""
+
+    model = PaymentAllocation
+    fields = ["position", "invoice", "amount", "refunded_amount", "recorded"]
+    readonly_fields = fields  # type: ignore[assignment]  # django-stubs: list types differ
+    verbose_name = "invoice paid"
+    verbose_name_plural = "invoices paid (allocated oldest first; refunds reverse the newest first)"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("invoice__tenant")
 
 
 @admin.register(Payment)
@@ -270,7 +295,7 @@ class PaymentAdmin(ReadOnlyTenantAdmin):
     list_filter = ["status", "kind", "processor"]
     search_fields = ["invoice_ref", "=reference", "payer_email", "=public_id"]
     date_hierarchy = "created"
-    inlines = [PaymentEventInline]
+    inlines = [PaymentAllocationInline, PaymentEventInline]
     fields = [
         ("invoice", "invoice_ref"),
         ("amount", "currency"),
@@ -296,7 +321,10 @@ class PaymentAdmin(ReadOnlyTenantAdmin):
 
     @admin.action(description="Refund in full", permissions=["edit"])
     def refund(self, request, queryset):
-        """What is left of each succeeded payment goes back to the payer; Halo follows."""
+        """What is left of each succeeded payment goes back to the payer; Halo follows. Asks
+        first, on a page stating each amount and what it undoes in Halo."""
+        if request.POST.get("post") != "yes":
+            return self.confirm_refund(request, queryset)
         done, problems = 0, []
         for payment in queryset.filter(status=Payment.Status.SUCCEEDED).select_related("tenant"):
             processor = PaymentSettings.for_tenant(payment.tenant).processor_impl(payment.processor)
@@ -321,6 +349,40 @@ class PaymentAdmin(ReadOnlyTenantAdmin):
             )
         for problem in problems:
             self.message_user(request, f"Not refunded: {problem}", messages.ERROR)
+
+    def confirm_refund(self, request, queryset):
+        refundable = list(
+            queryset.filter(status=Payment.Status.SUCCEEDED).select_related("tenant", "invoice")
+        )
+        rows = []
+        for payment in refundable:
+
+            def money(amount, payment=payment):
+                return display.money(amount, payment.currency, payment.tenant)
+
+            shares = [
+                {"number": a.invoice.display_number(), "amount": money(a.net_amount)}
+                for a in payment.allocations.select_related("invoice__tenant")
+                if a.net_amount > 0
+            ]
+            rows.append(
+                {
+                    "payment": payment,
+                    "amount": money(payment.net_amount),
+                    "paid": money(payment.amount),
+                    "shares": shares,
+                }
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Refund payments in full?",
+            "rows": rows,
+            "skipped": queryset.exclude(status=Payment.Status.SUCCEEDED).count(),
+            "queryset": refundable,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/payments/payment/refund_confirmation.html", context)
 
     @admin.display(description="Customer's page")
     def receipt(self, obj):

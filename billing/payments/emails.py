@@ -32,6 +32,8 @@ def _send(tenant, to, subject, template, context):
 
 def send_receipt(payment):
     """To the payer's address, else the invoice's billing contact; nowhere when neither."""
+    if payment.kind == payment.Kind.SEVERAL:
+        return send_several_receipt(payment)
     invoice = payment.invoice
     customer = invoice.customer if invoice else None
     to = payment.payer_email or (customer.billing_email if customer else "")
@@ -52,6 +54,32 @@ def send_receipt(payment):
             "invoice_total": display.invoice_total(invoice, display.figures(invoice))
             if invoice
             else "",
+            "url": payment.public_url(),
+        },
+    )
+    return True
+
+
+def send_several_receipt(payment):
+    """A payment for several invoices: the receipt lists each invoice's share."""
+    from billing.payments.several import shares_of
+
+    shares = shares_of(payment)
+    customer = shares[0]["invoice"].customer if shares else None
+    to = payment.payer_email or (customer.billing_email if customer else "")
+    if not to:
+        return False
+    tenant = payment.tenant
+    _send(
+        tenant,
+        [to],
+        f"Receipt: invoices {payment.invoice_ref} paid – {tenant.brand_name}",
+        "receipt_several",
+        {
+            "payment": payment,
+            "shares": shares,
+            "amount": display.money(payment.amount, payment.currency, tenant),
+            "when": display.moment(payment.succeeded_at or payment.created, tenant),
             "url": payment.public_url(),
         },
     )

@@ -5,11 +5,14 @@ import secrets
 from decimal import Decimal
 
 from django import forms
+from django.core import signing
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
 from billing.payments.processors import CardDetails
+from portal.crypto import token_digest
 
 EXPIRY = re.compile(r"^\s*(\d{1,2})\s*/\s*(\d{2}|\d{4})\s*$")
 
@@ -233,3 +236,135 @@ class LinkCheckForm(forms.Form):
             expected = invoice.customer.billing_email if invoice.customer else ""
             return bool(expected) and answer.casefold() == expected.strip().casefold()
         return parse_amount(answer) == Decimal(invoice.total).quantize(Decimal("0.01"))
+
+
+# -- several invoices, one charge (the account page's "Pay several invoices") ------------------
+
+#: Most invoices one payment may cover (a page of a customer's open invoices).
+MAX_SELECTED = 200
+#: How long a rendered pay-several form may be submitted (its signed token's lifetime).
+FORM_MAX_AGE = 24 * 3600
+FORM_SALT = "billing.payments.pay_several.form"
+
+
+def account_form_token(account_token):
+    """The signed form token of a pay-several form: bound to the account link it was shown
+    under (its SHA-256) and to when it was made (`django.core.signing`), see
+    `billing.payments.several`."""
+    return signing.dumps(token_digest(account_token), salt=FORM_SALT)
+
+
+def account_form_token_ok(value, account_token):
+    try:
+        signed = signing.loads(value or "", salt=FORM_SALT, max_age=FORM_MAX_AGE)
+    except signing.BadSignature:  # also SignatureExpired
+        return False
+    return isinstance(signed, str) and constant_time_compare(signed, token_digest(account_token))
+
+
+class InvoiceIdsField(forms.Field):
+    """Invoice ids as the form sends them (one `invoice` value per ticked box): whole
+    numbers, at most `MAX_SELECTED`, each named once."""
+
+    widget = forms.MultipleHiddenInput
+
+    def to_python(self, value):
+        values = value if isinstance(value, list | tuple) else ([value] if value else [])
+        if len(values) > MAX_SELECTED:
+            raise forms.ValidationError(f"Choose at most {MAX_SELECTED} invoices at a time.")
+        ids = []
+        for raw in values:
+            text = str(raw).strip()
+            # ASCII digits only, and few enough to fit any database's integer.
+            if not (text.isascii() and text.isdigit() and len(text) <= 18):
+                raise forms.ValidationError(
+                    "The invoices chosen could not be read: reload the page and choose again."
+                )
+            ids.append(int(text))
+        return list(dict.fromkeys(ids))
+
+
+class SelectionForm(forms.Form):
+    """Which of the customer's open invoices to pay: every one ("the whole balance") or the
+    ones ticked. `payable` maps each invoice id that may be paid now to its invoice;
+    `customer`'s other invoices are named in the refusal, any other id is not."""
+
+    ALL, CHOSEN = "all", "chosen"
+
+    pay = forms.ChoiceField(
+        choices=[(ALL, "The whole balance"), (CHOSEN, "The ticked invoices")],
+        widget=HiddenInput,
+        error_messages={"required": "Choose what to pay.", "invalid_choice": "Choose what to pay."},
+    )
+    invoice = InvoiceIdsField(required=False)
+
+    def __init__(self, *args, customer, payable, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.customer, self.payable = customer, payable
+
+    def clean_invoice(self):
+        ids = self.cleaned_data["invoice"]
+        for pk in ids:
+            if pk in self.payable:
+                continue
+            own = self.customer.invoices.filter(pk=pk).first()
+            if own is not None:
+                raise forms.ValidationError(
+                    f"Invoice {own.display_number()} cannot be paid here: it is paid, "
+                    "cancelled, or a payment for it is in progress."
+                )
+            raise forms.ValidationError(
+                "One of the invoices chosen is not an open invoice on this account. Reload "
+                "the page and choose again."
+            )
+        return ids
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("pay") == self.CHOSEN and "invoice" in cleaned and not cleaned["invoice"]:
+            self.add_error("invoice", "Choose at least one invoice to pay.")
+        return cleaned
+
+    def invoice_ids(self):
+        """The ids chosen (in the order given), or None for the whole balance."""
+        if self.cleaned_data["pay"] == self.ALL:
+            return None
+        return self.cleaned_data["invoice"]
+
+    def chosen(self):
+        ids = self.invoice_ids()
+        if ids is None:
+            return list(self.payable.values())
+        return [self.payable[pk] for pk in ids]
+
+
+class PaySeveralForm(PayForm, SelectionForm):
+    """The pay step: the selection again (hidden), the total the customer was shown, the
+    signed form token (`account_form_token`) and the pay form's own fields."""
+
+    total = forms.DecimalField(widget=HiddenInput, max_digits=14, decimal_places=2)
+    form_token = forms.CharField(
+        widget=HiddenInput,
+        max_length=500,
+        error_messages={
+            "required": "This payment form has expired. Nothing was charged: reload the page."
+        },
+    )
+
+    def __init__(self, *args, account_token, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.account_token = account_token
+        self.fields["form_token"].initial = account_form_token(account_token)
+        if "amount" in self.fields:
+            self.fields["amount"].help_text = (
+                "Pay the total, or part of it: it pays the oldest invoices first, and an "
+                "invoice paid in part keeps the rest due."
+            )
+
+    def clean_form_token(self):
+        token = self.cleaned_data["form_token"]
+        if not account_form_token_ok(token, self.account_token):
+            raise forms.ValidationError(
+                "This payment form has expired. Nothing was charged: reload the page."
+            )
+        return token

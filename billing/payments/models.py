@@ -8,7 +8,7 @@ invoice per day, and status moves that only go forward under a row lock.
 
 import hashlib
 import secrets
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -334,12 +334,19 @@ class Balance:
 
     def __init__(self, invoice):
         self.invoice = invoice
-        active = Payment.objects.filter(
-            invoice=invoice, status__in=[*Payment.IN_FLIGHT, Payment.Status.SUCCEEDED]
-        ).order_by()
+        live = [*Payment.IN_FLIGHT, Payment.Status.SUCCEEDED]
+        active = Payment.objects.filter(invoice=invoice, status__in=live).order_by()
         active = [p for p in active if p.is_in_flight or p.recorded is None]
-        self.in_flight = next((p for p in active if p.is_in_flight), None)
+        # Its shares of payments for several invoices count the same way.
+        shares = PaymentAllocation.objects.filter(invoice=invoice, payment__status__in=live)
+        shares = [a for a in shares.select_related("payment").order_by() if a.recorded is None]
+        self.in_flight = next((p for p in active if p.is_in_flight), None) or next(
+            (a.payment for a in shares if a.payment.is_in_flight), None
+        )
         self.unrecorded = sum((p.net_amount for p in active if not p.is_in_flight), Decimal(0))
+        self.unrecorded += sum(
+            (a.net_amount for a in shares if not a.payment.is_in_flight), Decimal(0)
+        )
         open_due = invoice.amount_due - self.unrecorded if invoice.is_open else Decimal(0)
         self.due = max(open_due, Decimal(0))
 
@@ -378,6 +385,7 @@ class Payment(models.Model):
         PAY_PAGE = "pay_page", "Pay page"
         AUTOPAY = "autopay", "Auto-pay"
         UNLISTED = "unlisted", "Unknown invoice"
+        SEVERAL = "several", "Several invoices"
 
     #: Moves only go up this order; a late or repeated processor message never undoes one.
     #: Failed ranks below succeeded: a success the processor reports after a failure means
@@ -508,6 +516,9 @@ class Payment(models.Model):
                     detail=detail[:500],
                     processor_event=event_id,
                 )
+                if status not in self.IN_FLIGHT:
+                    # Frees the invoices' in-flight slots (a unique constraint per invoice).
+                    current.allocations.update(in_flight=False)
                 current._moved(status)
         self.refresh_from_db()
         return moved
@@ -627,7 +638,12 @@ class Payment(models.Model):
         """Called under the payment's row lock, which `outbox.claim_payment_write` takes too:
         a payment not yet sent to Halo is sent less its refunds (or not at all); once Halo
         may hold it, a refund row corrects it there. A portal invoice Halo does not hold is
-        corrected at once."""
+        corrected at once. A payment for several invoices does this per allocation, for
+        the allocations the refund reaches (`PaymentAllocation.spread_refund`)."""
+        if self.kind == self.Kind.SEVERAL:
+            for allocation, share in PaymentAllocation.spread_refund(self):
+                allocation.take_refund_off_invoice(share)
+            return
         record = HaloOutbox.objects.filter(payment=self, kind=HaloOutbox.Kind.PAYMENT).first()
         if record is None:
             if self.recorded is not None:
@@ -652,6 +668,10 @@ class Payment(models.Model):
     def _record_success(self):
         """Tell the invoice: through the Halo outbox, or at once for a portal invoice that
         Halo does not hold."""
+        if self.kind == self.Kind.SEVERAL:
+            for allocation in self.allocations.select_related("invoice"):
+                allocation.record_success()
+            return
         if self.invoice is not None and self.invoice.halo_id is None:
             self.mark_recorded(locally=True)
             return
@@ -669,17 +689,144 @@ class Payment(models.Model):
         Payment.objects.filter(pk=self.pk).update(recorded=self.recorded)
 
     def _count_on_invoice(self, paid):
-        """Add `paid` (less than 0 for a refund) to the portal's copy of the invoice."""
-        invoice = Invoice.objects.select_for_update().get(pk=self.invoice_id)
-        invoice.amount_paid = max(invoice.amount_paid + paid, Decimal(0))
-        invoice.amount_due = max(invoice.total - invoice.amount_paid, Decimal(0))
-        if invoice.amount_due <= 0:
-            invoice.payment_status = Invoice.PaymentStatus.PAID
-        elif invoice.amount_paid > 0:
-            invoice.payment_status = Invoice.PaymentStatus.PARTLY_PAID
+        count_on_invoice(self.invoice_id, paid)
+
+
+def count_on_invoice(invoice_id, paid):
+    """Add `paid` (less than 0 for a refund) to the portal's copy of the invoice."""
+    invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
+    invoice.amount_paid = max(invoice.amount_paid + paid, Decimal(0))
+    invoice.amount_due = max(invoice.total - invoice.amount_paid, Decimal(0))
+    if invoice.amount_due <= 0:
+        invoice.payment_status = Invoice.PaymentStatus.PAID
+    elif invoice.amount_paid > 0:
+        invoice.payment_status = Invoice.PaymentStatus.PARTLY_PAID
+    else:
+        invoice.payment_status = Invoice.PaymentStatus.UNPAID
+    invoice.save(update_fields=["amount_paid", "amount_due", "payment_status"])
+
+
+def oldest_first(invoice):
+    """The order a payment for several invoices is allocated in: the oldest invoice first
+    (by invoice date, then due date; undated ones last), ties by when they were made."""
+    return (invoice.invoice_date or date.max, invoice.due_date or date.max, invoice.pk)
+
+
+class PaymentAllocation(models.Model):
+    """The share of one invoice in a payment for several invoices (`Payment.Kind.SEVERAL`):
+    one card charge, split over the invoices oldest first when it is made. Each share is
+    recorded in Halo as its own `InvoicePayment` (an outbox row per allocation, keyed by
+    the invoice and the charge's reference), so Halo sees one payment per invoice.
+
+    Refunds come back newest allocation first (`spread_refund`): a partial refund reopens
+    the most recent invoices and leaves the oldest debts settled; a full refund reverses
+    every allocation. `in_flight` mirrors the payment while it is created or pending, so
+    the schema allows one payment in flight per invoice here too.
+    """
+
+    TENANT_PATH = "payment__tenant"
+
+    payment = models.ForeignKey(Payment, on_delete=models.CASCADE, related_name="allocations")
+    # RESTRICT, as on Payment: an invoice with payments is never deleted alone.
+    invoice = models.ForeignKey(Invoice, on_delete=models.RESTRICT, related_name="allocations")
+    position = models.PositiveSmallIntegerField(help_text="0 is the oldest invoice.")
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    refunded_amount = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    in_flight = models.BooleanField(default=True, editable=False)
+    recorded = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the invoice took it into account (in Halo, or the portal's invoice).",
+    )
+
+    class Meta:
+        ordering = ["payment", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["payment", "invoice"], name="paymentallocation_one_per_invoice"
+            ),
+            models.UniqueConstraint(
+                fields=["invoice"],
+                condition=Q(in_flight=True),
+                name="paymentallocation_one_in_flight_per_invoice",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.amount} of {self.payment} to invoice {self.invoice_id}"
+
+    @property
+    def net_amount(self):
+        return self.amount - self.refunded_amount
+
+    @staticmethod
+    def plan(dues, amount=None):
+        """[(invoice, share)]: `amount` (all of it when None) over `dues`, a list of
+        (invoice, amount due), oldest invoice first; invoices it does not reach get
+        nothing and are left out. The last one reached may get part of what it owes."""
+        left = sum((due for _, due in dues), Decimal(0)) if amount is None else amount
+        shares = []
+        for invoice, due in sorted(dues, key=lambda pair: oldest_first(pair[0])):
+            if left <= 0:
+                break
+            share = min(due, left)
+            shares.append((invoice, share))
+            left -= share
+        return shares
+
+    @classmethod
+    def spread_refund(cls, payment):
+        """Under the payment's row lock: set each allocation's refunded amount so they add
+        up to the payment's, newest allocation first; answers [(allocation, refunded now)]
+        for those that changed."""
+        allocations = list(
+            payment.allocations.select_for_update().select_related("invoice").order_by("-position")
+        )
+        left, changed = payment.refunded_amount, []
+        for allocation in allocations:
+            refunded = min(allocation.amount, max(left, Decimal(0)))
+            left -= refunded
+            if refunded > allocation.refunded_amount:
+                changed.append((allocation, refunded - allocation.refunded_amount))
+                allocation.refunded_amount = refunded
+                cls.objects.filter(pk=allocation.pk).update(refunded_amount=refunded)
+        return changed
+
+    def record_success(self):
+        """Tell the invoice about this share: through the Halo outbox, or at once for a
+        portal invoice Halo does not hold."""
+        if self.invoice.halo_id is None:
+            self.mark_recorded(locally=True)
+            return
+        row = HaloOutbox.objects.create(
+            tenant_id=self.invoice.tenant_id,
+            kind=HaloOutbox.Kind.PAYMENT,
+            payment_id=self.payment_id,
+            allocation=self,
+        )
+        _queue_delivery(row.pk)
+
+    def take_refund_off_invoice(self, refunded_now):
+        """As `Payment._take_refund_off_invoice`, for this share (under the payment's lock)."""
+        record = HaloOutbox.objects.filter(allocation=self, kind=HaloOutbox.Kind.PAYMENT).first()
+        if record is None:
+            if self.recorded is not None:
+                count_on_invoice(self.invoice_id, -refunded_now)
+        elif record.sent is None:
+            if self.net_amount <= 0:
+                record.drop(REFUNDED_FIRST)
         else:
-            invoice.payment_status = Invoice.PaymentStatus.UNPAID
-        invoice.save(update_fields=["amount_paid", "amount_due", "payment_status"])
+            HaloOutbox.queue_refund(self.payment, allocation=self)
+
+    def mark_recorded(self, *, locally):
+        """The invoice now counts this share; the payment is recorded once all are."""
+        if locally:
+            count_on_invoice(self.invoice_id, self.net_amount)
+        self.recorded = timezone.now()
+        PaymentAllocation.objects.filter(pk=self.pk).update(recorded=self.recorded)
+        siblings = PaymentAllocation.objects.filter(payment_id=self.payment_id, recorded=None)
+        if not siblings.exists():
+            Payment.objects.filter(pk=self.payment_id).update(recorded=self.recorded)
 
 
 class PaymentEvent(models.Model):
@@ -811,6 +958,14 @@ class HaloOutbox(models.Model):
     invoice = models.ForeignKey(
         Invoice, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
     )
+    allocation = models.ForeignKey(
+        PaymentAllocation,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="outbox_rows",
+        help_text="For a payment of several invoices: the invoice's share this row records.",
+    )
     url = models.URLField("pay link", max_length=500, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
@@ -840,13 +995,24 @@ class HaloOutbox(models.Model):
             ),
             models.UniqueConstraint(
                 fields=["payment"],
-                condition=Q(kind="payment"),
+                condition=Q(kind="payment", allocation__isnull=True),
                 name="halooutbox_one_record_per_payment",
             ),
             models.UniqueConstraint(
                 fields=["payment"],
-                condition=Q(kind="refund", status__in=["pending", "failed"]),
+                condition=Q(kind="refund", status__in=["pending", "failed"])
+                & Q(allocation__isnull=True),
                 name="halooutbox_one_open_refund_per_payment",
+            ),
+            models.UniqueConstraint(
+                fields=["allocation"],
+                condition=Q(kind="payment"),
+                name="halooutbox_one_record_per_allocation",
+            ),
+            models.UniqueConstraint(
+                fields=["allocation"],
+                condition=Q(kind="refund", status__in=["pending", "failed"]),
+                name="halooutbox_one_open_refund_per_allocation",
             ),
         ]
         indexes = [models.Index(fields=["status", "next_attempt"])]
@@ -855,17 +1021,22 @@ class HaloOutbox(models.Model):
         return f"{self.get_kind_display()} ({self.get_status_display().lower()})"
 
     @classmethod
-    def queue_refund(cls, payment):
-        """A row correcting Halo's record of `payment` to what is left of it after refunds;
-        an open one is reused (it sends the latest figure) and put back in line."""
+    def queue_refund(cls, payment, allocation=None):
+        """A row correcting Halo's record of `payment` (of its `allocation`, for a payment
+        of several invoices) to what is left of it after refunds; an open one is reused
+        (it sends the latest figure) and put back in line."""
         open_rows = cls.objects.filter(
             payment=payment,
+            allocation=allocation,
             kind=cls.Kind.REFUND,
             status__in=[cls.Status.PENDING, cls.Status.FAILED],
         )
         if not open_rows.update(status=cls.Status.PENDING, next_attempt=timezone.now()):
             row = cls.objects.create(
-                tenant_id=payment.tenant_id, kind=cls.Kind.REFUND, payment=payment
+                tenant_id=payment.tenant_id,
+                kind=cls.Kind.REFUND,
+                payment=payment,
+                allocation=allocation,
             )
             _queue_delivery(row.pk)
 

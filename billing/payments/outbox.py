@@ -43,7 +43,9 @@ def connection_for(tenant_id):
 
 def deliver(ids=None):
     """Deliver due rows (only `ids`, when given), per tenant; answers how many landed."""
-    rows = HaloOutbox.objects.due().select_related("tenant", "payment__invoice", "invoice")
+    rows = HaloOutbox.objects.due().select_related(
+        "tenant", "payment__invoice", "invoice", "allocation__invoice"
+    )
     if ids is not None:
         rows = rows.filter(pk__in=ids)
     landed = 0
@@ -86,7 +88,12 @@ def _attempt(row, func, *args):
 
 
 def _record_payment(client, row):
-    invoice = row.payment.invoice or _match_unknown(row.payment)
+    """One `InvoicePayment`: a payment's, or one invoice's share of a payment for several
+    (`row.allocation`), keyed alike by (invoice, the charge's reference): the shares of
+    one charge land on different invoices."""
+    invoice = (row.allocation.invoice if row.allocation else row.payment.invoice) or _match_unknown(
+        row.payment
+    )
     if invoice is None:
         raise Waiting(
             f"No invoice {row.payment.invoice_ref} in the portal yet: the payment is recorded "
@@ -96,9 +103,10 @@ def _record_payment(client, row):
     payment = claim_payment_write(row)
     if payment is None:
         return 0
+    recorded = payment if row.allocation is None else payment.allocations.get(pk=row.allocation_id)
     record = {
         "invoice_id": invoice.halo_id,
-        "amount": float(payment.net_amount),
+        "amount": float(recorded.net_amount),
         "date": to_halo(payment.succeeded_at or payment.created),
         "thirdpartyid": payment.halo_reference(),
     }
@@ -111,7 +119,7 @@ def _record_payment(client, row):
     with transaction.atomic():
         if current is not None:
             Writer(invoice.tenant, client).invoices([current])
-        payment.mark_recorded(locally=current is None)
+        recorded.mark_recorded(locally=current is None)
         row.succeed(saved.get("id", ""))
     return 1
 
@@ -122,20 +130,24 @@ def _record_refund(client, row):
     still land it in Halo; looks the record up by its natural key, so it is idempotent."""
     payment = row.payment
     recording = payment.outbox_rows.filter(
-        kind=HaloOutbox.Kind.PAYMENT, status=HaloOutbox.Status.PENDING
+        kind=HaloOutbox.Kind.PAYMENT, status=HaloOutbox.Status.PENDING, allocation=row.allocation
     )
     if recording.exists():
         raise Waiting("The payment is still on its way to Halo: its refund follows it.")
-    invoice = payment.invoice
+    # A payment for several invoices: this row corrects one invoice's share of it.
+    kept = payment
+    if row.allocation is not None:
+        kept = payment.allocations.select_related("invoice").get(pk=row.allocation_id)
+    invoice = kept.invoice
     key = {"invoice_id": invoice.halo_id, "thirdpartyid": payment.halo_reference()}
     existing = _already_in_halo(client, key)
     if existing is None:
         row.drop(NOT_IN_HALO)
         return 0
-    if payment.net_amount <= 0:
+    if kept.net_amount <= 0:
         client.delete("InvoicePayment", existing["id"])
-    elif Decimal(str(existing.get("amount", 0))) != payment.net_amount:
-        update = {"id": existing["id"], "amount": float(payment.net_amount)}
+    elif Decimal(str(existing.get("amount", 0))) != kept.net_amount:
+        update = {"id": existing["id"], "amount": float(kept.net_amount)}
         client.create_invoice_payments([update], natural_key=None)
     current = _read_back(client, invoice)
     with transaction.atomic():
@@ -159,7 +171,10 @@ def claim_payment_write(row):
     refunded in full (a refund row then removes whatever an earlier try left in Halo)."""
     with transaction.atomic():
         payment = Payment.objects.select_for_update().get(pk=row.payment_id)
-        if payment.status != Payment.Status.SUCCEEDED or payment.net_amount <= 0:
+        net = payment.net_amount
+        if row.allocation_id is not None:  # one invoice's share of a payment for several
+            net = payment.allocations.get(pk=row.allocation_id).net_amount
+        if payment.status != Payment.Status.SUCCEEDED or net <= 0:
             row.drop(REFUNDED_FIRST if row.sent is None else REFUNDED_AFTER_SENDING)
             return None
         if row.sent is None:

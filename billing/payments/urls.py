@@ -6,7 +6,7 @@ and everything else lives under a fixed word it cannot be confused with.
 
 from django.urls import path
 
-from billing.payments import views
+from billing.payments import several, views
 
 app_name = "payments"
 urlpatterns = [
@@ -17,5 +17,10 @@ urlpatterns = [
     path("pay/<slug:tenant_code>/-/pay", views.pay_unlisted, name="pay-unlisted"),
     path("pay/<slug:tenant_code>/-/check", views.check_link, name="check"),
     path("pay/<slug:tenant_code>/-/stripe/webhook", views.stripe_webhook, name="stripe-webhook"),
+    path(
+        "pay/<slug:tenant_code>/-/account/<str:token>/pay",
+        several.pay_several,
+        name="pay_several",
+    ),
     path("pay/<slug:tenant_code>/<path:ref>", views.PayLinkView.as_view(), name="link"),
 ]

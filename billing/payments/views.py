@@ -473,6 +473,10 @@ def payment(request, tenant_code, public_id):
     )
     if found is None:
         return not_found(request, Tenant.objects.filter(slug=tenant_code).first())
+    if found.kind == Payment.Kind.SEVERAL:
+        from billing.payments import several
+
+        return several.receipt(request, found)
     tenant = found.tenant
     pay_page = getattr(found.invoice, "pay_page", None) if found.invoice else None
     if found.status == Payment.Status.FAILED and pay_page is not None:

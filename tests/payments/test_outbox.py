@@ -221,7 +221,7 @@ def test_unknown_invoice_payment_lands_once_the_invoice_arrives(client, halo_ten
 def refund_in_admin(personas, payment):
     staff = personas.client(personas.owner_a)
     changelist = reverse("admin:payments_payment_changelist")
-    data = {"action": "refund", "_selected_action": [payment.pk]}
+    data = {"action": "refund", "_selected_action": [payment.pk], "post": "yes"}
     return staff.post(changelist, data, follow=True)
 
 
@@ -252,7 +252,7 @@ def test_a_refund_removes_the_payment_from_halo(client, personas, halo_tenant, s
 def test_viewers_cannot_refund(personas, halo_tenant, sim):
     payment = factories.payment(halo_tenant, status="succeeded", reference="test_ch_v")
     staff = personas.client(personas.viewer_a)
-    data = {"action": "refund", "_selected_action": [payment.pk]}
+    data = {"action": "refund", "_selected_action": [payment.pk], "post": "yes"}
     staff.post(reverse("admin:payments_payment_changelist"), data)
     payment.refresh_from_db()
     assert (payment.status, payment.refunded_amount) == ("succeeded", 0)

@@ -407,7 +407,7 @@ def test_staff_refund_through_stripe_once_and_wait_for_its_webhook(
     )  # fmt: skip
     stripe_api.post(f"{API}/refunds", json={"id": "re_1", "object": "refund"})
     staff = personas.client(personas.owner_a)
-    data = {"action": "refund", "_selected_action": [payment.pk]}
+    data = {"action": "refund", "_selected_action": [payment.pk], "post": "yes"}
 
     staff.post(reverse("admin:payments_payment_changelist"), data)
     staff.post(reverse("admin:payments_payment_changelist"), data)  # a second click

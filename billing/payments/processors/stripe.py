@@ -60,16 +60,7 @@ class StripeProcessor(Processor):
         intent = {"metadata": metadata, "description": _description(payment)}
         params = {
             "mode": "payment",
-            "line_items": [
-                {
-                    "quantity": 1,
-                    "price_data": {
-                        "currency": payment.currency.lower(),
-                        "unit_amount": minor_units(payment.amount),
-                        "product_data": {"name": f"Invoice {payment.invoice_ref}"},
-                    },
-                }
-            ],
+            "line_items": _line_items(payment),
             "client_reference_id": payment.public_id,
             "metadata": metadata,
             "payment_intent_data": intent,
@@ -344,6 +335,29 @@ def _outcome(kind, obj, metadata):
     return None
 
 
+def _line_items(payment):
+    """What Checkout lists: the invoice, or each invoice's share of a payment for several
+    (they add up to the payment's amount, which Stripe charges once)."""
+    if payment.kind == payment.Kind.SEVERAL:
+        shares = [
+            (f"Invoice {a.invoice.display_number()}", a.amount)
+            for a in payment.allocations.select_related("invoice__tenant")
+        ]
+    else:
+        shares = [(f"Invoice {payment.invoice_ref}", payment.amount)]
+    return [
+        {
+            "quantity": 1,
+            "price_data": {
+                "currency": payment.currency.lower(),
+                "unit_amount": minor_units(amount),
+                "product_data": {"name": name},
+            },
+        }
+        for name, amount in shares
+    ]
+
+
 def _saved_method(session):
     """A card Checkout saved for later (only when the portal asked it to, with consent)."""
     if not session.get("customer") or not session.get("payment_intent"):
@@ -359,7 +373,8 @@ def _metadata(payment):
 
 
 def _description(payment):
-    return f"{payment.tenant.brand_name}: invoice {payment.invoice_ref}"
+    invoices = "invoices" if payment.kind == payment.Kind.SEVERAL else "invoice"
+    return f"{payment.tenant.brand_name}: {invoices} {payment.invoice_ref}"
 
 
 def minor_units(amount):
