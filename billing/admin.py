@@ -187,10 +187,11 @@ class InvoiceAdmin(ReadOnlyTenantAdmin):
 class CustomerAdmin(ReadOnlyTenantAdmin):
     list_display = ["name", "halo_id", "billing_email", "billing_contact", "inactive", "unpaid"]
     list_filter = ["inactive"]
-    search_fields = ["name", "billing_email", "=halo_id"]
+    search_fields = ["name", "billing_email", "account_ref", "=halo_id"]
     fields = [
         "name",
         "halo_id",
+        "account_ref",
         "billing_email",
         ("billing_first_name", "billing_last_name"),
         "inactive",

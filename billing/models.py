@@ -32,6 +32,12 @@ class Customer(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="customers")
     halo_id = models.IntegerField("Halo client ID")
     name = models.CharField(max_length=255)
+    account_ref = models.CharField(
+        "account reference",
+        max_length=100,
+        blank=True,
+        help_text="Halo's accounts ID of the client (else its ref), printed on invoices.",
+    )
     billing_email = models.EmailField("billing email", max_length=254, blank=True)
     billing_first_name = models.CharField(max_length=100, blank=True)
     billing_last_name = models.CharField(max_length=100, blank=True)

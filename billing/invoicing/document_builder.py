@@ -283,8 +283,8 @@ def _customer(invoice, details):
         organisation = details.organisation
         return pdf.Customer(organisation.name, organisation.external_ref, contact)
     if customer is not None:
-        return pdf.Customer(customer.name, str(customer.halo_id), contact)
-    return pdf.Customer("Customer", "–")
+        return pdf.Customer(customer.name, customer.account_ref, contact)
+    return pdf.Customer("Customer", "")
 
 
 def _fallback_date(invoice, details):

@@ -79,7 +79,7 @@ class Branding:
 @dataclass(frozen=True)
 class Customer:
     billing_name: str
-    account_reference: str
+    account_reference: str  # "" when there is none: the PDF leaves the row out
     address_lines: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

@@ -64,7 +64,7 @@ from portal.formats import (
     format_quantity,
 )
 
-from .model import ZERO, Category, InvoiceDocument, InvoiceLine, Period
+from .model import ZERO, Category, Customer, InvoiceDocument, InvoiceLine, Period
 
 if TYPE_CHECKING:
     # One table style command, ("FONT", (col, row), (col, row), ...): only in the stubs.
@@ -473,6 +473,12 @@ def _masthead(doc: InvoiceDocument, theme: _Theme) -> list[Flowable]:
     ]
 
 
+def _account_row(customer: Customer) -> list[tuple[str, str]]:
+    """The "Account reference" row, or none when the customer has no account reference."""
+    reference = customer.account_reference.strip()
+    return [("Account reference", reference)] if reference else []
+
+
 def _parties(doc: InvoiceDocument, fmt: _Formats, theme: _Theme) -> Table:
     """Bill-to block beside the invoice facts."""
     customer = doc.customer
@@ -487,7 +493,7 @@ def _parties(doc: InvoiceDocument, fmt: _Formats, theme: _Theme) -> Table:
     )
     facts = [
         ("Invoice number", doc.invoice_number),
-        ("Account reference", customer.account_reference),
+        *_account_row(customer),
         ("Invoice date", fmt.date(doc.invoice_date)),
         ("Due date", fmt.date(doc.due_date)),
         ("Billing period", fmt.period(doc.billing_period)),
@@ -646,7 +652,7 @@ def _remittance_slip(doc: InvoiceDocument, fmt: _Formats, theme: _Theme) -> Tabl
     refs = Table(
         [
             ["Customer", _wrap(clean_text(doc.customer.billing_name), 40 * mm, 8.5, BOLD, 2)],
-            ["Account reference", clean_text(doc.customer.account_reference)],
+            *([label, clean_text(value)] for label, value in _account_row(doc.customer)),
             ["Invoice number", clean_text(doc.invoice_number)],
             ["Due date", fmt.date(doc.due_date)],
             ["Amount due", fmt.money(doc.amount_due)],
@@ -983,7 +989,9 @@ def _draw_pair(canvas: Canvas, y: float, left: _Text, right: _Text) -> None:
 
 def _draw_footer(canvas: Canvas, doc: InvoiceDocument, page: int, pages: int) -> None:
     canvas.saveState()
-    reference = f"Invoice {doc.invoice_number} · Account {doc.customer.account_reference}"
+    reference = f"Invoice {doc.invoice_number}"
+    if doc.customer.account_reference:
+        reference += f" · Account {doc.customer.account_reference}"
     _draw_pair(
         canvas,
         FOOTER_BASELINE,

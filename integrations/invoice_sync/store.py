@@ -27,6 +27,7 @@ TEN_THOUSANDTH = Decimal("0.0001")
 
 CUSTOMER_FIELDS = [
     "name",
+    "account_ref",
     "billing_email",
     "billing_first_name",
     "billing_last_name",
@@ -135,6 +136,11 @@ def _older(record, stored_modified):
 def customer_fields(record):
     return {
         "name": _text(record.get("name") or f"Client {record['id']}", 255),
+        # The number the customer's accounts know them by (never Halo's internal id).
+        "account_ref": _text(
+            str(record.get("accountsid") or "").strip() or str(record.get("ref") or "").strip(),
+            100,
+        ),
         "billing_email": _text(record.get("accountsemailaddress"), 254),
         "billing_first_name": _text(record.get("accountsfirstname"), 100),
         "billing_last_name": _text(record.get("accountslastname"), 100),
