@@ -17,11 +17,11 @@ from portal.schedules import register
 log = logging.getLogger(__name__)
 
 
-def start_reminder_runs():
+def start_reminder_runs(now=None):
     """Every 15 minutes: each tenant with reminders on and past its send hour (in its own
     time zone) gets a run; runs are idempotent, so a repeat or an overlap sends nothing
     twice, and invoices synced later in the day still get theirs."""
-    now = timezone.now()
+    now = now or timezone.now()
     started = 0
     for settings in ReminderSettings.objects.filter(enabled=True).select_related("tenant"):
         if settings.day_due(now) is not None:
