@@ -58,6 +58,8 @@ ACCOUNT_LINK_MAX_AGE = env.int("ACCOUNT_LINK_MAX_AGE", default=30 * 24 * 3600)
 # "Email me a link" to the account page: per address typed at a tenant, per client address.
 ACCOUNT_LINK_EMAIL_RATE = env.str("ACCOUNT_LINK_EMAIL_RATE", default="3/hour")
 ACCOUNT_LINK_IP_RATE = env.str("ACCOUNT_LINK_IP_RATE", default="20/hour")
+# Sign in with Halo (billing.accounts.halo_signin): sign-ins started per client address.
+HALO_SIGNIN_RATE = env.str("HALO_SIGNIN_RATE", default="60/hour")
 
 INSTALLED_APPS = [
     "portal.apps.PortalAdminConfig",

@@ -17,7 +17,7 @@ from django.utils import timezone
 from django_q.models import Failure, OrmQ, Schedule, Success
 from django_q.signing import SignedPackage
 
-from billing.accounts.models import AccountSettings
+from billing.accounts.models import AccountSettings, HaloSignIn
 from billing.invoicing import models as invoicing
 from billing.models import AutoPayRule, Customer, Invoice, InvoiceLine
 from billing.payments import models as payments
@@ -373,6 +373,12 @@ def payment_notice(tenant, **kwargs):
 def account_settings(tenant, **kwargs):
     fields = {"halo_portal_origins": "https://support.example.com"} | kwargs
     return AccountSettings.objects.update_or_create(tenant=tenant, defaults=fields)[0]
+
+
+@maker(HaloSignIn)
+def halo_signin(tenant, **kwargs):
+    fields = {"enabled": True, "client_id": f"signin-{next(_seq)}"} | kwargs
+    return HaloSignIn.objects.update_or_create(tenant=tenant, defaults=fields)[0]
 
 
 @maker(invoicing.InvoicingSettings)

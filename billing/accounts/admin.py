@@ -110,3 +110,6 @@ class AccountSettingsAdmin(TenantScopedAdmin):
             return views.show(request, template, tenant, status=status, staff=True, **context)
 
         return views.account_page(render)(request)
+
+
+from billing.accounts import signin_admin  # noqa: E402, F401  (Sign in with Halo)

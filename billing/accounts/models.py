@@ -102,3 +102,6 @@ class AccountSettings(OnePerTenant):
         the client's ID; the portal opens that customer's account page for staff."""
         path = reverse("admin:accounts_halo_client", args=[self.tenant.slug, "CLIENT"])
         return settings.PORTAL_BASE_URL + path.replace("CLIENT", HALO_CLIENT_VARIABLE)
+
+
+from billing.accounts.signin_models import HaloSignIn, HaloSignInAttempt  # noqa: E402, F401
