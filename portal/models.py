@@ -11,6 +11,7 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from portal.crypto import token_digest
+from portal.runs import RunStatus
 
 TIME_ZONE_CHOICES = [(name, name) for name in sorted(zoneinfo.available_timezones())]
 CURRENCY_CHOICES = [
@@ -423,3 +424,83 @@ class ApiToken(models.Model):
 # A token's last_used is written at most this often (no write per API request).
 USED_RESOLUTION = timedelta(minutes=5)
 ROTATION_OVERLAP = timedelta(days=7)
+
+
+class ScheduledRunQuerySet(models.QuerySet):
+    def due(self, now=None):
+        """Queued slots whose time has come (first attempts, retries and continuations)."""
+        return self.filter(status=ScheduledRun.Status.QUEUED, not_before__lte=now or timezone.now())
+
+    def stale(self, now=None):
+        """Running slots whose worker stopped beating: it died (SIGKILL, OOM, lost machine)."""
+        limit = (now or timezone.now()) - timedelta(seconds=settings.RUN_STALE_SECONDS)
+        return self.filter(status=ScheduledRun.Status.RUNNING, heartbeat__lt=limit)
+
+    def retrying(self):
+        return self.filter(status=ScheduledRun.Status.QUEUED, attempts__gt=0)
+
+    def finished(self):
+        return self.exclude(status__in=[ScheduledRun.Status.QUEUED, ScheduledRun.Status.RUNNING])
+
+
+class ScheduledRun(models.Model):
+    """One slot of one scheduled job, for one tenant (or the whole fleet): the durable run
+    ledger (`portal.ledger`). The scheduling tick writes the row before the slot is due, so
+    a slot exists in the database whatever happens to brokers and workers; workers claim due
+    rows; the sweeper puts back rows whose worker died. Unique per tenant, job and slot."""
+
+    Status = RunStatus
+
+    tenant = models.ForeignKey(
+        Tenant, null=True, blank=True, on_delete=models.CASCADE, related_name="scheduled_runs"
+    )
+    job = models.CharField(max_length=40)
+    slot = models.DateTimeField(help_text="When this run fell due.")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    not_before = models.DateTimeField(help_text="Not claimed before this (retries, continuations).")
+    deadline = models.DateTimeField(help_text="Retries stop here: the next slot takes over.")
+    attempts = models.PositiveIntegerField(default=0)
+    queued_at = models.DateTimeField(null=True, blank=True, help_text="Last sent to the broker.")
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=120, blank=True, help_text="host:pid of the claimer.")
+    summary = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    checkpoint = models.JSONField(default=dict, blank=True)
+    notified = models.BooleanField(default=False, help_text="Owners were told of this incident.")
+
+    objects = ScheduledRunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-slot", "job"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "job", "slot"], name="scheduledrun_one_per_tenant_job_slot"
+            ),
+            models.UniqueConstraint(
+                fields=["job", "slot"],
+                condition=models.Q(tenant__isnull=True),
+                name="scheduledrun_one_per_fleet_job_slot",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "not_before"]),
+            models.Index(fields=["job", "tenant", "-slot"]),
+        ]
+
+    def __str__(self):
+        whose = self.tenant or "fleet"
+        return f"{self.job} of {whose} at {self.slot:%Y-%m-%d %H:%M}"
+
+    @property
+    def will_retry(self):
+        """When a failed attempt will be tried again (None: not retrying)."""
+        if self.status == self.Status.QUEUED and self.attempts:
+            return self.not_before
+        return None
+
+    @property
+    def age(self):
+        """How long a due run has waited past its time (zero when not yet due)."""
+        return max(timezone.now() - self.not_before, timedelta(0))

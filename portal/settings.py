@@ -324,6 +324,9 @@ HEALTHZ_MAX_HEARTBEAT_AGE = env.int("HEALTHZ_MAX_HEARTBEAT_AGE", default=180)
 # from a thread; one silent for RUN_STALE_SECONDS died with its worker and is taken back.
 RUN_HEARTBEAT_SECONDS = env.int("RUN_HEARTBEAT_SECONDS", default=20)
 RUN_STALE_SECONDS = env.int("RUN_STALE_SECONDS", default=120)
+# A due ledger run sent to an idle broker this long ago and still unclaimed was lost (a
+# worker prefetched it and died): it is sent again.
+LEDGER_REQUEUE_IDLE_SECONDS = env.int("LEDGER_REQUEUE_IDLE_SECONDS", default=120)
 
 DEFAULT_EXCEPTION_REPORTER_FILTER = "portal.crypto.SecretSafeReporterFilter"
 

@@ -1,16 +1,14 @@
 """django-q2 entry points of payments, and the schedules that sweep up after them."""
 
 import logging
-from datetime import date
+from datetime import date, timedelta
 
 from django.utils import timezone
-from django_q.models import Schedule
 
 from billing.payments import autopay, checkout, emails, enumeration, outbox
 from billing.payments.models import Payment, PaymentEvent, PaymentSettings
-from portal.jobs import enqueue
+from portal import ledger
 from portal.models import Tenant
-from portal.schedules import register
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +49,24 @@ def add_pay_links_everywhere():
     return outbox.deliver()
 
 
-def start_autopay_runs():
-    """Start each tenant's daily run once its hour has come (in its own time zone)."""
-    now = timezone.now()
-    for settings in PaymentSettings.objects.select_related("tenant"):
-        day = settings.autopay_day_due(now)
-        if day and settings.claim_autopay_run(day):
-            enqueue(run_autopay, settings.tenant_id, day.isoformat())
+def autopay_subjects():
+    return [(s.tenant_id, s) for s in PaymentSettings.objects.select_related("tenant")]
+
+
+def autopay_next_slot(settings, after):
+    """Each tenant's daily run at its auto-pay hour, in its own time zone."""
+    return ledger.daily_at(settings.autopay_hour, settings.tenant.tz, after)
+
+
+def run_autopay_slot(row):
+    """A tenant's daily auto-pay run (the ledger's job). Charging is exactly-once per
+    invoice and day by itself (AutoPayAttempt), so a run resumed after its worker died
+    charges only what the first attempt had not reached."""
+    settings = PaymentSettings.for_tenant(row.tenant)
+    day = timezone.localtime(row.slot, row.tenant.tz).date()
+    settings.claim_autopay_run(day)  # the forecast's "ran today" marker
+    attempts = autopay.run(row.tenant, day)
+    return f"{len(attempts)} invoice(s) charged or tried"
 
 
 def run_autopay(tenant_id, day):
@@ -80,31 +89,39 @@ def close_stale_payments():
         checkout.close_checkout(payment)
 
 
-register(
-    "payments.deliver_outbox",
-    "billing.payments.tasks.deliver_outbox",
-    schedule_type=Schedule.MINUTES,
-    minutes=1,
-    repeats=-1,
+ledger.register(
+    ledger.Job(
+        name="halo_outbox",
+        label="Halo outbox (payments and pay links written to Halo)",
+        run=lambda row: f"{outbox.deliver() or 0} delivered",
+        next_slot=ledger.every(1),
+        retry_for=timedelta(minutes=1),
+    )
 )
-register(
-    "payments.add_pay_links",
-    "billing.payments.tasks.add_pay_links_everywhere",
-    schedule_type=Schedule.MINUTES,
-    minutes=5,
-    repeats=-1,
+ledger.register(
+    ledger.Job(
+        name="pay_links",
+        label="Pay links for new invoices",
+        run=lambda row: f"{add_pay_links_everywhere() or 0} delivered",
+        next_slot=ledger.every(5),
+        retry_for=timedelta(minutes=5),
+    )
 )
-register(
-    "payments.autopay",
-    "billing.payments.tasks.start_autopay_runs",
-    schedule_type=Schedule.MINUTES,
-    minutes=10,
-    repeats=-1,
+ledger.register(
+    ledger.Job(
+        name="autopay",
+        label="Auto-pay",
+        run=run_autopay_slot,
+        next_slot=autopay_next_slot,
+        subjects=autopay_subjects,
+    )
 )
-register(
-    "payments.close_stale_payments",
-    "billing.payments.tasks.close_stale_payments",
-    schedule_type=Schedule.MINUTES,
-    minutes=10,
-    repeats=-1,
+ledger.register(
+    ledger.Job(
+        name="stale_payments",
+        label="Payments left without an answer",
+        run=lambda row: close_stale_payments() or "",
+        next_slot=ledger.every(10),
+        retry_for=timedelta(minutes=10),
+    )
 )

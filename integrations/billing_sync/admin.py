@@ -13,7 +13,6 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
-from django_q.models import Schedule
 
 from integrations.billing_sync import csv_import, refresh, runner
 from integrations.billing_sync.models import (
@@ -29,7 +28,8 @@ from integrations.billing_sync.models import (
     UsageCount,
     UsageSubmission,
 )
-from integrations.billing_sync.schedules import schedule_name
+from integrations.billing_sync.schedules import JOB
+from portal import ledger
 from portal.admin_base import ReadOnlyTenantAdmin, TenantScopedAdmin
 from portal.csv_export import csv_response
 
@@ -128,10 +128,15 @@ class BillingSyncSettingsAdmin(TenantScopedAdmin):
 
     @admin.display(description="Next scheduled sync")
     def next_scheduled_sync(self, obj):
-        schedule = Schedule.objects.filter(name=schedule_name(obj.tenant_id)).first()
-        if obj.pk is None or schedule is None or schedule.repeats == 0:
+        if obj.pk is None:
             return "None"
-        local = timezone.localtime(schedule.next_run, obj.tenant.tz)
+        last, upcoming = ledger.latest(obj.tenant_id, JOB)
+        if last is not None and last.will_retry:
+            local = timezone.localtime(last.will_retry, obj.tenant.tz)
+            return f"Retrying: will retry at {local:%H:%M} {obj.tenant.time_zone}"
+        if upcoming is None:
+            return "None"
+        local = timezone.localtime(upcoming.slot, obj.tenant.tz)
         return f"{local:%Y-%m-%d %H:%M} {obj.tenant.time_zone}"
 
 

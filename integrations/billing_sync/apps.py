@@ -10,12 +10,13 @@ class BillingSyncConfig(AppConfig):
     def ready(self):
         from django.db.models.signals import post_save
 
-        from integrations.billing_sync import health, schedules  # noqa: F401  (registers)
+        from integrations.billing_sync import health, schedules, tasks  # noqa: F401  (registers)
         from integrations.billing_sync.models import BillingSyncSettings
+        from portal import ledger
 
         post_save.connect(
-            lambda instance, **kwargs: schedules.arm(instance),
+            lambda instance, **kwargs: ledger.replan(schedules.JOB, instance.tenant_id),
             sender=BillingSyncSettings,
             weak=False,
-            dispatch_uid="billing_sync_arm_schedule",
+            dispatch_uid="billing_sync_plan_next_slot",
         )

@@ -129,15 +129,20 @@ def launch(run, background):
     run.refresh_from_db(fields=["status", "finished", "error"])  # the caller shows it
 
 
-def execute(run):
-    """Run a claimed run to its end. Halo failures end up in the results, never raised."""
-    Runner(run).execute()
+def execute(run, *, notify=True):
+    """Run a claimed run to its end. Halo failures end up in the results, never raised;
+    the exception that stopped the run is left on `run.failure` for the caller (the ledger
+    retries transient ones). `notify=False`: the caller tells the owners (once per
+    incident, not once per attempt)."""
+    Runner(run, notify=notify).execute()
     return run
 
 
 class Runner:
-    def __init__(self, run):
+    def __init__(self, run, *, notify=True):
         self.run = run
+        self.run.failure = None
+        self.notify = notify
         self.tenant = run.tenant
         self.settings = BillingSyncSettings.for_tenant(self.tenant)
         self.client = self.rules = None
@@ -157,8 +162,10 @@ class Runner:
             return
         except (HaloError, NotConnected) as exc:
             status, error = Status.ERROR, str(exc)
-        except Exception:
+            self.run.failure = exc
+        except Exception as exc:
             log.exception("Billing sync run %s crashed", self.run.pk)
+            self.run.failure = exc
             status, error = (
                 Status.ERROR,
                 (
@@ -455,6 +462,12 @@ class Runner:
         return Status.SUCCEEDED
 
     def _finish(self, status, error=""):
+        written = sum(1 for row in self.rows if row.writes and row.outcome == Outcome.DONE)
+        if status == Status.ERROR and written:
+            # It did run: say what it wrote, never "Could not run".
+            to_write = sum(1 for row in self.rows if row.writes)
+            status = Status.FAILED
+            error = f"Wrote {written} of {to_write} licence changes, then stopped: {error}"
         for row in self.rows:
             if not row.outcome:  # the run stopped before writing it
                 row.outcome, row.message = Outcome.FAILED, f"Not written: {error}"
@@ -470,7 +483,8 @@ class Runner:
                 calls["POST /token"] = stats.token_requests
             self.run.halo_requests, self.run.halo_calls = sum(calls.values()), calls
         self.run.finish(status, error=error)
-        notify_owners(self.run, self.settings)
+        if self.notify:
+            notify_owners(self.run, self.settings)
 
     def _record(self):
         products = {p.sku.casefold(): p for p in self.tenant.products.all()}
@@ -507,8 +521,9 @@ class Runner:
         SyncResult.objects.bulk_create(results, batch_size=500)
 
 
-def notify_owners(run, sync_settings):
-    """Email the owners about failed or held pairs of a real run (when the tenant wants it)."""
+def notify_owners(run, sync_settings, *, retrying=""):
+    """Email the owners about failed or held pairs of a real run (when the tenant wants it);
+    `retrying` says when the scheduled slot is tried again."""
     if run.dry_run or not (run.failed or run.held or run.status == Status.ERROR):
         return
     recipients = run.tenant.owner_emails() if sync_settings.email_owners else []
@@ -529,7 +544,8 @@ def notify_owners(run, sync_settings):
     send_mail(
         f"Billing sync for {run.tenant.name}: {run.get_status_display().lower()}",
         f"{run} finished: {'; '.join(problems)}.\n\n"
-        f"See what to do for each pair, and approve held ones, at:\n{url}\n",
+        + f"{retrying}\n\n" * bool(retrying)
+        + f"See what to do for each pair, and approve held ones, at:\n{url}\n",
         None,
         recipients,
         fail_silently=True,

@@ -1,11 +1,19 @@
-"""django-q2 entry points (the worker imports them by dotted path)."""
+"""Billing sync's worker entry points, and its job on the durable run ledger."""
 
 import logging
+from datetime import timedelta
+
+from django.utils import timezone
 
 from integrations.billing_sync import refresh, runner, schedules
 from integrations.billing_sync.models import BillingSyncRun, BillingSyncSettings
+from integrations.halo import HaloError
+from portal import ledger
 
 log = logging.getLogger(__name__)
+
+#: A slot that finds another run of the tenant going (Sync now, an approval) waits this long.
+BUSY_RETRY = timedelta(minutes=2)
 
 
 def execute_run(run_id):
@@ -15,18 +23,54 @@ def execute_run(run_id):
     return run.status
 
 
-def scheduled_sync(tenant_id):
-    """Fired by the tenant's schedule: arm the next slot first, then sync here."""
-    sync_settings = BillingSyncSettings.objects.select_related("tenant").get(tenant_id=tenant_id)
-    schedules.arm(sync_settings, fired=True)
-    run, active = runner.start(sync_settings.tenant, BillingSyncRun.Trigger.SCHEDULE)
+def run_slot(row):
+    """One scheduled billing sync (the ledger's job): succeeded, or retried while the cause
+    is transient (Halo 5xx, network, token, rate budget) until the slot's deadline."""
+    run, active = BillingSyncRun.objects.claim(row.tenant, trigger=BillingSyncRun.Trigger.SCHEDULE)
     if run is None:
-        log.info("Scheduled billing sync of %s skipped: run %s is active", tenant_id, active)
-        return "skipped"
-    return run.status
+        raise ledger.RetryLater(f"{active} was still going.", at=timezone.now() + BUSY_RETRY)
+    ledger.note(row, run=run.pk)
+    runner.execute(run, notify=False)
+    run.refresh_from_db()
+    summary = f"{run}: {run.get_status_display()}. {run.summary()}".strip()
+    if run.status == BillingSyncRun.Status.AWAITING_APPROVAL:
+        runner.notify_owners(run, BillingSyncSettings.for_tenant(row.tenant))
+    if run.status in (BillingSyncRun.Status.SUCCEEDED, BillingSyncRun.Status.AWAITING_APPROVAL):
+        return BillingSyncRun.Status.SUCCEEDED, summary
+    if _transient(run):
+        raise ledger.RetryLater(run.error or summary, summary=summary)
+    return BillingSyncRun.Status.ERROR if run.status == run.Status.ERROR else run.status, summary
+
+
+def _transient(run):
+    """Worth trying again: the run stopped on a transient Halo error, or pairs failed after
+    the run's own retry rounds (a 5xx storm); the next attempt plans afresh from Halo."""
+    failure = getattr(run, "failure", None)
+    if isinstance(failure, HaloError):
+        return failure.transient
+    return run.status == BillingSyncRun.Status.FAILED and failure is None
+
+
+def tell_owners(row, text):
+    """The first failed attempt of a slot emails the owners (one email per incident)."""
+    run = BillingSyncRun.objects.filter(pk=row.checkpoint.get("run")).first()
+    if run is not None:
+        runner.notify_owners(run, BillingSyncSettings.for_tenant(row.tenant), retrying=text)
 
 
 def refresh_halo(tenant_id):
     """Fill the mapping pickers from Halo ("Refresh from Halo", and the demo); the lists
     show how it went."""
     return refresh.run(tenant_id)
+
+
+ledger.register(
+    ledger.Job(
+        name=schedules.JOB,
+        label="Billing sync",
+        run=run_slot,
+        next_slot=schedules.next_slot,
+        subjects=schedules.subjects,
+        on_failure=tell_owners,
+    )
+)

@@ -201,6 +201,7 @@ def run_sync(tenant, kind, trigger):
             error=f"Another invoice sync of this tenant is running (since {since:%H:%M}).",
         )
     run.start()
+    run.failure = None  # the exception that stopped it, for the caller (the ledger retries)
     connection = HaloConnection.objects.for_feature(tenant, "invoice_sync")
     if connection is None:
         run.finish(
@@ -220,8 +221,10 @@ def run_sync(tenant, kind, trigger):
         return run
     except HaloError as exc:
         status, error = InvoiceSyncRun.Status.ERROR, str(exc)
+        run.failure = exc
     except Exception as exc:
         log.exception("Invoice sync %s of %s failed", kind, tenant.slug)
+        run.failure = exc
         status, error = (
             InvoiceSyncRun.Status.ERROR,
             f"Unexpected error: {type(exc).__name__}: {exc}",

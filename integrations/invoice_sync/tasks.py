@@ -35,8 +35,11 @@ def drain_deliveries(tenant_id):
 
 def requeue_stuck_deliveries():
     """Drain tenants whose deliveries wait too long (the broker was down, a task was lost)."""
-    for tenant_id in WebhookDelivery.objects.stuck().values_list("tenant_id", flat=True).distinct():
+    stuck = WebhookDelivery.objects.stuck().values_list("tenant_id", flat=True).distinct()
+    tenant_ids = list(stuck)
+    for tenant_id in tenant_ids:
         enqueue(drain_deliveries, tenant_id)
+    return len(tenant_ids)
 
 
 def sync_tenant(tenant_id, kind, trigger="schedule", claimed_at=None):
@@ -49,12 +52,3 @@ def sync_tenant(tenant_id, kind, trigger="schedule", claimed_at=None):
     if claimed_at is not None and run.status != InvoiceSyncRun.Status.SUCCEEDED:
         ActionLimit.release(tenant, kind, claimed_at)
     return run.status
-
-
-def sync_all(kind):
-    """One task per tenant with invoice sync on, so a slow tenant holds up no other."""
-    tenants = Tenant.objects.filter(
-        halo_connections__active=True, halo_connections__invoice_sync=True
-    ).values_list("pk", flat=True)
-    for tenant_id in tenants:
-        enqueue(sync_tenant, tenant_id, kind)

@@ -4,14 +4,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
-from django_q import scheduler
-from django_q.brokers import get_broker
-from django_q.models import Schedule
 
-from integrations.billing_sync import schedules, tasks
+from integrations.billing_sync import schedules
 from integrations.billing_sync.models import BillingSyncRun, BillingSyncSettings
+from portal import ledger
+from portal.models import ScheduledRun
 from tests import factories
-from tests.billing_sync.conftest import World, take_queued
+from tests.billing_sync.conftest import World
 
 
 def utc(*args):
@@ -76,52 +75,46 @@ def test_monthly_on_a_day_or_the_last_day():
 
 
 @pytest.mark.django_db
-def test_schedule_rows_follow_the_settings_idempotently():
+def test_the_ledger_plans_the_next_slot_as_the_settings_say():
     before = timezone.now()
     settings = sync_settings("America/New_York", **DAILY)
-    name = schedules.schedule_name(settings.tenant_id)
-    schedule = Schedule.objects.get(name=name)  # armed when the settings were saved
-    assert schedule.schedule_type == Schedule.ONCE and schedule.repeats == 1
-    assert schedule.next_run in next_slots_during(settings, before)
-    schedules.arm(settings)
-    schedules.arm_all()
-    assert Schedule.objects.filter(name=name).count() == 1
+    [row] = ScheduledRun.objects.filter(job=schedules.JOB)  # planned when the settings were saved
+    assert row.tenant_id == settings.tenant_id and row.slot in next_slots_during(settings, before)
+    ledger.tick()
+    assert ScheduledRun.objects.filter(job=schedules.JOB).count() == 1
     settings.schedule_hour = 5
     settings.save()
-    assert (
-        timezone.localtime(Schedule.objects.get(name=name).next_run, settings.tenant.tz).hour == 5
-    )
+    [row] = ScheduledRun.objects.filter(job=schedules.JOB)
+    assert timezone.localtime(row.slot, settings.tenant.tz).hour == 5
     settings.schedule = "off"
     settings.save()
-    assert not Schedule.objects.filter(name=name).exists()
+    assert not ScheduledRun.objects.filter(job=schedules.JOB).exists()
 
 
 @pytest.mark.django_db(transaction=True)
-def test_missed_slots_fire_once_and_the_task_rearms_the_next_one(sim):
+def test_a_missed_slot_runs_once_through_the_ledger_and_the_next_is_planned(sim, queued):
     world = World.build(factories.tenant("alpha"), sim).map_all()
     world.set_counts(world.every_pair())
     world.settings.schedule, world.settings.schedule_hour = "daily", 2
     world.settings.save()
-    name = schedules.schedule_name(world.tenant.pk)
     three_days_ago = timezone.now() - timedelta(days=3)
-    Schedule.objects.filter(name=name).update(next_run=three_days_ago)
-    schedules.arm_all()  # the safety net leaves a missed slot to fire
-    assert Schedule.objects.get(name=name).next_run == three_days_ago
-    get_broker().purge_queue()
-
-    scheduler.scheduler(get_broker())
-    scheduler.scheduler(get_broker())
-    [task] = take_queued(schedules.TASK)  # once, not once per missed day
-    assert task["kwargs"] == {"tenant_id": world.tenant.pk}
-
+    ScheduledRun.objects.filter(job=schedules.JOB).update(
+        slot=three_days_ago,
+        not_before=three_days_ago,
+        deadline=three_days_ago + timedelta(hours=12),
+    )
+    ledger.tick()
+    ledger.tick()
+    sent = [args for path, *args in queued if path == "portal.ledger.work"]
+    assert len(sent) == 1  # once, not once per missed day
     before = timezone.now()
-    tasks.scheduled_sync(**task["kwargs"])  # what the worker does with it
+    assert ledger.work(*sent[0]) == "succeeded"  # what the worker does with it
     run = BillingSyncRun.objects.get(tenant=world.tenant)
     assert (
         run.trigger == BillingSyncRun.Trigger.SCHEDULE
         and run.status == BillingSyncRun.Status.SUCCEEDED
     )
-    schedule = Schedule.objects.get(name=name)
-    assert schedule.repeats == 1
-    assert schedule.next_run in next_slots_during(world.settings, before)
-    assert timezone.localtime(schedule.next_run, world.tenant.tz).hour == 2
+    assert world.halo_counts() == world.wanted()
+    upcoming = ScheduledRun.objects.get(job=schedules.JOB, status="queued")
+    assert upcoming.slot in next_slots_during(world.settings, before)
+    assert timezone.localtime(upcoming.slot, world.tenant.tz).hour == 2

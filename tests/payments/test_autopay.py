@@ -9,9 +9,10 @@ from django.db import IntegrityError
 from django.urls import reverse
 from django.utils import timezone
 
-from billing.payments import autopay, tasks
+from billing.payments import autopay
 from billing.payments.models import AutoPayAttempt, AutoPaySkip, Payment, PaymentSettings
 from billing.payments.processors.test import DECLINE
+from portal import ledger
 from tests import factories
 from tests.payments.conftest import open_invoice, settings_for
 
@@ -149,11 +150,16 @@ def test_daily_run_starts_at_the_tenants_hour_once(personas, rule, monkeypatch):
     zone = ZoneInfo("America/New_York")
 
     def at(hour, minute=0):
+        """The ledger's tick at that moment, and the workers running what it sent."""
         moment = datetime(2026, 3, 10, hour, minute, tzinfo=zone)
         monkeypatch.setattr(timezone, "now", lambda: moment)
-        tasks.start_autopay_runs()
+        monkeypatch.setattr(ledger, "clock", lambda: moment)
+        monkeypatch.setattr(ledger, "_jobs", {"autopay": ledger.jobs()["autopay"]})
+        monkeypatch.setattr("portal.ledger.enqueue", lambda func, *args, **kw: func(*args))
+        ledger.tick()
         return list(AutoPayAttempt.objects.values_list("day", flat=True))
 
+    assert at(8, 0) == []  # the slot is planned
     assert at(8, 50) == []  # 13:50 in London, but not 9:00 in New York yet
     assert at(9, 0) == [datetime(2026, 3, 10).date()]
     assert at(9, 10) == at(15, 0) == [datetime(2026, 3, 10).date()]
