@@ -60,6 +60,12 @@ class Due:
     def step_label(self):
         return step_label(self.step)
 
+    @property
+    def offset(self):
+        """Days from the due date to the day it goes out: the step's, unless caught up late
+        (the email says how late the invoice really is)."""
+        return (self.day - self.invoice.due_date).days
+
 
 def current_step(steps, due_date, day):
     """The latest step of `steps` (sorted) whose day has come by `day`, if still within its

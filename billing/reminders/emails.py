@@ -37,9 +37,9 @@ def _context(tenant):
 
 def subject_for(due, number, when):
     brand = due.invoice.tenant.brand_name
-    if due.step < 0:
+    if due.offset < 0:
         text = f"Invoice {number} from {brand} is due on {when}"
-    elif due.step == 0:
+    elif due.offset == 0:
         text = f"Invoice {number} from {brand} is due today"
     elif due.final:
         text = f"Final reminder: invoice {number} from {brand} is overdue"
@@ -65,7 +65,7 @@ def render_reminder(due):
         "partly_paid": balance.due < invoice.total,
         "due_date": when,
         "invoice_date": display.day(invoice.invoice_date, tenant),
-        "days": abs(due.step),
+        "days": abs(due.offset),
         "pay_url": PayPage.for_invoice(invoice).public_url(),
         "account_url": account_url(customer),
         "opt_out_url": opt_out_url(customer),

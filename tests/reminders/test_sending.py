@@ -91,6 +91,7 @@ def test_a_missed_day_is_caught_up_but_old_steps_never_burst(tenant, mailoutbox)
     late = open_invoice(tenant)
     dunning.send_due_reminders(tenant, at(2))
     assert steps_sent(late) == [1]
+    assert "is now 2 days overdue" in mailoutbox[0].body  # how late it really is
 
     ReminderSettings.objects.filter(tenant=tenant).update(enabled=False)
     switched_on_late = open_invoice(tenant, due=DUE + timedelta(days=20))
