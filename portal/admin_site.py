@@ -11,13 +11,13 @@ from django.views.decorators.http import require_POST
 from portal.access import switch_tenant
 from portal.admin_base import scope_to_request, tenant_path
 from portal.health import tenant_health
+from portal.sidebar import group_by_job
 
 
 class PortalAdminSite(admin.AdminSite):
     site_header = "Halo Partner Portal"
     site_title = "Halo Partner Portal"
     index_title = "Partner console"
-    index_template = "admin/portal_index.html"
     site_url = None  # the portal has no public home page; customers arrive on pay links
 
     def get_urls(self):
@@ -68,11 +68,27 @@ class PortalAdminSite(admin.AdminSite):
         return HttpResponseRedirect(_changelist_of(target) or reverse("admin:index"))
 
     def index(self, request, extra_context=None):
+        from portal.setup_checklist import checklist
+
         access = request.access
         tenants = access.tenants if access.all_tenants else [access.tenant] if access.tenant else []
         extra = {"tenant_health": [(t, tenant_health(t)) for t in tenants]}
+        if access.tenant is not None:
+            extra["setup_jobs"] = checklist(access.tenant)
         extra.update(extra_context or {})
         return super().index(request, extra)
+
+    def get_app_list(self, request, app_label=None):
+        """The sidebar and home list by job (`portal.sidebar`); an app's own index page
+        (`/admin/<app>/`) still lists every model of that app."""
+        if app_label is not None:
+            return super().get_app_list(request, app_label)
+        return group_by_job(self._build_app_dict(request), self._registry)
+
+    def each_context(self, request):
+        from portal.setup_checklist import SetupPointer
+
+        return {**super().each_context(request), "setup_pointer": SetupPointer(request)}
 
 
 def _changelist_of(url):
@@ -81,3 +97,10 @@ def _changelist_of(url):
     if len(parts) >= 3 and parts[0] == "admin":
         return "/" + "/".join(parts[:3]) + "/"
     return url.split("?")[0] if url.startswith("/admin/") else ""
+
+
+def site_names(request):
+    """The portal's name on every page built on the admin's templates, also those Django's
+    own views render without the admin's context (password reset): never "Django
+    administration"."""
+    return {"site_header": admin.site.site_header, "site_title": admin.site.site_title}

@@ -47,6 +47,7 @@ def send_invitation(invitation, token):
     send_mail(
         subject=f"You are invited to {invitation.tenant.name} on {admin.site.site_header}",
         message=render_to_string("portal/email/invitation.txt", context),
+        html_message=render_to_string("portal/email/invitation.html", context),
         from_email=settings.DEFAULT_FROM_EMAIL,
         recipient_list=[invitation.email],
     )

@@ -87,9 +87,14 @@ class ThrottledPasswordResetForm(PasswordResetForm):
 
 
 class PasswordResetView(auth_views.PasswordResetView):
-    """Django's, with the mail capped (`ThrottledPasswordResetForm`)."""
+    """Django's, with the mail capped (`ThrottledPasswordResetForm`) and in the portal's
+    name (Django would name the host)."""
 
     form_class = ThrottledPasswordResetForm
+
+    @property
+    def extra_email_context(self):
+        return {"site_name": admin.site.site_header}
 
 
 class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):

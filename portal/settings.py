@@ -116,6 +116,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "portal.access.tenant_context",
+                "portal.admin_site.site_names",
             ],
         },
     },

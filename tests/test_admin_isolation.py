@@ -23,7 +23,13 @@ from django.urls.resolvers import RoutePattern
 from django.utils.regex_helper import normalize
 
 from portal.access import TenantAccess
-from portal.admin_base import TenantScopedAdmin, filter_to_tenants, object_tenant_id, tenant_path
+from portal.admin_base import (
+    SingletonSettingsAdmin,
+    TenantScopedAdmin,
+    filter_to_tenants,
+    object_tenant_id,
+    tenant_path,
+)
 from tests import factories
 
 SCOPED = sorted(
@@ -70,8 +76,14 @@ def test_other_tenant_cannot_list_view_change_or_delete(personas, rows_a, model,
     client_b = personas.client(personas.owner_b)
 
     changelist = client_b.get(url(model, "changelist"))
-    assert changelist.status_code == 200
-    assert obj.pk not in [o.pk for o in changelist.context["cl"].result_list]
+    if isinstance(model_admin, SingletonSettingsAdmin):  # opens B's own row's form
+        assert changelist.status_code == 302
+        assert changelist["Location"] == url(
+            model, "change", model.for_tenant(personas.tenant_b).pk
+        )
+    else:
+        assert changelist.status_code == 200
+        assert obj.pk not in [o.pk for o in changelist.context["cl"].result_list]
 
     for view in ("change", "delete", "history"):
         response = client_b.get(url(model, view, obj.pk))
@@ -113,7 +125,11 @@ def test_owner_sees_own_rows(personas, rows_a, model, model_admin):
 def test_viewer_cannot_change_anything(personas, rows_a, model, model_admin):
     obj = rows_a[model]
     client = personas.client(personas.viewer_a)
-    assert client.get(url(model, "changelist")).status_code == 200
+    listed = client.get(url(model, "changelist"))
+    if isinstance(model_admin, SingletonSettingsAdmin):  # opens A's row, to read only
+        assert listed["Location"] == url(model, "change", obj.pk)
+    else:
+        assert listed.status_code == 200
     page = client.get(url(model, "change", obj.pk))
     assert page.status_code == 200
     assert b'name="_save"' not in page.content

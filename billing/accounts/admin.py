@@ -7,11 +7,11 @@ from django.views.decorators.http import require_GET
 from billing.accounts import links, views
 from billing.accounts.models import HALO_CLIENT_VARIABLE, AccountSettings
 from billing.models import Customer
-from portal.admin_base import TenantScopedAdmin
+from portal.admin_base import SingletonSettingsAdmin, TenantScopedAdmin
 
 
 @admin.register(AccountSettings)
-class AccountSettingsAdmin(TenantScopedAdmin):
+class AccountSettingsAdmin(SingletonSettingsAdmin, TenantScopedAdmin):
     list_display = ["__str__", "frame_ancestors"]
     readonly_fields = ["halo_button", "embedding"]
     fieldsets = [

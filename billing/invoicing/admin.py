@@ -32,7 +32,7 @@ from billing.invoicing.pdfs import (
     store_portal_pdf,
 )
 from billing.models import Invoice, InvoiceNumberField, number_field
-from portal.admin_base import ReadOnlyTenantAdmin, TenantScopedAdmin
+from portal.admin_base import ReadOnlyTenantAdmin, SingletonSettingsAdmin, TenantScopedAdmin
 from portal.formats import format_money, format_quantity
 from portal.jobs import enqueue
 
@@ -51,7 +51,7 @@ def money(invoice):
 
 
 @admin.register(InvoicingSettings)
-class InvoicingSettingsAdmin(TenantScopedAdmin):
+class InvoicingSettingsAdmin(SingletonSettingsAdmin, TenantScopedAdmin):
     list_display = ["__str__", "tax_label", "tax_rate", "pay_link_in_pdf", "attach_pdf_on_export"]
     readonly_fields = ["halo_pdf_link"]
     fieldsets = [
@@ -556,6 +556,7 @@ class FallbackFilter(admin.SimpleListFilter):
 @admin.register(PdfServed)
 class PdfServedAdmin(ReadOnlyTenantAdmin):
     """The log of PDFs handed out, and every fallback from the preferred source."""
+    in_sidebar = False  # a reference list: reached from its job page
 
     list_display = [
         "invoice_number",

@@ -30,6 +30,7 @@ from billing.payments.models import (
 from billing.payments.processors import ProcessorError
 from portal.admin_base import (
     ReadOnlyTenantAdmin,
+    SingletonSettingsAdmin,
     TenantScopedAdmin,
     TenantScopedForm,
     secret_field,
@@ -92,7 +93,7 @@ class PaymentSettingsForm(TenantScopedForm):
 
 
 @admin.register(PaymentSettings)
-class PaymentSettingsAdmin(TenantScopedAdmin):
+class PaymentSettingsAdmin(SingletonSettingsAdmin, TenantScopedAdmin):
     form = PaymentSettingsForm
     list_display = ["__str__", "processor", "processor_status", "halo_pay_buttons", "allow_partial"]
     readonly_fields = ["pay_link", "stripe_webhook_url", "processor_status", "autopay_forecast"]
@@ -395,6 +396,7 @@ class PaymentAdmin(ReadOnlyTenantAdmin):
 @admin.register(HaloOutbox)
 class HaloOutboxAdmin(ReadOnlyTenantAdmin):
     """What the portal owes Halo; failed rows say what Halo answered and can be retried."""
+    in_sidebar = False  # a reference list: reached from its job page
 
     list_display = ["created", "kind", "subject", "status", "attempts", "next_try", "error"]
     list_filter = ["status", "kind"]
@@ -437,6 +439,7 @@ class HaloOutboxAdmin(ReadOnlyTenantAdmin):
 
 @admin.register(SavedPaymentMethod)
 class SavedPaymentMethodAdmin(ReadOnlyTenantAdmin):
+    in_sidebar = False  # a reference list: reached from its job page
     list_display = ["__str__", "customer", "processor", "active", "consented_at", "consent_email"]
     list_filter = ["active", "processor"]
     search_fields = ["customer__name", "consent_email", "last4"]
@@ -474,6 +477,7 @@ class AutoPaySkipForm(TenantScopedForm):
 @admin.register(AutoPaySkip)
 class AutoPaySkipAdmin(TenantScopedAdmin):
     """Invoices staff took out of auto-pay; delete a row to put its invoice back."""
+    in_sidebar = False  # a reference list: reached from its job page
 
     form = AutoPaySkipForm
     list_display = ["invoice", "reason", "created_by", "created"]
@@ -487,6 +491,7 @@ class AutoPaySkipAdmin(TenantScopedAdmin):
 
 @admin.register(AutoPayAttempt)
 class AutoPayAttemptAdmin(ReadOnlyTenantAdmin):
+    in_sidebar = False  # a reference list: reached from its job page
     list_display = ["day", "invoice", "payment", "outcome"]
     list_filter = ["day"]
     fields = ["day", "invoice", "payment", "outcome", "note"]
@@ -501,6 +506,7 @@ class ProcessorEventAdmin(ReadOnlyTenantAdmin):
     """Every processor webhook event whose signature checked, with what became of it: filter
     by state for the ones waiting for their payment (deferred) or needing staff (failed:
     unreadable, with the reason)."""
+    in_sidebar = False  # a reference list: reached from its job page
 
     list_display = ["received", "state", "type", "event_id", "payment", "outcome"]
     list_filter = ["state", "type"]
@@ -525,6 +531,7 @@ class ProcessorEventAdmin(ReadOnlyTenantAdmin):
 class PayLinkAlertAdmin(ReadOnlyTenantAdmin):
     """Incidents of pay-link lookups that look like someone guessing invoice numbers (see
     `billing.payments.enumeration`); the tenant's owners were emailed when each opened."""
+    in_sidebar = False  # a reference list: reached from its job page
 
     list_display = ["started", "last_seen", "state", "reason", "address_list"]
     list_filter = ["is_open"]

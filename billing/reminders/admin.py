@@ -25,7 +25,12 @@ from billing.reminders.models import (
     ReminderSettings,
     step_label,
 )
-from portal.admin_base import ReadOnlyTenantAdmin, TenantScopedAdmin, TenantScopedForm
+from portal.admin_base import (
+    ReadOnlyTenantAdmin,
+    SingletonSettingsAdmin,
+    TenantScopedAdmin,
+    TenantScopedForm,
+)
 from portal.jobs import enqueue
 
 STEPS_ERROR = "Enter whole numbers of days, for example -3, 1, 7, 14."
@@ -77,7 +82,7 @@ class ReminderSettingsForm(TenantScopedForm):
 
 
 @admin.register(ReminderSettings)
-class ReminderSettingsAdmin(TenantScopedAdmin):
+class ReminderSettingsAdmin(SingletonSettingsAdmin, TenantScopedAdmin):
     form = ReminderSettingsForm
     list_display = ["__str__", "enabled", "schedule", "send_hour", "payment_notices"]
     readonly_fields = ["preview_link"]
@@ -283,6 +288,7 @@ class ReminderOptOutForm(TenantScopedForm):
 @admin.register(ReminderOptOut)
 class ReminderOptOutAdmin(TenantScopedAdmin):
     """Adding a customer stops their reminders; deleting the row sends them again."""
+    in_sidebar = False  # a reference list: reached from its job page
 
     form = ReminderOptOutForm
     list_display = ["customer", "source", "created", "created_by", "note"]
@@ -308,6 +314,7 @@ class ReminderOptOutAdmin(TenantScopedAdmin):
 
 @admin.register(PaymentNotice)
 class PaymentNoticeAdmin(ReadOnlyTenantAdmin):
+    in_sidebar = False  # a reference list: reached from its job page
     list_display = ["created", "payment", "to", "status", "error"]
     list_filter = ["status"]
     fields = ["payment", "to", "status", "error", "created"]

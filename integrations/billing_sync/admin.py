@@ -30,7 +30,7 @@ from integrations.billing_sync.models import (
 )
 from integrations.billing_sync.schedules import JOB
 from portal import ledger
-from portal.admin_base import ReadOnlyTenantAdmin, TenantScopedAdmin
+from portal.admin_base import ReadOnlyTenantAdmin, SingletonSettingsAdmin, TenantScopedAdmin
 from portal.csv_export import csv_response
 
 STATUS_COLOURS = {
@@ -100,7 +100,7 @@ class ToolsMixin(_ModelAdmin):
 
 
 @admin.register(BillingSyncSettings)
-class BillingSyncSettingsAdmin(TenantScopedAdmin):
+class BillingSyncSettingsAdmin(SingletonSettingsAdmin, TenantScopedAdmin):
     list_display = ["__str__", "removal_policy", "approval_required", "schedule_text"]
     readonly_fields = ["next_scheduled_sync", "halo_refreshed"]
 
@@ -161,6 +161,8 @@ class HaloRecordAdmin(ToolsMixin, ReadOnlyTenantAdmin):
 
 @admin.register(HaloClientRecord)
 class HaloClientRecordAdmin(HaloRecordAdmin):
+    in_sidebar = False  # a reference list: reached from its job page
+
     def get_urls(self):
         # The one URL behind every "Refresh from Halo" button of billing sync.
         refresh = self.admin_url(
@@ -192,6 +194,7 @@ class HaloClientRecordAdmin(HaloRecordAdmin):
 
 @admin.register(HaloItemRecord)
 class HaloItemRecordAdmin(HaloRecordAdmin):
+    in_sidebar = False  # a reference list: reached from its job page
     list_display = ["name", "sku", "halo_id", "state", "changed"]
     search_fields = ["name", "sku"]
 
@@ -409,6 +412,7 @@ class UsageCountAdmin(ToolsMixin, TenantScopedAdmin):
 
 @admin.register(UsageChange)
 class UsageChangeAdmin(ReadOnlyTenantAdmin):
+    in_sidebar = False  # a reference list: reached from its job page
     list_display = ["when", "organisation", "product", "previous", "new", "source", "sender"]
     list_filter = [
         "submission__source",
@@ -549,6 +553,7 @@ class SyncRunAdmin(ToolsMixin, ReadOnlyTenantAdmin):
 
 @admin.register(SyncResult)
 class SyncResultAdmin(ReadOnlyTenantAdmin):
+    in_sidebar = False  # a reference list: reached from its job page
     list_display = [
         "run",
         "organisation_name",

@@ -14,7 +14,7 @@ from integrations.invoice_sync.models import (
     WebhookDelivery,
 )
 from integrations.models import HaloConnection
-from portal.admin_base import ReadOnlyTenantAdmin, TenantScopedAdmin
+from portal.admin_base import ReadOnlyTenantAdmin, SingletonSettingsAdmin, TenantScopedAdmin
 from portal.jobs import enqueue
 
 FETCH_ACTIONS = ("fetch_new", "fetch_unpaid")
@@ -25,7 +25,7 @@ def _when(moment, tenant):
 
 
 @admin.register(InvoiceSyncSettings)
-class InvoiceSyncSettingsAdmin(TenantScopedAdmin):
+class InvoiceSyncSettingsAdmin(SingletonSettingsAdmin, TenantScopedAdmin):
     list_display = [
         "__str__",
         "halo_role",
@@ -218,6 +218,7 @@ class InvoiceSyncRunAdmin(ReadOnlyTenantAdmin):
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(ReadOnlyTenantAdmin):
+    in_sidebar = False  # a reference list: reached from its job page
     list_display = ["received", "event", "object_id", "status", "error", "delivery_id"]
     list_filter = ["status", "event"]
     search_fields = ["=delivery_id", "=object_id"]

@@ -177,7 +177,7 @@ def test_viewers_and_other_tenants_cannot_regenerate(viewer, personas):
 
 def test_settings_page_shows_what_to_paste_into_halo(owner, personas, settings):
     settings.PORTAL_BASE_URL = "https://portal.example.com"
-    response = owner.get(url("invoicingsettings_changelist"))
+    response = owner.get(url("invoicingsettings_changelist"), follow=True)
     assert response.status_code == 200
     settings_row = personas.tenant_a.invoicing_settings
     page = owner.get(url("invoicingsettings_change", settings_row.pk)).content.decode()
