@@ -48,7 +48,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from billing.accounts import links
+from billing.accounts import links, tables
 from billing.accounts.models import AccountSettings
 from billing.accounts.statement import Statement
 from billing.payments import display
@@ -135,6 +135,7 @@ def show_account(request, customer, token, staff=None, status=200):
     tenant = customer.tenant
     statement = Statement(customer, timezone.localdate(timezone=tenant.tz))
     card = statement.card
+    new_tab = framed(request)
     return show(
         request,
         "accounts/account.html",
@@ -142,6 +143,8 @@ def show_account(request, customer, token, staff=None, status=200):
         status=status,
         customer=customer,
         statement=statement,
+        invoice_rows=tables.invoice_rows(statement.invoices, new_tab=new_tab, staff=staff),
+        payment_rows=tables.payment_rows(statement.payments, new_tab=new_tab),
         staff=staff,
         account_url=links.account_url(customer) if staff else "",
         link_days=settings.ACCOUNT_LINK_MAX_AGE // 86400,

@@ -53,7 +53,13 @@ def test_statement_ages_what_is_due_and_counts_payments_not_yet_in_halo(personas
     statement = Statement(customer, today)
 
     [totals] = statement.totals
-    assert [b["amount"] for b in totals["buckets"]] == ["£6.00", "£20.00", "£40.00", "£80.00", "£160.00"]
+    assert [b["amount"] for b in totals["buckets"]] == [
+        "£6.00",
+        "£20.00",
+        "£40.00",
+        "£80.00",
+        "£160.00",
+    ]
     assert totals["balance"] == "£306.00" and totals["overdue"] == "£300.00"
     assert len(statement.invoices) == 7 and len(statement.open) == 5
     assert {row.kind for row in statement.invoices} == {"open", "overdue", "paid", "voided"}
@@ -130,7 +136,9 @@ def test_payments_refunds_and_credit_notes_are_on_the_statement(personas, custom
     assert f"Cancelled by credit note {note.number}" in body
 
 
-@pytest.mark.parametrize("url", ["/account/alpha/x", "/account/alpha/" + "A" * 3000, "/account/alpha/%E2%98%83:1:2"])
+@pytest.mark.parametrize(
+    "url", ["/account/alpha/x", "/account/alpha/" + "A" * 3000, "/account/alpha/%E2%98%83:1:2"]
+)
 def test_garbage_tokens_get_the_clear_404(personas, client, url):
     response = client.get(url)
     assert response.status_code == 404
@@ -165,7 +173,7 @@ def test_tampered_expired_and_foreign_links_are_refused(personas, customer, clie
 
 def test_a_customer_sees_only_its_own_invoices(personas, customer, client):
     neighbour = factories.customer(personas.tenant_a, name="Contoso")
-    mine = invoice(personas.tenant_a, customer, amount="11.11")
+    invoice(personas.tenant_a, customer, amount="11.11")
     theirs = invoice(personas.tenant_a, neighbour, amount="22.22")
     foreign = invoice(personas.tenant_b, factories.customer(personas.tenant_b), amount="33.33")
 
@@ -177,7 +185,9 @@ def test_a_customer_sees_only_its_own_invoices(personas, customer, client):
         assert f">{other.display_number()}<" not in body
 
 
-def test_queries_do_not_grow_with_invoices(personas, customer, client, django_assert_max_num_queries):
+def test_queries_do_not_grow_with_invoices(
+    personas, customer, client, django_assert_max_num_queries
+):
     tenant = personas.tenant_a
     for n in range(3):
         invoice(tenant, customer, days_overdue=n * 20)
@@ -187,7 +197,7 @@ def test_queries_do_not_grow_with_invoices(personas, customer, client, django_as
     # which open ones have payments under way, payments received, saved cards.
     with django_assert_max_num_queries(5):
         client.get(account_url(customer))
-    for n in range(40):
+    for _ in range(40):
         paid(tenant, customer)
     client.get(account_url(customer))
     with django_assert_max_num_queries(5):
@@ -245,3 +255,44 @@ def test_old_payments_fall_off_the_twelve_months(personas, customer, today):
     old = factories.payment(personas.tenant_a, invoice=done, status="succeeded")
     Payment.objects.filter(pk=old.pk).update(succeeded_at=timezone.now() - timedelta(days=400))
     assert Statement(customer, today).payments == []
+
+
+def test_payments_for_several_invoices_count_on_each(personas, customer, today):
+    """A checkout for several invoices (payments:pay_several): its shares count like a
+    payment of one invoice; while it is in flight, the invoices show it in progress."""
+    from billing.payments.models import PaymentAllocation
+
+    tenant = personas.tenant_a
+    first = invoice(tenant, customer, days_overdue=10, amount="30.00")
+    second = invoice(tenant, customer, days_overdue=5, amount="20.00")
+    several = Payment.objects.create(
+        tenant=tenant, invoice=None, kind=Payment.Kind.SEVERAL, status="created",
+        invoice_ref=f"{first.display_number()}, {second.display_number()}",
+        idempotency_key="several-1", processor="test", amount=Decimal("50.00"), currency="GBP",
+    )  # fmt: skip
+    for position, target in enumerate((first, second)):
+        PaymentAllocation.objects.create(
+            payment=several, invoice=target, position=position, amount=target.amount_due
+        )
+    statement = Statement(customer, today)
+    assert [row.in_flight for row in statement.open] == [True, True]
+    assert statement.pay_several_url(links.make_token(customer)) == ""  # nothing left to pick
+
+    Payment.objects.filter(pk=several.pk).update(status="succeeded", succeeded_at=several.created)
+    PaymentAllocation.objects.filter(payment=several).update(in_flight=False)
+    statement = Statement(customer, today)
+    assert statement.open == []  # paid, Halo not told yet: nothing more to pay
+    [received] = statement.payments
+    assert received["amount"] == "£50.00"
+
+
+def test_the_whole_balance_button_opens_the_several_invoices_checkout(personas, customer, client):
+    invoice(personas.tenant_a, customer, days_overdue=10, amount="30.00")
+    body = client.get(account_url(customer)).content.decode()
+    assert "Pay the whole balance" not in body  # one invoice: its own Pay button
+    invoice(personas.tenant_a, customer, days_overdue=5, amount="20.00")
+    body = client.get(account_url(customer)).content.decode()
+    token = account_url(customer).rsplit("/", 1)[1]
+    several = reverse("payments:pay_several", args=[personas.tenant_a.slug, token])
+    assert f'href="{several}"' in body and "Pay the whole balance" in body
+    assert client.get(several).status_code == 200
