@@ -1,8 +1,11 @@
 """Sign in with Halo in the admin: the tenant's switch, its Halo application, and the URLs to
 copy into Halo."""
 
+from django import forms
 from django.contrib import admin
+from django.utils.formats import date_format
 from django.utils.html import format_html
+from django.utils.timezone import localtime
 
 from billing.accounts.signin_models import HaloSignIn
 from integrations.models import HaloConnection
@@ -11,7 +14,7 @@ from portal.admin_base import SingletonSettingsAdmin, TenantScopedAdmin
 
 @admin.register(HaloSignIn)
 class HaloSignInAdmin(SingletonSettingsAdmin, TenantScopedAdmin):
-    list_display = ["__str__", "enabled", "client_id", "last_problem_at"]
+    list_display = ["__str__", "enabled", "client_id"]
     readonly_fields = ["redirect_url", "start_link", "signs_in_against", "problem"]
     fieldsets = [
         (None, {"fields": ["enabled", "client_id", "signs_in_against"]}),
@@ -19,15 +22,12 @@ class HaloSignInAdmin(SingletonSettingsAdmin, TenantScopedAdmin):
         ("Problems", {"fields": ["problem"]}),
     ]
 
-    def changelist_view(self, request, extra_context=None):
-        if request.access.tenant is not None:
-            HaloSignIn.for_tenant(request.access.tenant)
-        return super().changelist_view(request, extra_context)
-
-    def has_add_permission(self, request):
-        tenant = request.access.tenant
-        exists = tenant is not None and HaloSignIn.objects.filter(tenant=tenant).exists()
-        return super().has_add_permission(request) and not exists
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "client_id":  # a GUID: show it whole
+            kwargs["widget"] = forms.TextInput(
+                attrs={"class": "vTextField", "style": "width: 40ch; max-width: 100%"}
+            )
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     @admin.display(description="Login redirect URL")
     def redirect_url(self, obj):
@@ -65,4 +65,7 @@ class HaloSignInAdmin(SingletonSettingsAdmin, TenantScopedAdmin):
     def problem(self, obj):
         if not obj.last_problem:
             return "None."
-        return format_html("{} ({})", obj.last_problem, obj.last_problem_at)
+        if obj.last_problem_at is None:
+            return obj.last_problem
+        when = date_format(localtime(obj.last_problem_at), "DATETIME_FORMAT")
+        return format_html('{} <span class="help">({})</span>', obj.last_problem, when)
