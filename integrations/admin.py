@@ -59,6 +59,8 @@ class HaloConnectionForm(TenantScopedForm):
             "payments",
             "webhooks",
         ]
+        # Halo's client IDs are GUIDs: 36 characters, shown whole.
+        widgets = {"client_id": forms.TextInput(attrs={"class": "vTextField guid-input"})}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -295,3 +295,5 @@ def test_form_says_where_in_halo_and_gives_the_urls_the_full_width(personas):
         [tag] = re.findall(rf'<input[^>]*name="{name}"[^>]*>', html)
         assert 'class="vTextField url-input"' in tag, tag
     assert ".url-input" in html  # its style: the width of the form
+    [client_id] = re.findall(r'<input[^>]*name="client_id"[^>]*>', html)
+    assert 'class="vTextField guid-input"' in client_id  # a whole GUID shows
