@@ -399,6 +399,20 @@ def replan(job_name: str, tenant_id: int) -> None:
     plan(_jobs[job_name], clock(), tenant_id=tenant_id)
 
 
+def continue_later(tenant_id: int | None, job: str, at: datetime, checkpoint: dict) -> ScheduledRun:
+    """Work started outside the schedule (Sync now) that must wait for Halo's rate window:
+    a ledger row of its own, due at `at`, so it continues even if every worker restarts."""
+    now = clock()
+    return ScheduledRun.objects.create(
+        tenant_id=tenant_id,
+        job=job,
+        slot=now,
+        not_before=at,
+        deadline=at + _jobs[job].retry_for,
+        checkpoint=checkpoint,
+    )
+
+
 def note(row: ScheduledRun, **facts: Any) -> None:
     """Keep `facts` (e.g. the id of the run this slot started) in the row's checkpoint."""
     row.checkpoint = {**row.checkpoint, **facts}

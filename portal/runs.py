@@ -142,10 +142,11 @@ class TenantRun(models.Model):
     def start(self) -> bool:
         """Queued → running, unless another process declared this run dead meanwhile."""
         now = timezone.now()
+        started = self.started or now  # a continuation keeps its run's start
         if self._claimed(RunStatus.QUEUED).update(
-            status=RunStatus.RUNNING, started=now, heartbeat=now
+            status=RunStatus.RUNNING, started=started, heartbeat=now
         ):
-            self.status, self.started, self.heartbeat = RunStatus.RUNNING, now, now
+            self.status, self.started, self.heartbeat = RunStatus.RUNNING, started, now
             return True
         return False
 

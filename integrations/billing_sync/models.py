@@ -23,7 +23,7 @@ from django.utils import timezone
 from integrations.halo.records import custom_field_text
 from portal.crypto import token_digest
 from portal.models import ApiToken, OnePerTenant, Organisation, Product, Tenant
-from portal.runs import TenantRun, active_run_constraint
+from portal.runs import ClaimLost, TenantRun, active_run_constraint
 
 
 class RemovalPolicy(models.TextChoices):
@@ -645,6 +645,16 @@ class BillingSyncRun(TenantRun):
             f"{self.counts[key]} {labels[key].lower()}" for key in order if self.counts.get(key)
         ]
         return " · ".join(parts) or ("nothing to do" if self.finished else "")
+
+    def pause(self, phase):
+        """Running → queued, still holding the tenant's claim, until its continuation
+        (`runner`) starts it again when Halo's rate window frees."""
+        now = timezone.now()
+        fields = {"status": self.Status.QUEUED, "heartbeat": now, "phase": phase}
+        if not type(self).objects.filter(pk=self.pk, status=self.Status.RUNNING).update(**fields):
+            raise ClaimLost(f"run {self.pk} was taken over")
+        for name, value in fields.items():
+            setattr(self, name, value)
 
     def finish(self, status, *, error=""):
         super().finish(

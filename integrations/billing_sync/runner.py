@@ -8,6 +8,8 @@ itself, so a run killed halfway is completed by the next one, which plans afresh
 import logging
 import time
 from collections import Counter
+from dataclasses import asdict
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.mail import send_mail
@@ -25,7 +27,7 @@ from integrations.billing_sync.models import (
     SyncResult,
     UsageCount,
 )
-from integrations.halo import HaloClient, HaloError
+from integrations.halo import HaloBudgetExhausted, HaloClient, HaloError
 from integrations.halo.client import LICENCE_KEY, record_key
 from portal.jobs import enqueue
 from portal.runs import ClaimLost, keep_alive
@@ -129,17 +131,20 @@ def launch(run, background):
     run.refresh_from_db(fields=["status", "finished", "error"])  # the caller shows it
 
 
-def execute(run, *, notify=True):
-    """Run a claimed run to its end. Halo failures end up in the results, never raised;
-    the exception that stopped the run is left on `run.failure` for the caller (the ledger
-    retries transient ones). `notify=False`: the caller tells the owners (once per
-    incident, not once per attempt)."""
-    Runner(run, notify=notify).execute()
+def execute(run, *, notify=True, resume=None):
+    """Run a claimed run to its end, or until Halo's rate window is spent. Halo failures end
+    up in the results, never raised; the exception that stopped the run is left on
+    `run.failure` for the caller (the ledger retries transient ones), and a paused run's
+    `(when to continue, checkpoint)` on `run.paused` (`resume` it then). `notify=False`:
+    the caller tells the owners (once per incident, not once per attempt)."""
+    work = Runner(run, notify=notify, resume=resume)
+    work.execute()
+    run.paused = work.paused
     return run
 
 
 class Runner:
-    def __init__(self, run, *, notify=True):
+    def __init__(self, run, *, notify=True, resume=None):
         self.run = run
         self.run.failure = None
         self.notify = notify
@@ -148,6 +153,9 @@ class Runner:
         self.client = self.rules = None
         self.rows = []
         self.splits_left = MAX_SPLITS
+        self.unknown = []  # written rows whose licence id Halo did not answer yet
+        self.resume = resume  # a paused run's checkpoint: the rows it still had to write
+        self.paused = None  # (when to continue, checkpoint) once Halo's window is spent
 
     def execute(self):
         if not self.run.start():
@@ -159,6 +167,9 @@ class Runner:
                 status = self._sync()
         except ClaimLost:
             log.warning("Billing sync run %s lost its claim; another run took over", self.run.pk)
+            return
+        except HaloBudgetExhausted as spent:
+            self._pause(spent)
             return
         except (HaloError, NotConnected) as exc:
             status, error = Status.ERROR, str(exc)
@@ -181,6 +192,8 @@ class Runner:
     def _sync(self):
         self.client = halo_client_for(self.tenant)
         self.rules = self._rules()
+        if self.resume and self.resume.get("rows") is not None:
+            return self._continue(self.resume)
         self.rows = engine.decide(self._plan(), self.rules)
         if not self.run.dry_run:
             self._write([row for row in self.rows if row.writes and not row.outcome])
@@ -320,15 +333,15 @@ class Runner:
 
     # -- writing ------------------------------------------------------------------------
 
-    def _write(self, rows):
+    def _write(self, rows, again=()):
         """Write in arrays. What Halo saved without saying which ids it gave (an answer
         with the last record only) and arrays hit by transient failures (a lost answer
         may still have created) are settled after all arrays, from one read of Halo: the
         ids are looked up, and the failed arrays are re-planned from it and written again,
         so a create that did land is not made twice. Up to `RETRY_ROUNDS` such rounds."""
-        self.run.beat(phase="Writing to Halo", done=0, total=len(rows))
-        unknown = []
-        again = self._write_all(rows, unknown)
+        self.run.beat(phase="Writing to Halo", done=0, total=len(rows) + len(again))
+        unknown = self.unknown  # kept on the runner: a paused run hands it to its continuation
+        again = list(again) + self._write_all(rows, unknown)
         for attempt in range(RETRY_ROUNDS + 1):
             if not (again or unknown):
                 return
@@ -337,7 +350,7 @@ class Runner:
             self.run.beat(phase=f"Checking {len(again) + len(unknown)} licences in Halo")
             licences = self._licences_of({row.pair.client_id for row in again + unknown})
             self._identify(unknown, licences)
-            unknown = []
+            unknown.clear()
             if not again:
                 return
             if attempt == RETRY_ROUNDS:
@@ -389,6 +402,8 @@ class Runner:
         """Write one array; answers the rows to retry later (transient failures)."""
         try:
             saved = self.client.upsert_licences([row.payload for row in batch], find_later=True)
+        except HaloBudgetExhausted:
+            raise  # nothing of this array was sent: the run pauses (see `execute`)
         except HaloError as error:
             if error.transient:
                 for row in batch:
@@ -449,6 +464,49 @@ class Runner:
                 self.rows[position[id(row.pair)]] = replacement
         return list(fresh.values())
 
+    # -- pausing for Halo's rate window ---------------------------------------------------
+
+    def _pause(self, spent):
+        """Halo's rolling window is spent: record what is final, keep what is left to write
+        (and what must be looked up before anything is re-sent) as the checkpoint, and hand
+        the tenant's claim to a continuation at the time the window frees. Nothing sleeps."""
+        at = timezone.now() + timedelta(seconds=max(spent.retry_after or 0.0, 1.0))
+        unsettled = {id(row) for row in self.unknown}
+        unsettled |= {id(row) for row in self.rows if row.writes and not row.outcome and row.error}
+        left = [
+            row for row in self.rows if id(row) in unsettled or (row.writes and not row.outcome)
+        ]
+        final = [row for row in self.rows if row not in left]
+        self._record(final)
+        written = sum(1 for row in final if row.writes and row.outcome == Outcome.DONE)
+        phase = (
+            f"Paused for Halo's rate limit: {written} licence changes written, {len(left)} left; "
+            f"continues at {timezone.localtime(at):%H:%M:%S}."
+        )
+        checkpoint = {
+            "run": self.run.pk,
+            "rows": None if not self.rows else [_row_state(r, id(r) in unsettled) for r in left],
+            "halo_requests": self._requests(),
+        }
+        self.run.pause(phase)
+        self.paused = (at, checkpoint)
+        log.info("Billing sync run %s paused until %s (%d rows left)", self.run.pk, at, len(left))
+
+    def _continue(self, checkpoint):
+        """Write what a paused run left: first look up the rows whose fate Halo has not told
+        (a lost answer may have created them), then the rest; no re-read of the plan."""
+        rows = [_row_from_state(state) for state in checkpoint["rows"]]
+        self.rows = rows
+        unsettled = [
+            row for row, state in zip(rows, checkpoint["rows"], strict=True) if state["unsettled"]
+        ]
+        created = [row for row in unsettled if row.outcome == Outcome.DONE]
+        self.unknown.extend(created)
+        again = [row for row in unsettled if row.outcome != Outcome.DONE]
+        pending = [row for row in rows if row not in unsettled]
+        self._write(pending, again=again)
+        return self._status()
+
     # -- results ------------------------------------------------------------------------
 
     def _status(self):
@@ -472,21 +530,28 @@ class Runner:
             if not row.outcome:  # the run stopped before writing it
                 row.outcome, row.message = Outcome.FAILED, f"Not written: {error}"
         self._record()
+        # Counted from the results, which a paused run recorded in parts.
         counts = Counter(
-            row.action if row.outcome in (Outcome.DONE, Outcome.PREVIEW) else row.outcome
-            for row in self.rows
+            action if outcome in (Outcome.DONE, Outcome.PREVIEW) else outcome
+            for action, outcome in self.run.results.values_list("action", "outcome")
         )
         self.run.counts = dict(counts)
-        if stats := getattr(self.client, "stats", None):
-            calls = dict(stats.by_endpoint)
-            if stats.token_requests:
-                calls["POST /token"] = stats.token_requests
-            self.run.halo_requests, self.run.halo_calls = sum(calls.values()), calls
+        calls = self._requests()
+        self.run.halo_requests, self.run.halo_calls = sum(calls.values()), calls
         self.run.finish(status, error=error)
         if self.notify:
             notify_owners(self.run, self.settings)
 
-    def _record(self):
+    def _requests(self):
+        """Halo requests by endpoint: this runner's, plus those of the run's earlier parts."""
+        calls = Counter((self.resume or {}).get("halo_requests") or {})
+        if stats := getattr(self.client, "stats", None):
+            calls.update(stats.by_endpoint)
+            if stats.token_requests:
+                calls["POST /token"] += stats.token_requests
+        return dict(calls)
+
+    def _record(self, rows=None):
         products = {p.sku.casefold(): p for p in self.tenant.products.all()}
         orgs = {
             m.halo_client.halo_id: m.organisation
@@ -495,7 +560,7 @@ class Runner:
             )
         }
         results = []
-        for row in self.rows:
+        for row in self.rows if rows is None else rows:
             pair = row.pair
             product = products.get(pair.sku.casefold()) if pair.product_id is None else None
             organisation = orgs.get(pair.client_id) if pair.organisation_id is None else None
@@ -519,6 +584,28 @@ class Runner:
                 )
             )
         SyncResult.objects.bulk_create(results, batch_size=500)
+
+
+def _row_state(row, unsettled):
+    """A row a paused run still has to write (or look up), as JSON for its checkpoint."""
+    return {
+        "pair": asdict(row.pair),
+        "action": row.action,
+        "previous": row.previous,
+        "new": row.new,
+        "licence_id": row.licence_id,
+        "message": row.message,
+        "payload": row.payload,
+        "policy": row.policy,
+        "outcome": row.outcome,
+        "approved": row.approved,
+        "unsettled": unsettled,
+    }
+
+
+def _row_from_state(state):
+    fields = {k: v for k, v in state.items() if k not in ("pair", "unsettled")}
+    return engine.Row(pair=engine.Pair(**state["pair"]), **fields)
 
 
 def notify_owners(run, sync_settings, *, retrying=""):

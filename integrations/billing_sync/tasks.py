@@ -17,20 +17,38 @@ BUSY_RETRY = timedelta(minutes=2)
 
 
 def execute_run(run_id):
-    """A run claimed by Sync now, Preview or an approval, executed on the worker."""
+    """A run claimed by Sync now, Preview or an approval, executed on the worker. One that
+    spends Halo's rate window continues on the ledger when the window frees."""
     run = BillingSyncRun.objects.select_related("tenant").get(pk=run_id)
     runner.execute(run)
+    if run.paused:
+        at, checkpoint = run.paused
+        ledger.continue_later(run.tenant_id, schedules.JOB, at, {**checkpoint, "paused": True})
     return run.status
 
 
 def run_slot(row):
     """One scheduled billing sync (the ledger's job): succeeded, or retried while the cause
     is transient (Halo 5xx, network, token, rate budget) until the slot's deadline."""
-    run, active = BillingSyncRun.objects.claim(row.tenant, trigger=BillingSyncRun.Trigger.SCHEDULE)
+    run = resume = None
+    if row.checkpoint.get("paused"):  # a continuation: the paused run goes on where it stopped
+        run = BillingSyncRun.objects.filter(
+            pk=row.checkpoint["run"], status=BillingSyncRun.Status.QUEUED
+        ).first()
+        resume = row.checkpoint if run else None
     if run is None:
-        raise ledger.RetryLater(f"{active} was still going.", at=timezone.now() + BUSY_RETRY)
+        run, active = BillingSyncRun.objects.claim(
+            row.tenant, trigger=BillingSyncRun.Trigger.SCHEDULE
+        )
+        if run is None:
+            raise ledger.RetryLater(f"{active} was still going.", at=timezone.now() + BUSY_RETRY)
     ledger.note(row, run=run.pk)
-    runner.execute(run, notify=False)
+    runner.execute(run, notify=False, resume=resume)
+    if run.paused:
+        at, checkpoint = run.paused
+        raise ledger.ContinueAt(at, {**checkpoint, "paused": True}, summary=run.phase)
+    if resume:
+        ledger.note(row, rows=None, paused=False)  # done: the checkpoint's rows are spent
     run.refresh_from_db()
     summary = f"{run}: {run.get_status_display()}. {run.summary()}".strip()
     if run.status == BillingSyncRun.Status.AWAITING_APPROVAL:

@@ -783,7 +783,10 @@ class HaloClient:
         waited = self.limiter.acquire(max_wait=retry.remaining())
         if waited is None:
             raise HaloBudgetExhausted(
-                method=method, endpoint=label.split(" ", 1)[1], attempted=attempted
+                method=method,
+                endpoint=label.split(" ", 1)[1],
+                attempted=attempted,
+                retry_after=self.limiter.next_free,
             ).note(f"(HALO_RATE_LIMIT: {settings.HALO_RATE_LIMIT} requests per connection.)")
         self.stats.waited += waited
         timeout, sent_timeout = self._timeouts(method, label, attempted, url)

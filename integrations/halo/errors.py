@@ -145,8 +145,9 @@ class HaloBudgetExhausted(HaloRateLimited):
     """The portal's own rate budget (`HALO_RATE_LIMIT`) had no slot within the retry budget."""
 
     headline = (
-        "The portal paused its calls to Halo to stay under Halo's rate limit and could not "
-        "{attempted} in time. It will retry later; nothing was sent."
+        "The portal paused its calls to Halo to stay under Halo's rate limit: Halo's "
+        "rolling window had no room to {attempted} soon enough. This call was not sent; "
+        "what was written before it stands."
     )
 
 

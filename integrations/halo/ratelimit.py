@@ -114,7 +114,8 @@ class RateLimiter:
     def acquire(self, max_wait: float) -> float | None:
         """Take a slot, sleeping while the budget is spent; returns the seconds waited.
 
-        Returns None, without a slot, when the next one is further away than `max_wait`.
+        Returns None, without a slot, when the next one is further away than `max_wait`;
+        `next_free` then says in how many seconds one frees (a run can come back then).
         """
         waited = 0.0
         while True:
@@ -124,6 +125,7 @@ class RateLimiter:
                 return waited
             wait = max(wait, 0.001)
             if waited + wait > max_wait:
+                self.next_free = wait
                 return None
             self.sleep(wait)
             waited += wait
