@@ -38,12 +38,12 @@ class AccountSettingsAdmin(SingletonSettingsAdmin, TenantScopedAdmin):
         if obj.pk is None:
             return "Shown once saved."
         return format_html(
-            '<code class="once-secret">{}</code><div class="help">In Halo: Configuration › '
-            "Custom Objects › Custom Buttons › New, on the <strong>Client</strong> entity, "
-            "action <strong>Open URL</strong> (in a new tab), and paste this URL: Halo puts "
-            "in the client's ID ({}). Agents then open the client's account page in the "
-            "portal, as the customer sees it, after logging in to the portal; only staff of "
-            "this tenant can open it.</div>",
+            '<code class="once-secret">{}</code><div class="help">In Halo, add a custom button '
+            "to the <strong>Client</strong> screen that opens a URL in a new tab "
+            "(Configuration › Custom Objects › Custom Buttons) and paste this URL: Halo puts in "
+            "the client's ID for {}. An agent who clicks it logs in to the portal if needed and "
+            "sees that client's account page as the customer does; only staff of this tenant "
+            "can open it.</div>",
             obj.halo_button_url(),
             HALO_CLIENT_VARIABLE,
         )
@@ -79,7 +79,7 @@ class AccountSettingsAdmin(SingletonSettingsAdmin, TenantScopedAdmin):
         tenant = next((t for t in request.access.tenants if t.slug == tenant_code), None)
         if tenant is None or not self.has_view_permission(request):
             raise Http404("No such client.")
-        if client_id == HALO_CLIENT_VARIABLE:
+        if client_id.startswith("$"):  # $CLIENTID itself: Halo did not fill it in
             return self._unsubstituted(request, tenant)
         is_id = client_id.isascii() and client_id.isdecimal()  # not other scripts' digits
         customer = (

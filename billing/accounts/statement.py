@@ -18,7 +18,13 @@ from django.utils import timezone
 
 from billing.models import Customer, Invoice
 from billing.payments import display
-from billing.payments.models import Balance, Payment, PayPage, SavedPaymentMethod
+from billing.payments.models import (
+    Balance,
+    Payment,
+    PaymentAllocation,
+    PayPage,
+    SavedPaymentMethod,
+)
 
 #: Ageing buckets: (label, first day overdue, last day overdue or None).
 BUCKETS = (
@@ -93,7 +99,8 @@ class Statement:
         self.today_text = display.day(today, tenant)
         # Hundreds of rows repeat the same few amounts and dates: format each once, and
         # build URLs from their prefix (reverse() per row costs more than the row).
-        self._money, self._days = {}, {}
+        self._money: dict[tuple[Decimal, str], str] = {}
+        self._days: dict[date | None, str] = {}
         self._pay_prefix = reverse("payments:pay", args=[tenant.slug, "TOKEN"]).removesuffix(
             "TOKEN"
         )
@@ -138,16 +145,15 @@ class Statement:
         live = [*Payment.IN_FLIGHT, Payment.Status.SUCCEEDED]
         # What `Balance` counts: payments in flight or not yet recorded, and the same of the
         # invoice's shares in payments for several invoices.
-        under_way = (
-            Q(payments__status__in=Payment.IN_FLIGHT)
-            | Q(payments__status=Payment.Status.SUCCEEDED, payments__recorded=None)
-            | Q(allocations__payment__status__in=live, allocations__recorded=None)
+        payments = Payment.objects.filter(
+            Q(status__in=Payment.IN_FLIGHT) | Q(status=Payment.Status.SUCCEEDED, recorded=None)
         )
+        shares = PaymentAllocation.objects.filter(payment__status__in=live, recorded=None)
         busy = set(
             Invoice.objects.filter(pk__in=open_)
-            .filter(under_way)
+            .filter(Q(pk__in=payments.values("invoice_id")) | Q(pk__in=shares.values("invoice_id")))
+            .order_by()
             .values_list("pk", flat=True)
-            .distinct()
         )
         return {
             pk: Balance(invoice) if pk in busy else Settled(invoice.amount_due)
@@ -156,6 +162,7 @@ class Statement:
 
     def _payments(self):
         since = datetime.combine(self.today - PAYMENTS_SHOWN, time(), tzinfo=self.tenant.tz)
+        shares = PaymentAllocation.objects.all()
         found = (
             Payment.objects.filter(
                 tenant=self.tenant,
@@ -164,10 +171,9 @@ class Statement:
             # One invoice's payments, and payments for several of the customer's invoices.
             .filter(
                 Q(invoice__customer=self.customer)
-                | Q(invoice=None, allocations__invoice__customer=self.customer)
+                | Q(pk__in=shares.filter(invoice__customer=self.customer).values("payment_id"))
             )
             .filter(Q(succeeded_at__gte=since) | Q(succeeded_at=None, created__gte=since))
-            .distinct()
             .order_by("-succeeded_at", "-created")
         )
         tz = self.tenant.tz
