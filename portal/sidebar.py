@@ -115,8 +115,10 @@ def _page_url(name: str) -> str | None:
 
 
 def group_by_job(app_dict: dict, registry: dict) -> list[dict]:
-    """Django's `{app_label: app}` (each app with its `models`) as the job sections, then
-    the apps holding models no section names. Hidden (`in_sidebar = False`) models go."""
+    """Django's `{app_label: app}` (each app with its `models`) as the job sections; a model
+    no section names joins the section holding most of its app's models (new lists land
+    beside their job), else its app's own group after the sections. Models whose admin
+    says `in_sidebar = False` are left out."""
     entries = {}
     for app in app_dict.values():
         for model in app["models"]:
@@ -125,6 +127,8 @@ def group_by_job(app_dict: dict, registry: dict) -> list[dict]:
                 if isinstance(model_admin, SingletonSettingsAdmin):
                     model = {**model, "add_url": None}  # one row per tenant: never "Add"
                 entries[model["model"]._meta.label] = model
+    named = {label for section in SECTIONS for label, _ in section.models}
+    unnamed = [label for label in entries if label not in named]
     arranged = []
     for section in SECTIONS:
         models = []
@@ -134,6 +138,7 @@ def group_by_job(app_dict: dict, registry: dict) -> list[dict]:
         for label, name in section.models:
             if (model := entries.pop(label, None)) is not None:
                 models.append({**model, "name": name or model["name"]})
+        models += [entries.pop(label) for label in unnamed if _home(label) is section]
         if models:
             arranged.append(
                 {
@@ -148,10 +153,25 @@ def group_by_job(app_dict: dict, registry: dict) -> list[dict]:
                 }
             )
     for app in app_dict.values():
-        rest = [m for m in app["models"] if entries.pop(m["model"]._meta.label, None)]
+        rest = [
+            entries.pop(label)
+            for m in app["models"]
+            if (label := m["model"]._meta.label) in entries
+        ]
         if rest:
             arranged.append({**app, "models": rest})
     return arranged
+
+
+def _home(label: str) -> Section | None:
+    """The section naming most models of `label`'s app."""
+    app_label = label.split(".")[0]
+    counts = [
+        (sum(1 for named, _ in section.models if named.split(".")[0] == app_label), section)
+        for section in SECTIONS
+    ]
+    best, section = max(counts, key=lambda pair: pair[0])
+    return section if best else None
 
 
 def _page_entry(section: Section, url: str) -> dict:
