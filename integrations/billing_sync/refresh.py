@@ -93,26 +93,57 @@ def queue(tenant):
     return True, status(tenant)
 
 
+class UnderWay(Exception):
+    """Another refresh of the tenant is queued or running (its `status`)."""
+
+    def __init__(self, status):
+        super().__init__("A refresh from Halo is already under way.")
+        self.status = status
+
+
+def refresh_now(tenant):
+    """Refresh in this process (`manage.py halo_refresh`) as the button's task does on the
+    worker: one refresh per tenant at a time, the outcome noted for the admin's lists.
+    Answers the `(clients, items)` counts; raises `runner.NotConnected` (before claiming
+    anything), `UnderWay`, or the `HaloError` that stopped it."""
+    client = runner.halo_client_for(tenant)
+    if not cache.add(_claim_key(tenant.pk), True, _lost_after()):
+        raise UnderWay(status(tenant))
+    return _refresh(tenant, client)
+
+
 def run(tenant_id):
     """The task: refresh, noting progress and the outcome. Halo errors end up on the page."""
     tenant = Tenant.objects.get(pk=tenant_id)
-    _note(tenant_id, RUNNING)
     try:
-        clients, items = runner.refresh_from_halo(tenant, runner.halo_client_for(tenant))
+        clients, items = _refresh(tenant)
     except (HaloError, runner.NotConnected) as error:
-        _note(tenant_id, FAILED, str(error))
         return {"error": str(error)}
-    except Exception:
-        log.exception("The Halo refresh of %s crashed", tenant_id)
-        _note(tenant_id, FAILED, "an unexpected error stopped it (details in the worker log).")
-        raise
-    finally:
-        cache.delete(_claim_key(tenant_id))
-    _note(
-        tenant_id,
-        DONE,
+    return {"clients": clients, "items": items}
+
+
+def describe_counts(clients, items):
+    return (
         f"Refreshed from Halo: {clients['seen']} clients and {items['seen']} items "
         f"({clients['new'] + items['new']} new, {clients['changed'] + items['changed']} "
-        "changed).",
+        "changed)."
     )
-    return {"clients": clients, "items": items}
+
+
+def _refresh(tenant, client=None):
+    """Refresh `tenant` under the claim its caller took (released here), noting progress and
+    the outcome; raises what stopped it."""
+    _note(tenant.pk, RUNNING)
+    try:
+        clients, items = runner.refresh_from_halo(tenant, client or runner.halo_client_for(tenant))
+    except (HaloError, runner.NotConnected) as error:
+        _note(tenant.pk, FAILED, str(error))
+        raise
+    except Exception:
+        log.exception("The Halo refresh of %s crashed", tenant.pk)
+        _note(tenant.pk, FAILED, "an unexpected error stopped it (details in the worker log).")
+        raise
+    finally:
+        cache.delete(_claim_key(tenant.pk))
+    _note(tenant.pk, DONE, describe_counts(clients, items))
+    return clients, items
