@@ -137,6 +137,16 @@ def _setup(tenant: Tenant) -> tuple[HaloSignIn, HaloConnection]:
     return signin, connection
 
 
+def offered(tenant: Tenant) -> bool:
+    """Whether the account page's sign-in form shows "Sign in with Halo" (linking to
+    `accounts:halo_signin`): switched on, with a client ID and an active Halo connection."""
+    try:
+        _setup(tenant)
+    except SignInRefused:
+        return False
+    return True
+
+
 def challenge_of(verifier: str) -> str:
     """RFC 7636 §4.2: BASE64URL(SHA256(verifier)), unpadded."""
     digest = hashlib.sha256(verifier.encode("ascii")).digest()

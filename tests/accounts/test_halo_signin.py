@@ -302,8 +302,10 @@ def test_nothing_secret_is_logged(portal, caplog):
 
 
 def test_sign_in_is_not_offered_when_off_or_without_a_connection(portal):
+    assert halo_signin.offered(portal.tenant)
     portal.signin.enabled = False
     portal.signin.save()
+    assert not halo_signin.offered(portal.tenant)
     for url in ("start", "callback?state=x&code=y"):
         reply = requests.get(f"{portal.base}/account/acme/halo/{url}", allow_redirects=False)
         assert reply.status_code == 404 and reason_of(reply) == "unavailable", url
@@ -313,6 +315,7 @@ def test_sign_in_is_not_offered_when_off_or_without_a_connection(portal):
     portal.connection.save()
     reply = requests.get(f"{portal.base}/account/acme/halo/start", allow_redirects=False)
     assert reply.status_code == 404 and reason_of(reply) == "unavailable"
+    assert not halo_signin.offered(portal.tenant)
     assert requests.get(f"{portal.base}/account/nobody/halo/start").status_code == 404
     assert not HaloSignInAttempt.objects.exists()
 
