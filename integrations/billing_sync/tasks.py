@@ -82,6 +82,8 @@ def refresh_halo(tenant_id):
     return refresh.run(tenant_id)
 
 
+# A run left running by a worker that died is released by the sweeper, not the next claim.
+ledger.release_stale_with_sweep(BillingSyncRun.objects.release_stale)
 ledger.register(
     ledger.Job(
         name=schedules.JOB,

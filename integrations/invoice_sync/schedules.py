@@ -63,6 +63,13 @@ def requeue_stuck(row):
     return f"{tasks.requeue_stuck_deliveries()} tenant(s) drained"
 
 
+def release_stale_runs():
+    from integrations.invoice_sync.models import InvoiceSyncRun
+
+    return InvoiceSyncRun.objects.release_stale()
+
+
+ledger.release_stale_with_sweep(release_stale_runs)
 ledger.register(
     ledger.Job(
         name=FETCH_NEW,
