@@ -8,6 +8,7 @@ from django.urls import path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from portal import job_pages
 from portal.access import switch_tenant
 from portal.admin_base import scope_to_request, tenant_path
 from portal.health import tenant_health
@@ -33,6 +34,7 @@ class PortalAdminSite(admin.AdminSite):
                 self.admin_view(self.view_on_site),
                 name="view_on_site",
             ),
+            *job_pages.urls(self),
             *inherited,
         ]
 

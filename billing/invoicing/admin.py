@@ -3,10 +3,12 @@ every invoice's PDFs (preview, versions, what each channel served, regenerate)."
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Max, Q
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import content_disposition_header
@@ -34,6 +36,7 @@ from billing.invoicing.pdfs import (
 from billing.models import Invoice, InvoiceNumberField, number_field
 from portal.admin_base import ReadOnlyTenantAdmin, SingletonSettingsAdmin, TenantScopedAdmin
 from portal.formats import format_money, format_quantity
+from portal.job_pages import ObjectActionsMixin
 from portal.jobs import enqueue
 
 
@@ -207,8 +210,10 @@ class ExportFilter(admin.SimpleListFilter):
 
 
 @admin.register(PortalInvoice)
-class PortalInvoiceAdmin(TenantScopedAdmin):
+class PortalInvoiceAdmin(ObjectActionsMixin, TenantScopedAdmin):
     """Review drafts, issue, export to Halo, credit. Issued invoices change only by credit."""
+
+    object_actions = ["export_to_halo", "credit"]
 
     list_display = ["__str__", "organisation", "period", "status", "total", "exported"]
     list_filter = ["status", ExportFilter, ("run", admin.RelatedOnlyFieldListFilter)]
@@ -330,6 +335,9 @@ class PortalInvoiceAdmin(TenantScopedAdmin):
 
     @admin.action(description="Export to Halo", permissions=["change"])
     def export_to_halo(self, request, queryset):
+        """Bills customers in Halo: asks first, naming each invoice, its client and total."""
+        if request.POST.get("confirm") != "yes":
+            return self._confirm_export(request, queryset)
         ids = list(queryset.exportable().values_list("pk", flat=True))
         enqueue(tasks.export_to_halo, ids)
         message = f"Export of {len(ids)} invoices to Halo queued: see “Exported to Halo”."
@@ -342,6 +350,8 @@ class PortalInvoiceAdmin(TenantScopedAdmin):
         if queryset.count() != 1:
             self.message_user(request, "Credit one invoice at a time.", messages.WARNING)
             return None
+        if request.POST.get("confirm") != "yes":
+            return self._confirm_credit(request, queryset.select_related("invoice").get())
         try:
             note = queryset.get().credit(request.user)
         except ValidationError as error:
@@ -350,6 +360,122 @@ class PortalInvoiceAdmin(TenantScopedAdmin):
         enqueue(tasks.render_pdfs, [note.invoice_id, note.credit_note_of.invoice_id])
         self.message_user(request, f"Issued {note} for {note.credit_note_of}.")
         return HttpResponseRedirect(reverse("admin:invoicing_portalinvoice_change", args=[note.pk]))
+
+    def _confirm(self, request, action, queryset, **context):
+        """The confirmation page of a changelist action on `queryset` (admin/jobs/confirm)."""
+        hidden = [("action", action)]
+        hidden += [(ACTION_CHECKBOX_NAME, pk) for pk in queryset.values_list("pk", flat=True)]
+        if back := request.POST.get(self.BACK):
+            hidden.append((self.BACK, back))
+        back_url = reverse("admin:invoicing_portalinvoice_changelist")
+        if back:
+            back_url = reverse("admin:invoicing_portalinvoice_change", args=[back])
+        return TemplateResponse(
+            request,
+            "admin/jobs/confirm.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "action_url": reverse("admin:invoicing_portalinvoice_changelist"),
+                "hidden": hidden,
+                "cancel_url": back_url,
+                **context,
+            },
+        )
+
+    def _confirm_export(self, request, queryset):
+        exportable = list(
+            queryset.exportable().select_related(
+                "invoice", "organisation__halo_mapping__halo_client", "tenant"
+            )
+        )
+        skipped = len(queryset) - len(exportable)
+        if not exportable:
+            self.message_user(
+                request,
+                "Nothing to export: only issued invoices go to Halo (drafts need issuing "
+                "first; credit notes stay in the portal).",
+                messages.WARNING,
+            )
+            return None
+        tenant = exportable[0].tenant
+        attach = InvoicingSettings.for_tenant(tenant).attach_pdf_on_export
+
+        def client_of(details):
+            mapping = getattr(details.organisation, "halo_mapping", None)
+            return mapping.halo_client.name if mapping else "Not mapped: this one will fail"
+
+        def what(details):
+            if details.status == PortalInvoice.Status.CREDITED:
+                return f"Voids Halo invoice #{details.invoice.halo_id}"
+            if details.invoice.halo_id:
+                return f"Updates Halo invoice #{details.invoice.halo_id}"
+            return "Creates it in Halo"
+
+        totals = {}
+        for details in exportable:
+            currency = details.invoice.currency
+            totals[currency] = totals.get(currency, 0) + details.invoice.total
+        return self._confirm(
+            request,
+            "export_to_halo",
+            queryset.exportable(),
+            title=f"Export {len(exportable)} invoice(s) to Halo?",
+            facts=[
+                ("Invoices", str(len(exportable))),
+                (
+                    "Total billed",
+                    ", ".join(
+                        format_money(total, currency, tenant.locale)
+                        for currency, total in totals.items()
+                    ),
+                ),
+                ("PDF attached in Halo", "Yes" if attach else "No"),
+            ],
+            columns=["Invoice", "Organisation", "Halo client", "Total", "In Halo"],
+            rows=[
+                (
+                    d.number,
+                    d.organisation.name,
+                    client_of(d),
+                    format_money(d.invoice.total, d.invoice.currency, tenant.locale),
+                    what(d),
+                )
+                for d in exportable
+            ],
+            skipped=f"{skipped} not exported: drafts (issue them first) and credit notes."
+            if skipped
+            else "",
+            effect="The worker writes each invoice to Halo for its organisation's Halo client, "
+            "lines on the products' Halo items: customers see it in Halo (and Halo may email "
+            "it). Exporting again updates the same Halo invoice; a credited invoice is voided "
+            "there. The “Exported to Halo” column shows how each went.",
+            confirm_label="Yes, export to Halo",
+        )
+
+    def _confirm_credit(self, request, details):
+        tenant = details.tenant
+        total = format_money(details.invoice.total, details.invoice.currency, tenant.locale)
+        in_halo = (
+            f" Halo invoice #{details.invoice.halo_id} is voided at the next export."
+            if details.invoice.halo_id
+            else ""
+        )
+        return self._confirm(
+            request,
+            "credit",
+            PortalInvoice.objects.filter(pk=details.pk),
+            title=f"Credit {details} in full?",
+            facts=[
+                ("Invoice", str(details.number)),
+                ("Organisation", details.organisation.name),
+                ("Credited", total),
+            ],
+            effect=f"Issues a credit note of {total} (the next number of the sequence) and "
+            "voids the invoice for payment: pay links stop taking money for it. This cannot "
+            f"be undone.{in_halo}",
+            confirm_label=f"Yes, credit {total}",
+        )
 
     @admin.action(description="Delete selected drafts", permissions=["change"])
     def delete_drafts(self, request, queryset):

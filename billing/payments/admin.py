@@ -35,6 +35,7 @@ from portal.admin_base import (
     TenantScopedForm,
     secret_field,
 )
+from portal.job_pages import ObjectActionsMixin
 from portal.jobs import enqueue
 
 
@@ -282,7 +283,7 @@ class PaymentAllocationInline(ReadOnlyInline):
 
 
 @admin.register(Payment)
-class PaymentAdmin(ReadOnlyTenantAdmin):
+class PaymentAdmin(ObjectActionsMixin, ReadOnlyTenantAdmin):
     list_display = [
         "created",
         "invoice_ref",
@@ -311,6 +312,7 @@ class PaymentAdmin(ReadOnlyTenantAdmin):
     ]
     readonly_fields = ["receipt"]
     actions = ["refund"]
+    object_actions = ["refund"]  # a button on the payment's page too
 
     @admin.display(description="Amount", ordering="amount")
     def money(self, obj):

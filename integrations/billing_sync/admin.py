@@ -1,5 +1,6 @@
 """Billing sync in the admin: settings, Halo pickers, mappings, usage, runs and results."""
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,7 @@ from integrations.billing_sync.schedules import JOB
 from portal import ledger
 from portal.admin_base import ReadOnlyTenantAdmin, SingletonSettingsAdmin, TenantScopedAdmin
 from portal.csv_export import csv_response
+from portal.formats import format_money
 
 STATUS_COLOURS = {
     BillingSyncRun.Status.QUEUED: "#6b7280",
@@ -464,6 +466,9 @@ class SyncRunAdmin(ToolsMixin, ReadOnlyTenantAdmin):
             self.admin_url(require_POST(self.sync_now_view), "sync-now/", f"{name}sync_now"),
             self.admin_url(require_POST(self.preview_view), "preview/", f"{name}preview"),
             self.admin_url(
+                require_POST(self.retry_failed_view), "retry-failed/", f"{name}retry_failed"
+            ),
+            self.admin_url(
                 require_POST(self.approve_view), "<int:run_id>/approve/", f"{name}approve"
             ),
             *super().get_urls(),
@@ -474,6 +479,15 @@ class SyncRunAdmin(ToolsMixin, ReadOnlyTenantAdmin):
 
     def preview_view(self, request):
         return self._start(request, BillingSyncRun.Trigger.PREVIEW, dry_run=True)
+
+    def retry_failed_view(self, request):
+        """The job page's "Retry failed pairs": a run writing only those pairs."""
+        tenant = self.require_edit(request)
+        run, active = runner.retry_failed(tenant, user=request.user)
+        if run is None and active is None:
+            messages.info(request, "No pair's latest result failed: nothing to retry.")
+            return HttpResponseRedirect(reverse("admin:job_billing_sync"))
+        return self._started(request, run, active)
 
     def _start(self, request, trigger, dry_run=False):
         """Queue on the worker and return at once; a second click while one runs says so."""
@@ -487,6 +501,8 @@ class SyncRunAdmin(ToolsMixin, ReadOnlyTenantAdmin):
         tenant = self.require_edit(request)
         run = self.get_object_or_404(request, run_id, BillingSyncRun.objects.filter(tenant=tenant))
         ids = None if "all" in request.POST else request.POST.getlist("rows")
+        if request.POST.get("confirm") != "yes":
+            return self._confirm_approval(request, run, ids)
         new, active = runner.approve(run, ids, user=request.user)
         if new is None and active is None:
             messages.warning(request, "Nothing to approve: tick the rows to write first.")
@@ -494,6 +510,62 @@ class SyncRunAdmin(ToolsMixin, ReadOnlyTenantAdmin):
                 reverse("admin:billing_sync_billingsyncrun_change", args=[run.pk])
             )
         return self._started(request, new, active)
+
+    def _confirm_approval(self, request, run, ids):
+        """Approving writes counts that bill customers: first say how many licences change,
+        by how many units, and what that is worth at the products' prices."""
+        rows = run.approvable().select_related("product")
+        if ids is not None:
+            rows = rows.filter(pk__in=ids)
+        rows = list(rows.order_by("organisation_name", "product_sku"))
+        if not rows:
+            messages.warning(request, "Nothing to approve: tick the rows to write first.")
+            return HttpResponseRedirect(
+                reverse("admin:billing_sync_billingsyncrun_change", args=[run.pk])
+            )
+        tenant = run.tenant
+        moved = sum((r.new or 0) - (r.previous or 0) for r in rows)
+        worth = sum(
+            ((r.new or 0) - (r.previous or 0)) * r.product.unit_price for r in rows if r.product
+        )
+        actions = Counter(r.get_action_display().lower() for r in rows)
+        return TemplateResponse(
+            request,
+            "admin/jobs/confirm.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "title": f"Write {len(rows)} approved licence change(s) to Halo?",
+                "lead": " · ".join(f"{n} {action}" for action, n in actions.items()),
+                "facts": [
+                    ("Licences changed in Halo", str(len(rows))),
+                    ("Units, all pairs together", f"{moved:+d}"),
+                    (
+                        "Billed per period at the products' prices",
+                        format_money(worth, tenant.currency, tenant.locale),
+                    ),
+                ],
+                "columns": ["Organisation", "Product", "Halo client", "Count", "What happens"],
+                "rows": [
+                    (
+                        r.organisation_name,
+                        r.product_sku,
+                        r.halo_client_name or "–",
+                        f"{'–' if r.previous is None else r.previous} → {r.new}",
+                        r.message,
+                    )
+                    for r in rows[:500]
+                ],
+                "more": max(0, len(rows) - 500),
+                "effect": "A run starts on the worker: it reads Halo again and writes each "
+                "approved row only if it is still the same change; anything that moved since "
+                "is held again.",
+                "action_url": request.path,
+                "hidden": [("all", "1")] if ids is None else [("rows", pk) for pk in ids],
+                "confirm_label": "Yes, write them to Halo",
+                "cancel_url": reverse("admin:billing_sync_billingsyncrun_change", args=[run.pk]),
+            },
+        )
 
     def _started(self, request, run, active):
         if run is None:

@@ -17,7 +17,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.validators import MaxValueValidator
 from django.db import IntegrityError, models, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from integrations.halo.records import custom_field_text
@@ -410,6 +410,20 @@ class ProductMapping(Mapping):
 # -- Usage --------------------------------------------------------------------------------
 
 
+class UsageCountQuerySet(models.QuerySet):
+    def with_latest_result(self):
+        """Each count with what the latest real (not preview) run did to its pair:
+        `latest_result_id`, `latest_outcome`, and `halo_licence_id` (the latest licence id
+        any result of the pair found, since a failed row may not know it). Subqueries on the
+        pair's index, so a page of 5,000 pairs, filtered or not, costs one query."""
+        results = SyncResult.objects.of_pair(OuterRef("organisation_id"), OuterRef("product_id"))
+        return self.annotate(
+            latest_result_id=Subquery(results.values("pk")[:1]),
+            latest_outcome=Subquery(results.values("outcome")[:1]),
+            halo_licence_id=Subquery(results.exclude(licence_id=None).values("licence_id")[:1]),
+        )
+
+
 class UsageCount(models.Model):
     """How many of a product an organisation uses now; the sync pushes this number."""
 
@@ -420,6 +434,8 @@ class UsageCount(models.Model):
     product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="usage_counts")
     quantity = models.PositiveIntegerField(default=0)
     updated = models.DateTimeField(default=timezone.now)
+
+    objects = UsageCountQuerySet.as_manager()
 
     class Meta:
         ordering = ["organisation__name", "product__name"]
@@ -595,6 +611,7 @@ class BillingSyncRun(TenantRun):
         SCHEDULE = "schedule", "Schedule"
         COMMAND = "command", "Command line"
         APPROVAL = "approval", "Approval"
+        RETRY = "retry", "Retry failed pairs"
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="billing_sync_runs")
     trigger = models.CharField(max_length=10, choices=Trigger.choices)
@@ -675,6 +692,34 @@ class BillingSyncRun(TenantRun):
         )
 
 
+class SyncResultQuerySet(models.QuerySet):
+    def real(self):
+        """Results of runs that wrote (or tried to write) to Halo, not of previews."""
+        return self.filter(run__dry_run=False)
+
+    def of_pair(self, organisation_id, product_id):
+        """The pair's real results, newest first (`OuterRef`s work too)."""
+        return self.real().filter(organisation_id=organisation_id, product_id=product_id).order_by(
+            "-pk"
+        )
+
+    def latest_per_pair(self):
+        """Each organisation/product pair's latest real result (what Halo was last told)."""
+        newer = SyncResult.objects.real().filter(
+            organisation_id=OuterRef("organisation_id"),
+            product_id=OuterRef("product_id"),
+            pk__gt=OuterRef("pk"),
+        )
+        return self.real().exclude(organisation=None).exclude(product=None).filter(~Exists(newer))
+
+    def failed_pairs(self, tenant):
+        """`{(organisation id, product id)}` of the tenant's pairs whose latest result
+        failed: what "Retry failed pairs" writes."""
+        latest = self.filter(run__tenant=tenant).latest_per_pair()
+        failed = latest.filter(outcome=SyncResult.Outcome.FAILED)
+        return set(failed.values_list("organisation_id", "product_id"))
+
+
 class SyncResult(models.Model):
     """What one run did (or would do) for one organisation/product pair."""
 
@@ -716,9 +761,15 @@ class SyncResult(models.Model):
     message = models.TextField(blank=True)
     approved = models.BooleanField(default=False)
 
+    objects = SyncResultQuerySet.as_manager()
+
     class Meta:
         ordering = ["organisation_name", "product_sku"]
-        indexes = [models.Index(fields=["licence_id"])]
+        indexes = [
+            models.Index(fields=["licence_id"]),
+            # A pair's latest result (the job page's state per pair, Retry failed pairs).
+            models.Index(fields=["organisation", "product", "-id"], name="syncresult_pair_latest"),
+        ]
 
     def __str__(self):
         return f"{self.organisation_name} · {self.product_sku}: {self.get_action_display()}"

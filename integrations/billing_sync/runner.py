@@ -115,6 +115,15 @@ def approve(run, result_ids=None, *, user=None, background=True):
     return new, active
 
 
+def retry_failed(tenant, *, user=None, background=True):
+    """Start a run that writes only the pairs whose latest result failed (the rest keep
+    their results). Answers like `start`; `(None, None)` when no pair's latest result
+    failed."""
+    if not SyncResult.objects.failed_pairs(tenant):
+        return None, None
+    return start(tenant, BillingSyncRun.Trigger.RETRY, user=user, background=background)
+
+
 def launch(run, background):
     if not background:
         execute(run)
@@ -161,6 +170,7 @@ class Runner:
         self.unknown = []  # written rows whose licence id Halo did not answer yet
         self.resume = resume  # a paused run's checkpoint: the rows it still had to write
         self.paused = None  # (when to continue, checkpoint) once Halo's window is spent
+        self._known = None  # (organisation by Halo client id, product by SKU), see _subjects
 
     def execute(self):
         if not self.run.start():
@@ -200,6 +210,11 @@ class Runner:
         if self.resume and self.resume.get("rows") is not None:
             return self._continue(self.resume)
         self.rows = engine.decide(self._plan(), self.rules)
+        if self.run.trigger == BillingSyncRun.Trigger.RETRY:
+            # Planned from all of Halo like any run (so nothing is written twice), but
+            # only the pairs that failed last time are written and recorded.
+            failed = SyncResult.objects.failed_pairs(self.tenant)
+            self.rows = [row for row in self.rows if self._identity(row) in failed]
         if not self.run.dry_run:
             self._write([row for row in self.rows if row.writes and not row.outcome])
         return self._status()
@@ -264,6 +279,7 @@ class Runner:
         last = (
             BillingSyncRun.objects.filter(tenant=self.tenant, dry_run=False, results__isnull=False)
             .exclude(pk=self.run.pk)
+            .exclude(trigger=BillingSyncRun.Trigger.RETRY)  # it records only some pairs
             .order_by("-pk")
             .values_list("pk", flat=True)
             .first()
@@ -550,6 +566,33 @@ class Runner:
         if self.notify:
             notify_owners(self.run, self.settings)
 
+    def _subjects(self, row):
+        """The organisation and product a row's result names: its pair's, or for a licence
+        no pair claims, those of its Halo client's mapping and its SKU (None when gone)."""
+        if self._known is None:
+            self._known = (
+                {
+                    m.halo_client.halo_id: m.organisation
+                    for m in OrganisationMapping.objects.filter(tenant=self.tenant).select_related(
+                        "halo_client", "organisation"
+                    )
+                },
+                {p.sku.casefold(): p for p in self.tenant.products.all()},
+            )
+        orgs, products = self._known
+        pair = row.pair
+        organisation = orgs.get(pair.client_id) if pair.organisation_id is None else None
+        product = products.get(pair.sku.casefold()) if pair.product_id is None else None
+        return organisation, product
+
+    def _identity(self, row):
+        """`(organisation id, product id)` of the row's result (see `_subjects`)."""
+        organisation, product = self._subjects(row)
+        return (
+            row.pair.organisation_id or getattr(organisation, "pk", None),
+            row.pair.product_id or getattr(product, "pk", None),
+        )
+
     def _requests(self):
         """Halo requests by endpoint: this runner's, plus those of the run's earlier parts."""
         calls = Counter((self.resume or {}).get("halo_requests") or {})
@@ -560,23 +603,16 @@ class Runner:
         return dict(calls)
 
     def _record(self, rows=None):
-        products = {p.sku.casefold(): p for p in self.tenant.products.all()}
-        orgs = {
-            m.halo_client.halo_id: m.organisation
-            for m in OrganisationMapping.objects.filter(tenant=self.tenant).select_related(
-                "halo_client", "organisation"
-            )
-        }
         results = []
         for row in self.rows if rows is None else rows:
             pair = row.pair
-            product = products.get(pair.sku.casefold()) if pair.product_id is None else None
-            organisation = orgs.get(pair.client_id) if pair.organisation_id is None else None
+            organisation, _ = self._subjects(row)
+            organisation_id, product_id = self._identity(row)
             results.append(
                 SyncResult(
                     run=self.run,
-                    organisation_id=pair.organisation_id or getattr(organisation, "pk", None),
-                    product_id=pair.product_id or getattr(product, "pk", None),
+                    organisation_id=organisation_id,
+                    product_id=product_id,
                     organisation_name=organisation.name if organisation else pair.organisation_name,
                     product_sku=pair.sku,
                     halo_client_id=pair.client_id,

@@ -24,6 +24,57 @@ def _when(moment, tenant):
     return f"{moment.astimezone(tenant.tz):%d %b %Y %H:%M} ({tenant.time_zone})"
 
 
+def start_fetch(sync_settings, action):
+    """Start a manual fetch (`ActionLimit.Action`) on the worker, within its rate limit.
+    Answers `(message level, what happened)`; the changelist action and the job page's
+    buttons both come here."""
+    tenant, label = sync_settings.tenant, ActionLimit.Action(action).label
+    if not sync_settings.is_primary:
+        return messages.WARNING, (
+            f"{tenant}: Halo is a secondary integration, so {label} is not offered; "
+            "the hourly schedule and webhooks keep invoices current."
+        )
+    if HaloConnection.objects.for_feature(tenant, "invoice_sync") is None:
+        return messages.ERROR, NO_CONNECTION.format(tenant=tenant)
+    allowed, next_allowed = ActionLimit.claim(tenant, action)
+    if not allowed:
+        return messages.WARNING, (
+            f"{tenant}: {label} ran recently. It can run again from "
+            f"{_when(next_allowed, tenant)}."
+        )
+    claimed_at = next_allowed - ActionLimit.INTERVALS[action]
+    enqueue(tasks.sync_tenant, tenant.pk, action, "manual", claimed_at)
+    return messages.SUCCESS, (
+        f"{tenant}: {label} started in the background; see Sync runs. If it fails, "
+        "it can be started again at once."
+    )
+
+
+def register_webhook_in_halo(sync_settings, budget=None):
+    """Create or update the tenant's webhook in Halo, within the page's Halo budget.
+    Answers `(message level, what happened)`, like `start_fetch`."""
+    tenant = sync_settings.tenant
+    connection = HaloConnection.objects.for_feature(tenant, "invoice_sync")
+    if connection is None:
+        return messages.ERROR, NO_CONNECTION.format(tenant=tenant)
+    try:
+        webhooks.register(sync_settings, HaloClient(connection, budget=budget or web_budget()))
+    except HaloError as error:
+        if error.transient and (error.method, error.endpoint) == ("POST", "/Webhook"):
+            error.note(
+                "Register it again: Halo may hold the webhook with credentials the "
+                "portal did not keep, and would have its deliveries refused until then."
+            )
+        return messages.ERROR, f"{tenant}: {error}"
+    return messages.SUCCESS, (
+        f"{tenant}: webhook registered in Halo for {', '.join(webhooks.EVENTS)}, "
+        f"posting to {webhooks.webhook_url(tenant)} with new credentials."
+    )
+
+
+NO_CONNECTION = "{tenant}: no active Halo connection with invoice sync switched on."
+
+
 @admin.register(InvoiceSyncSettings)
 class InvoiceSyncSettingsAdmin(SingletonSettingsAdmin, TenantScopedAdmin):
     list_display = [
@@ -120,69 +171,16 @@ class InvoiceSyncSettingsAdmin(SingletonSettingsAdmin, TenantScopedAdmin):
         self._start(request, queryset, ActionLimit.Action.FETCH_UNPAID)
 
     def _start(self, request, queryset, action):
-        label = ActionLimit.Action(action).label
-        for settings in queryset.select_related("tenant"):
-            tenant = settings.tenant
-            if not settings.is_primary:
-                self.message_user(
-                    request,
-                    f"{tenant}: Halo is a secondary integration, so {label} is not offered; "
-                    "the hourly schedule and webhooks keep invoices current.",
-                    messages.WARNING,
-                )
-                continue
-            if self._connection(request, tenant) is None:
-                continue
-            allowed, next_allowed = ActionLimit.claim(tenant, action)
-            if not allowed:
-                self.message_user(
-                    request,
-                    f"{tenant}: {label} ran recently. It can run again from "
-                    f"{_when(next_allowed, tenant)}.",
-                    messages.WARNING,
-                )
-                continue
-            claimed_at = next_allowed - ActionLimit.INTERVALS[action]
-            enqueue(tasks.sync_tenant, tenant.pk, action, "manual", claimed_at)
-            self.message_user(
-                request,
-                f"{tenant}: {label} started in the background; see Sync runs. If it fails, "
-                "it can be started again at once.",
-            )
-
-    def _connection(self, request, tenant):
-        connection = HaloConnection.objects.for_feature(tenant, "invoice_sync")
-        if connection is None:
-            self.message_user(
-                request,
-                f"{tenant}: no active Halo connection with invoice sync switched on.",
-                messages.ERROR,
-            )
-        return connection
+        for sync_settings in queryset.select_related("tenant"):
+            level, text = start_fetch(sync_settings, action)
+            self.message_user(request, text, level)
 
     @admin.action(description="Register webhook in Halo", permissions=["change"])
     def register_webhook(self, request, queryset):
         budget = web_budget()  # a few Halo calls per tenant, all within the page's budget
-        for settings in queryset.select_related("tenant"):
-            tenant = settings.tenant
-            connection = self._connection(request, tenant)
-            if connection is None:
-                continue
-            try:
-                webhooks.register(settings, HaloClient(connection, budget=budget))
-            except HaloError as error:
-                if error.transient and (error.method, error.endpoint) == ("POST", "/Webhook"):
-                    error.note(
-                        "Register it again: Halo may hold the webhook with credentials the "
-                        "portal did not keep, and would have its deliveries refused until then."
-                    )
-                self.message_user(request, f"{tenant}: {error}", messages.ERROR)
-                continue
-            self.message_user(
-                request,
-                f"{tenant}: webhook registered in Halo for {', '.join(webhooks.EVENTS)}, "
-                f"posting to {webhooks.webhook_url(tenant)} with new credentials.",
-            )
+        for sync_settings in queryset.select_related("tenant"):
+            level, text = register_webhook_in_halo(sync_settings, budget)
+            self.message_user(request, text, level)
 
 
 @admin.register(InvoiceSyncRun)

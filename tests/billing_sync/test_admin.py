@@ -135,10 +135,10 @@ def test_preview_then_approve_selected_then_all_through_the_admin(world, owner):
     assert page.context["can_approve"] and page.context["attention_count"] == 40
     chosen = list(preview.results.values_list("pk", flat=True)[:2])
     approve = reverse("admin:billing_sync_billingsyncrun_approve", args=[preview.pk])
-    owner.post(approve, {"rows": chosen, "selected": "1"})
+    owner.post(approve, {"rows": chosen, "selected": "1", "confirm": "yes"})
     run_queued(world)
     assert len(world.portal_licences()) == 2
-    owner.post(approve, {"all": "1"})
+    owner.post(approve, {"all": "1", "confirm": "yes"})
     run_queued(world)
     assert world.halo_counts() == world.wanted()
     last = BillingSyncRun.objects.filter(tenant=world.tenant).first()
@@ -154,7 +154,7 @@ def test_viewer_sees_runs_but_cannot_start_or_approve(world, owner):
     assert page.status_code == 200 and not page.context["can_approve"]
     assert viewer.post(reverse("admin:billing_sync_billingsyncrun_sync_now")).status_code == 403
     approve = reverse("admin:billing_sync_billingsyncrun_approve", args=[preview.pk])
-    assert viewer.post(approve, {"all": "1"}).status_code == 403
+    assert viewer.post(approve, {"all": "1", "confirm": "yes"}).status_code == 403
     assert BillingSyncRun.objects.count() == 1
 
 

@@ -44,9 +44,9 @@ def url(name, *args):
 
 
 def act(client, model, action, ids):
-    return client.post(
-        url(f"{model}_changelist"), {"action": action, "_selected_action": ids}, follow=True
-    )
+    """Run an action on the list, confirming when it asks first (export, credit)."""
+    data = {"action": action, "_selected_action": ids, "confirm": "yes"}
+    return client.post(url(f"{model}_changelist"), data, follow=True)
 
 
 def messages(response):
