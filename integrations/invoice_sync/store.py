@@ -8,7 +8,7 @@ an invoice the portal issued itself and exported to Halo only takes its payment 
 """
 
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
@@ -47,6 +47,23 @@ PAYMENT_FIELDS = [
     "pay_link_url",
     "halo_last_modified",
     "synced",
+]
+#: What a sync writes of each invoice line (compared to tell a changed invoice).
+LINE_FIELDS = [
+    "position",
+    "halo_id",
+    "item_halo_id",
+    "code",
+    "description",
+    "long_description",
+    "quantity",
+    "unit_price",
+    "net_amount",
+    "tax_rate",
+    "tax_amount",
+    "total",
+    "start_date",
+    "end_date",
 ]
 CONTRACT_FIELDS = ["client_halo_id", "ref", "subtype_id", "subtype_name", "active"]
 INVOICE_FIELDS = [
@@ -222,6 +239,8 @@ class Writer:
         self.cutoff = InvoiceSyncSettings.for_tenant(tenant).cutoff
         self.rules = AutoPayRule.enabled_by_subtype(tenant)
         self.counts = Counter()
+        #: Invoices read again and stored as they were (not in `counts`: no run field).
+        self.unchanged = 0
         self._missing_contracts = set()
 
     @transaction.atomic
@@ -326,6 +345,10 @@ class Writer:
                 issued.append(row)
             else:
                 mirrored.append((row, record))
+        # Before writing: what differs from the stored copy (a re-read changes nothing).
+        changed = self._changed(issued, PAYMENT_FIELDS, held) | self._changed(
+            [row for row, _ in mirrored], INVOICE_FIELDS, held, {r.halo_id: h for r, h in mirrored}
+        )
         Invoice.objects.bulk_update(issued, PAYMENT_FIELDS)
         Invoice.objects.bulk_create(
             [row for row, _ in mirrored],
@@ -336,7 +359,48 @@ class Writer:
         self._replace_lines(mirrored)
         created = sum(r["id"] not in held for r in fresh)
         self.counts["invoices_created"] += created
-        self.counts["invoices_updated"] += len(fresh) - created
+        self.counts["invoices_updated"] += len(changed)
+        self.unchanged += len(fresh) - created - len(changed)
+
+    def _changed(self, rows, fields, held, records=None):
+        """Halo ids of the stored invoices among `rows` whose `fields` (but `synced`), or
+        whose lines when their Halo record (`records[halo id]`) has lines, differ from
+        `rows`."""
+        names = [Invoice._meta.get_field(name).attname for name in fields if name != "synced"]
+        stored = {
+            halo_id: tuple(values)
+            for halo_id, *values in Invoice.objects.filter(
+                tenant=self.tenant, halo_id__in=[row.halo_id for row in rows if row.halo_id in held]
+            ).values_list("halo_id", *names)
+        }
+        changed = {
+            row.halo_id
+            for row in rows
+            if row.halo_id in stored
+            and stored[row.halo_id] != tuple(getattr(row, name) for name in names)
+        }
+        lines = {
+            held[row.halo_id][0]: (row.halo_id, records[row.halo_id]["lines"])
+            for row in rows
+            if records and row.halo_id in stored and row.halo_id not in changed
+            and "lines" in records[row.halo_id]
+        }  # fmt: skip
+        if lines:
+            before = defaultdict(list)
+            for invoice_id, *values in (
+                InvoiceLine.objects.filter(invoice_id__in=lines)
+                .order_by("invoice_id", "position", "pk")
+                .values_list("invoice_id", *LINE_FIELDS)
+            ):
+                before[invoice_id].append(tuple(values))
+            for invoice_id, (halo_id, halo_lines) in lines.items():
+                after = [
+                    tuple(getattr(line, name) for name in LINE_FIELDS)
+                    for line in line_rows(invoice_id, halo_lines)
+                ]
+                if after != before[invoice_id]:
+                    changed.add(halo_id)
+        return changed
 
     def _invoice_rows(self, records):
         customers = self._customer_ids(records)

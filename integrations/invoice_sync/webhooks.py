@@ -26,7 +26,7 @@ EVENTS = ("invoice created", "invoice updated", "invoice paid", "client updated"
 #: Halo's `Webhook.method` is an integer; 1 is POST (halo-api.md §4, our choice).
 WEBHOOK_METHOD_POST = 1
 WEBHOOK_NAME = "Halo Partner Portal: invoices and clients"
-#: Writer counts that mean a delivery changed something.
+#: Writer counts that mean a delivery changed something (or found the copy up to date).
 APPLIED = ("customers_saved", "invoices_created", "invoices_updated", "invoices_deleted")
 NOT_APPLIED = (
     "Not applied: older than the portal's copy (Halo delivered it late), or an invoice dated "
@@ -84,7 +84,7 @@ def process(delivery_id):
                 writer.mark_deleted([delivery.object_id])
             else:
                 (writer.invoices if kind == "invoice" else writer.customers)([record])
-            if any(writer.counts[name] for name in APPLIED):
+            if writer.unchanged or any(writer.counts[name] for name in APPLIED):
                 delivery.settle(WebhookDelivery.Status.PROCESSED)
             else:
                 delivery.settle(WebhookDelivery.Status.IGNORED, NOT_APPLIED)
