@@ -42,8 +42,13 @@ INVOICE_FIELDS = (
     *("invoice_date", "due_date", "currency", "total", "amount_paid", "amount_due"),
     *("payment_status", "voided", "deleted_in_halo", "posted", "autopay_rule"),
 )
-#: How far back the statement lists payments received.
-PAYMENTS_SHOWN = timedelta(days=365)
+PAYMENT_FIELDS = (
+    *("succeeded_at", "created", "invoice_ref", "amount", "currency", "refunded_amount"),
+    *("card_brand", "card_last4", "kind", "public_id"),
+)
+#: How far back the statement lists payments received, and invoices already settled (all
+#: of them on request).
+PAYMENTS_SHOWN = RECENT = timedelta(days=365)
 
 
 def bucket_of(days_overdue):
@@ -92,8 +97,11 @@ class CurrencyTotals:
 class Statement:
     """Everything on one customer's account page, as of the tenant's local `today`."""
 
-    def __init__(self, customer: Customer, today: date):
+    def __init__(self, customer: Customer, today: date, every_invoice: bool = False):
+        """`every_invoice`: list every invoice ever sent; by default the open ones and those
+        of the last `RECENT` (the statement's totals cover every open invoice either way)."""
         self.customer = customer
+        self.every_invoice = every_invoice
         self.tenant = tenant = customer.tenant
         self.today = today
         self.today_text = display.day(today, tenant)
@@ -107,10 +115,17 @@ class Statement:
         self._receipt_prefix = reverse("payments:payment", args=[tenant.slug, "ID"]).removesuffix(
             "ID"
         )
+        sent = Invoice.objects.filter(
+            tenant=tenant, customer=customer, deleted_in_halo=False
+        ).exclude(source=Invoice.Source.PORTAL, posted=False)  # drafts are not issued yet
+        shown = sent
+        if not every_invoice:
+            open_ = sent.unpaid().values("pk")
+            shown = sent.filter(
+                Q(pk__in=open_) | Q(invoice_date__gte=today - RECENT) | Q(invoice_date=None)
+            )
         invoices = list(
-            Invoice.objects.filter(tenant=tenant, customer=customer, deleted_in_halo=False)
-            .exclude(source=Invoice.Source.PORTAL, posted=False)  # drafts are not issued yet
-            .only(*INVOICE_FIELDS)
+            shown.only(*INVOICE_FIELDS)
             .annotate(
                 pay_token=F("pay_page__token"),
                 credits_number=F("portal__credit_note_of__number"),
@@ -129,6 +144,7 @@ class Statement:
         self.payments = self._payments()
         self.refunded = [p for p in self.payments if p["refunded"]]
         self._cards()
+        self.older = 0 if every_invoice else sent.count() - len(invoices)
 
     # -- reading ------------------------------------------------------------------------------
     def _pay_pages(self, invoices):
@@ -175,17 +191,20 @@ class Statement:
             )
             .filter(Q(succeeded_at__gte=since) | Q(succeeded_at=None, created__gte=since))
             .order_by("-succeeded_at", "-created")
+            .values(*PAYMENT_FIELDS)  # shown, not acted on: no models to build
         )
         tz = self.tenant.tz
         return [
             {
-                "when": self.day(timezone.localdate(p.succeeded_at or p.created, tz)),
-                "invoice": p.invoice_ref,
-                "amount": self.money(p.amount, p.currency),
-                "card": f"{p.card_brand} •••• {p.card_last4}" if p.card_last4 else "",
-                "refunded": self.money(p.refunded_amount, p.currency) if p.refunded_amount else "",
-                "automatic": p.kind == Payment.Kind.AUTOPAY,
-                "receipt_url": self._receipt_prefix + p.public_id,
+                "when": self.day(timezone.localdate(p["succeeded_at"] or p["created"], tz)),
+                "invoice": p["invoice_ref"],
+                "amount": self.money(p["amount"], p["currency"]),
+                "card": f"{p['card_brand']} •••• {p['card_last4']}" if p["card_last4"] else "",
+                "refunded": self.money(p["refunded_amount"], p["currency"])
+                if p["refunded_amount"]
+                else "",
+                "automatic": p["kind"] == Payment.Kind.AUTOPAY,
+                "receipt_url": self._receipt_prefix + p["public_id"],
             }
             for p in found
         ]

@@ -133,7 +133,8 @@ def show_account(request, customer, token, staff=None, status=200):
     """The page itself; `staff` (a user) for the staff view behind the Halo button, which
     shows the same page without the customer's forms."""
     tenant = customer.tenant
-    statement = Statement(customer, timezone.localdate(timezone=tenant.tz))
+    every = request.GET.get("invoices") == "all"
+    statement = Statement(customer, timezone.localdate(timezone=tenant.tz), every_invoice=every)
     card = statement.card
     new_tab = framed(request)
     return show(

@@ -194,14 +194,17 @@ def test_queries_do_not_grow_with_invoices(
         paid(tenant, customer)
     client.get(account_url(customer))  # pay pages made once
     # The customer (with tenant and settings), invoices (with pay pages and credit notes),
-    # which open ones have payments under way, payments received, saved cards.
-    with django_assert_max_num_queries(5):
+    # which open ones have payments under way, payments received, saved cards, and how many
+    # older invoices are not listed.
+    with django_assert_max_num_queries(6):
         client.get(account_url(customer))
     for _ in range(40):
         paid(tenant, customer)
     client.get(account_url(customer))
-    with django_assert_max_num_queries(5):
+    with django_assert_max_num_queries(6):
         client.get(account_url(customer))
+    with django_assert_max_num_queries(5):
+        client.get(account_url(customer) + "?invoices=all")
 
 
 def test_through_a_real_wsgi_server(validated_server, personas, customer):
@@ -296,3 +299,24 @@ def test_the_whole_balance_button_opens_the_several_invoices_checkout(personas, 
     several = reverse("payments:pay_several", args=[personas.tenant_a.slug, token])
     assert f'href="{several}"' in body and "Pay the whole balance" in body
     assert client.get(several).status_code == 200
+
+
+def test_old_settled_invoices_are_listed_on_request(personas, customer, client, today):
+    tenant = personas.tenant_a
+    old_paid = paid(tenant, customer, invoice_date=today - timedelta(days=700))
+    old_open = invoice(tenant, customer, days_overdue=600, amount="12.34")
+    recent = paid(tenant, customer)
+    url = account_url(customer)
+
+    body = text(client.get(url))
+
+    assert f">{old_open.display_number()}<" in body and "£12.34" in body  # open: always
+    assert f">{recent.display_number()}<" in body
+    assert f">{old_paid.display_number()}<" not in body
+    assert 'Show older invoices too</a> <span class="muted">(1 more)' in body
+    everything = text(client.get(url + "?invoices=all"))
+    assert f">{old_paid.display_number()}<" in everything
+    assert "Show only the last 12 months" in everything
+    assert (
+        Statement(customer, today).totals == Statement(customer, today, every_invoice=True).totals
+    )
