@@ -354,3 +354,19 @@ def test_other_tenants_invoices_are_not_touched(tenant, mailoutbox):
     dunning.send_due_reminders(tenant, at(1))
     assert [r.invoice for r in Reminder.objects.all()] == [mine]
     assert theirs.customer.billing_email not in {m.to[0] for m in mailoutbox}
+
+
+def test_a_long_run_leaves_the_rest_to_the_next(tenant, mailoutbox):
+    """A run stops claiming after its time budget (the worker's task timeout would kill it
+    mid-send); the next run, 15 minutes later, sends the rest."""
+    invoices = [open_invoice(tenant) for _ in range(3)]
+    ticks = iter([0, 1, dunning.RUN_BUDGET_SECONDS + 1])
+
+    def clock():
+        return next(ticks, 10**6)
+
+    first = dunning.send_due_reminders(tenant, at(1), clock=clock)
+    assert len(first) == 1
+    rest = dunning.send_due_reminders(tenant, at(1, 10, 15))
+    assert sorted(r.invoice_id for r in first + rest) == sorted(i.pk for i in invoices)
+    assert len(mailoutbox) == 3
