@@ -44,6 +44,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.http import HttpResponseRedirect
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
@@ -187,6 +188,7 @@ def link_refused(request, tenant_code, problem):
         status=404,
         expired=problem == links.EXPIRED,
         form_token=links.form_token(tenant.slug, "request") if tenant else "",
+        halo_signin_url=halo_signin_url(tenant) if tenant else "",
         days=settings.ACCOUNT_LINK_MAX_AGE // 86400,
     )
 
@@ -268,5 +270,15 @@ def request_link(request, tenant_code):
         error=error,
         sent=sent,
         form_token=links.form_token(tenant.slug, "request"),
+        halo_signin_url=halo_signin_url(tenant),
         days=settings.ACCOUNT_LINK_MAX_AGE // 86400,
+    )
+
+
+def halo_signin_url(tenant):
+    """Sign in with Halo, beside the form, when the tenant offers it."""
+    from billing.accounts import halo_signin
+
+    return (
+        reverse("accounts:halo_signin", args=[tenant.slug]) if halo_signin.offered(tenant) else ""
     )

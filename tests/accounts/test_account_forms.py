@@ -304,3 +304,17 @@ def test_halo_button_opens_the_account_for_staff_of_the_tenant_only(personas, cu
         ).content.decode()
     )
     assert staff.get(reverse("admin:accounts_halo_client", args=["alpha", "١٢"])).status_code == 404
+
+
+def test_sign_in_with_halo_is_offered_beside_the_form_when_the_tenant_has_it(personas, client):
+    from billing.accounts.signin_models import HaloSignIn
+
+    url = reverse("accounts:request-link", args=["alpha"])
+    assert "Sign in with Halo" not in client.get(url).content.decode()
+    factories.halo_connection(personas.tenant_a, active=True)
+    HaloSignIn.objects.update_or_create(
+        tenant=personas.tenant_a, defaults={"enabled": True, "client_id": "portal-signin"}
+    )
+    start = reverse("accounts:halo_signin", args=["alpha"])
+    for page in (url, "/account/alpha/not-a-token"):
+        assert f'href="{start}">Sign in with Halo' in client.get(page).content.decode()
