@@ -320,3 +320,17 @@ def test_old_settled_invoices_are_listed_on_request(personas, customer, client, 
     assert (
         Statement(customer, today).totals == Statement(customer, today, every_invoice=True).totals
     )
+
+
+def test_the_receipt_email_links_to_the_account(personas, customer, mailoutbox):
+    from billing.payments.emails import send_receipt
+
+    due = invoice(personas.tenant_a, customer, days_overdue=3)
+    receipt = factories.payment(personas.tenant_a, invoice=due, status="succeeded")
+    assert send_receipt(receipt)
+    [mail] = mailoutbox
+    link = re.search(
+        r"All your invoices and your statement: https://portal\.example\.com(\S+)", mail.body
+    )
+    assert Client().get(link[1]).status_code == 200
+    assert link[1] in mail.alternatives[0][0]

@@ -74,6 +74,14 @@ def customer(settings, live_server, tmp_path):
     return customer
 
 
+@pytest.fixture
+def laptop_page(browser):
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    page = context.new_page()
+    yield page
+    context.close()
+
+
 def shot(page, name):
     if folder := os.environ.get("ACCOUNT_SCREENSHOTS"):
         width = page.viewport_size["width"]
@@ -95,7 +103,7 @@ def axe_findings(frame):
     ]
 
 
-@pytest.mark.parametrize("viewport", ["page", "phone_page"])
+@pytest.mark.parametrize("viewport", ["laptop_page", "phone_page"])
 def test_from_a_pay_page_to_the_account_page(request, viewport, live_server, customer):
     page = request.getfixturevalue(viewport)
     invoice = Invoice.objects.get(halo_id=4101)
