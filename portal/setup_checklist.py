@@ -680,6 +680,8 @@ class Pointer:
     step: Step
     number: int
     next: Step | None
+    #: The page is the step's own (not the list above it): no link to it needed.
+    here: bool
 
 
 class SetupPointer:
@@ -694,7 +696,7 @@ class SetupPointer:
     def found(self) -> Pointer | None:
         request = self.request
         access = getattr(request, "access", None)
-        if request.method != "GET" or access is None or not request.user.is_authenticated:
+        if access is None or not request.user.is_authenticated:
             return None
         tenant = access.tenant
         if tenant is None or not request.path.startswith(_model_paths()):
@@ -706,12 +708,18 @@ class SetupPointer:
             if not here:
                 continue
             step = next((s for s in here if not s.done), here[-1])
-            return Pointer(job, step, job.steps.index(step) + 1, job.after(step))
+            own = _leads_here(step.url, request.path, lists_above=False)
+            return Pointer(job, step, job.steps.index(step) + 1, job.after(step), own)
         return None
 
 
-def _leads_here(step_url: str, path: str) -> bool:
-    """A step's link leads to `path`: the same page, or a list whose rows it is in (a
-    settings list opens its one form)."""
+def _leads_here(step_url: str, path: str, lists_above: bool = True) -> bool:
+    """A step's link leads to `path`: the same page, a row of the list it links to (a
+    settings list opens its one form), or (`lists_above`) the list holding the row it
+    links to (where Django goes after a save)."""
     target = step_url.split("?")[0]
-    return path == target or (target.count("/") == 4 and path.startswith(target))
+    if path == target:
+        return True
+    if target.count("/") == 4 and path.startswith(target):
+        return True
+    return lists_above and path.count("/") == 4 and target.startswith(path)
