@@ -100,6 +100,24 @@ class TenantRunManager(models.Manager.from_queryset(TenantRunQuerySet)):  # type
         return released
 
 
+def describe_duration(duration: timedelta) -> str:
+    """A run's length as staff read it: "under a second" (never "0.0 s"), "4.2 s", "12 s",
+    "3 min 5 s", "2 h 4 min"."""
+    seconds = duration.total_seconds()
+    if seconds < 1:
+        return "under a second"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, rest = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
 class TenantRun(models.Model):
     """A run of one tenant's job. Subclasses add what the job records, and in Meta the
     `active_run_constraint` that makes `objects.claim` the lock."""
@@ -135,6 +153,11 @@ class TenantRun(models.Model):
         if self.started and self.finished:
             return self.finished - self.started
         return None
+
+    @property
+    def took(self) -> str:
+        """How long the run took, as staff read it (`describe_duration`); '' until done."""
+        return describe_duration(self.duration) if self.duration is not None else ""
 
     def _claimed(self, status=RunStatus.RUNNING):
         return type(self).objects.filter(pk=self.pk, status=status)

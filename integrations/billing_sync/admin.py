@@ -45,6 +45,13 @@ STATUS_COLOURS = {
     BillingSyncRun.Status.ERROR: "#c62828",
     BillingSyncRun.Status.INTERRUPTED: "#b7791f",
 }
+
+
+def status_colour(run):
+    """A run's badge colour; an approved run's is a success's."""
+    return STATUS_COLOURS[BillingSyncRun.Status.SUCCEEDED if run.was_approved else run.status]
+
+
 OUTCOME_COLOURS = {
     SyncResult.Outcome.DONE: "#1a7f37",
     SyncResult.Outcome.PREVIEW: "#0e7490",
@@ -446,13 +453,16 @@ class SyncRunAdmin(ToolsMixin, ReadOnlyTenantAdmin):
     list_filter = ["status", "trigger", "dry_run"]
     list_select_related = ["requested_by"]
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("approval_runs")
+
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj):
-        return badge(obj.get_status_display(), STATUS_COLOURS[obj.status])
+        return badge(obj.status_label, status_colour(obj))
 
     @admin.display(description="Took")
     def took(self, obj):
-        return f"{obj.duration.total_seconds():.1f} s" if obj.duration else "–"
+        return obj.took or "–"
 
     def tools(self, request):
         return [
@@ -610,7 +620,7 @@ class SyncRunAdmin(ToolsMixin, ReadOnlyTenantAdmin):
             "opts": self.model._meta,
             "title": str(run),
             "run": run,
-            "status_colour": STATUS_COLOURS[run.status],
+            "status_colour": status_colour(run),
             "attention": attention[:500],
             "attention_count": attention.count(),
             "result_count": results.count(),

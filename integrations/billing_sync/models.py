@@ -654,6 +654,17 @@ class BillingSyncRun(TenantRun):
     def held(self):
         return self.counts.get(SyncResult.Outcome.HELD, 0)
 
+    @property
+    def was_approved(self):
+        """Held for approval, and staff approved it: the runs it started (`approval_runs`)
+        write its rows, so it no longer awaits anything."""
+        return self.status == self.Status.AWAITING_APPROVAL and bool(self.approval_runs.all())
+
+    @property
+    def status_label(self):
+        """The status as staff read it: "Approved" once an approval run was started."""
+        return "Approved" if self.was_approved else self.get_status_display()
+
     def summary(self):
         """'2 create · 4993 unchanged · 1 failed' (actions done or previewed, then problems)."""
         labels = {**dict(SyncResult.Action.choices), **dict(SyncResult.Outcome.choices)}

@@ -196,7 +196,7 @@ class InvoiceSyncRunAdmin(ReadOnlyTenantAdmin):
         "invoices_deleted",
         "customers_saved",
         "halo_requests",
-        "duration",
+        "took",
         "short_error",
     ]
     list_filter = ["kind", "status", "trigger"]
@@ -208,6 +208,10 @@ class InvoiceSyncRunAdmin(ReadOnlyTenantAdmin):
         ("pages", "halo_requests"),
         "error",
     ]
+
+    @admin.display(description="Took")
+    def took(self, obj):
+        return obj.took or "–"
 
     @admin.display(description="Error")
     def short_error(self, obj):

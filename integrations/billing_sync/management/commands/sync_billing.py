@@ -59,7 +59,7 @@ class Command(BaseCommand):
         rows = [
             *((label, run.counts.get(key, 0)) for key, label in labels),
             ("Halo requests", run.halo_requests),
-            ("Seconds", f"{run.duration.total_seconds():.1f}" if run.duration else "–"),
+            ("Took", run.took or "–"),
         ]
         width = max(len(label) for label, _ in rows)
         for label, value in rows:
