@@ -28,20 +28,23 @@ row locks and charges nothing if the amounts due changed since the review.
 """
 
 from decimal import Decimal
-from functools import wraps
 from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.shortcuts import redirect
 from django.urls import reverse
-from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from billing.accounts.links import account_path, customer_for_token, make_token
 from billing.models import Invoice
 from billing.payments import checkout, display
-from billing.payments.forms import PaySeveralForm, SelectionForm, account_form_token
+from billing.payments.forms import (
+    PaySeveralForm,
+    SelectionForm,
+    account_form_token,
+    account_form_token_ok,
+)
 from billing.payments.models import Balance, Payment, PaymentAllocation, PaymentSettings
 from billing.payments.views import after_start, client_address, customer_page, not_found, page
 from portal.models import Tenant
@@ -58,23 +61,12 @@ def frame_ancestors(tenant):
     return AccountSettings.for_tenant(tenant).frame_ancestors()
 
 
-def framed(view):
-    """The account page's framing rules on a pay page: its CSP's `frame-ancestors` are the
-    tenant's Halo portal origins (else 'none'); X-Frame-Options defers to it."""
-
-    @wraps(view)
-    def wrapped(request, tenant_code, token):
-        response = view(request, tenant_code, token)
-        tenant = getattr(response, "tenant", None)
-        policy = response.get("Content-Security-Policy", "")
-        if tenant is not None and "frame-ancestors 'none'" in policy:
-            ancestors = frame_ancestors(tenant)
-            response["Content-Security-Policy"] = policy.replace(
-                "frame-ancestors 'none'", f"frame-ancestors {ancestors}"
-            )
-        return response
-
-    return xframe_options_exempt(wrapped)
+def allow_framing(response, tenant):
+    """The account page's framing rules on this page: `frame-ancestors` are the tenant's
+    Halo portal origins (else 'none', see `views.harden`); X-Frame-Options defers to it."""
+    response.frame_ancestors = frame_ancestors(tenant)
+    response.xframe_options_exempt = True
+    return response
 
 
 def same_origin(request):
@@ -141,7 +133,6 @@ class Account:
 
 
 @csrf_exempt
-@framed
 @customer_page
 @require_http_methods(["GET", "POST"])
 def pay_several(request, tenant_code, token):
@@ -182,9 +173,15 @@ def pay_several(request, tenant_code, token):
 
 
 def _pay(request, token, account, options, processor, context):
-    form = _pay_form(request.POST, token, account, options, processor)
     if not same_origin(request):
         return _refuse(request, account, context, CROSS_SITE, status=403)
+    if (replay := _replayed(request, token, account)) is not None:
+        # The same form again (a double click, a reload): the payment it made, before the
+        # selection is checked (its invoices are no longer open once it succeeded).
+        if replay.status == Payment.Status.FAILED:
+            return redirect(_review_url(account, token, replay))
+        return after_start(replay)
+    form = _pay_form(request.POST, token, account, options, processor)
     if not form.is_valid():
         if not {"pay", "invoice", "total"}.isdisjoint(form.errors) or not form.is_bound:
             return _refuse(request, account, context, _errors(form))
@@ -210,6 +207,23 @@ def _pay(request, token, account, options, processor, context):
     if payment.status == Payment.Status.FAILED:
         return redirect(_review_url(account, token, payment))
     return after_start(payment)
+
+
+def _replayed(request, token, account):
+    """The payment this posted form already made, if its form token is good."""
+    key = request.POST.get("attempt", "")
+    if not key or not account_form_token_ok(request.POST.get("form_token"), token):
+        return None
+    return (
+        Payment.objects.filter(
+            idempotency_key=key[:64],
+            tenant=account.tenant,
+            kind=Payment.Kind.SEVERAL,
+            allocations__invoice__customer=account.customer,
+        )
+        .distinct()
+        .first()
+    )
 
 
 def _pay_form(data, token, account, options, processor, selection=None):
@@ -264,8 +278,7 @@ def _show(request, account, template, context, status=200):
     context.setdefault("listing", account.listing())
     context |= {"balance": account.money(account.balance())}
     response = page(request, template, account.tenant, status=status, **context)
-    response.tenant = account.tenant
-    return response
+    return allow_framing(response, account.tenant)
 
 
 def _errors(form):
@@ -323,7 +336,7 @@ def receipt(request, payment):
     if customer is not None:
         query = urlencode({"pay": "chosen", "invoice": [s["invoice"].pk for s in shares]}, True)
         retry_url = pay_url(customer) + "?" + query
-    return page(
+    response = page(
         request,
         "payments/payment_several.html",
         tenant,
@@ -335,6 +348,7 @@ def receipt(request, payment):
         retry_url=retry_url,
         account_url=account_path(customer) if customer else "",
     )
+    return allow_framing(response, tenant)
 
 
 def pay_url(customer):

@@ -58,7 +58,8 @@ log = logging.getLogger(__name__)
 UNSUBSTITUTED = re.compile(r"^\$[A-Za-z_]+$")
 CSP = (
     "default-src 'none'; style-src 'self' 'nonce-{nonce}'; img-src 'self'; "
-    "form-action 'self' https://checkout.stripe.com; frame-ancestors 'none'; base-uri 'none'"
+    "form-action 'self' https://checkout.stripe.com; frame-ancestors {ancestors}; "
+    "base-uri 'none'"
 )
 
 
@@ -68,7 +69,11 @@ def harden(request, response):
     response["X-Robots-Tag"] = "noindex, nofollow"
     if response.get("Content-Type", "").startswith("text/html"):
         # Not on PDFs: a strict policy stops browsers' built-in PDF viewers.
-        response["Content-Security-Policy"] = CSP.format(nonce=request.csp_nonce)
+        # No framing, unless the page allowed its tenant's Halo portal (`several.allow_framing`).
+        ancestors = getattr(response, "frame_ancestors", "'none'")
+        response["Content-Security-Policy"] = CSP.format(
+            nonce=request.csp_nonce, ancestors=ancestors
+        )
     return response
 
 

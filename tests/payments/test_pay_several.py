@@ -248,7 +248,7 @@ def test_a_partial_refund_reverses_the_newest_shares_first(client, halo_tenant, 
 def test_a_double_submit_charges_once(client, account):
     customer, invoices = account
     url = several_url(customer)
-    page = review(client, url)
+    page = review(client, url, [i.pk for i in invoices])
     data = pay_data(page)
 
     first = client.post(url, data)
