@@ -218,6 +218,19 @@ def usage_change(tenant):
     return submission.changes.get()
 
 
+@maker(billing_sync.OnboardingSubmission)
+def onboarding_submission(tenant):
+    from integrations.billing_sync import onboarding
+
+    submission, _ = billing_sync.OnboardingSubmission.objects.record(
+        tenant,
+        onboarding.ORGANISATIONS,
+        [{"external_ref": f"ONB-{next(_seq)}", "name": "Onboarded"}],
+        source=billing_sync.OnboardingSubmission.Source.API,
+    )
+    return submission
+
+
 @maker(billing_sync.BillingSyncRun)
 def billing_sync_run(tenant, **kwargs):
     fields = {

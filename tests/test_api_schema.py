@@ -1,8 +1,8 @@
 """The portal keeps to its own OpenAPI schema (`/api/schema/`), checked by schemathesis.
 
 `test_every_operation_keeps_to_the_schema` runs schemathesis's examples, coverage and fuzzing
-phases on every operation of the served schema (the usage API, the PDF API, the Halo webhook
-and the pay link), over HTTP against the real WSGI application behind wsgiref's validator
+phases on every operation of the served schema (the usage and onboarding APIs, the PDF API,
+the Halo webhook and the pay link), over HTTP against the real WSGI application behind wsgiref's validator
 (the `validated_server` fixture), with a tenant's real usage token, PDF secret and webhook
 credentials, so the authenticated answers (201, 200 PDFs, 304, 202, 302) are checked too,
 not only the refusals. Any 5xx, undocumented status code or content type, body or header
@@ -107,7 +107,20 @@ CONFIG = schemathesis.Config.from_dict(
                         "expected-statuses": ["2xx", "400", "401", "409", "429"]
                     }
                 },
-            }
+            },
+            *(
+                {
+                    # Likewise onboarding: a reference twice, a new row without a name, a
+                    # Halo record the tenant does not have, a price past 4 decimal places.
+                    "include-operation-id": operation,
+                    "checks": {
+                        "positive_data_acceptance": {
+                            "expected-statuses": ["2xx", "400", "401", "409", "429"]
+                        }
+                    },
+                }
+                for operation in ("import_organisations", "import_products")
+            ),
         ],
     }
 )
@@ -333,3 +346,42 @@ def test_the_pay_link_refuses_other_methods_without_a_500(app, method):
     assert response.status_code == 405
     allowed = response.headers["allow"][0].replace(" ", "").split(",")
     assert set(allowed) == {"GET", "HEAD"}
+
+
+ORGANISATIONS_API = schema["/api/v1/organisations"]["POST"]
+PRODUCTS_API = schema["/api/v1/products"]["POST"]
+
+ONBOARDING_BODIES = [
+    (ORGANISATIONS_API, {"organisations": [{"external_ref": "NEW-1", "name": "New"}]}, True),
+    (ORGANISATIONS_API, {"organisations": [{"external_ref": "NW-1001", "active": False}]}, True),
+    (ORGANISATIONS_API, {"organisations": [{"external_ref": 7, "name": "Number"}]}, False),
+    (
+        ORGANISATIONS_API,
+        {"organisations": [{"external_ref": "A", "name": "A", "active": "yes"}]},
+        False,
+    ),
+    (ORGANISATIONS_API, {"organisations": [{"external_ref": "A", "name": " "}]}, False),
+    (ORGANISATIONS_API, {"organisations": []}, False),
+    (
+        ORGANISATIONS_API,
+        {"organisations": [{"external_ref": "A", "name": "A"}], "idempotency_key": 5},
+        True,
+    ),
+    (PRODUCTS_API, {"products": [{"sku": "S-1", "name": "S", "unit_price": 4.5}]}, True),
+    (PRODUCTS_API, {"products": [{"sku": "S-1", "name": "S", "unit_price": "4.50"}]}, True),
+    (PRODUCTS_API, {"products": [{"sku": "S-1", "name": "S", "unit_price": "1e3"}]}, False),
+    (PRODUCTS_API, {"products": [{"sku": "S-1", "name": "S", "unit_price": -1}]}, False),
+    (PRODUCTS_API, {"products": [{"sku": "S-1", "name": "S", "unit_price": True}]}, False),
+]
+
+
+@pytest.mark.parametrize(("endpoint", "body", "accepted"), ONBOARDING_BODIES)
+def test_the_onboarding_schema_admits_what_the_api_accepts(app, endpoint, body, accepted):
+    """DRF's fields take numbers as text, "yes" as true and "1e3" as a price; the schema
+    says string, boolean and decimal text, so the API refuses what it does not document."""
+    case = endpoint.Case(
+        headers={"Authorization": f"Bearer {USAGE_TOKEN}"}, body=body, media_type="application/json"
+    )
+    response = answer(case, app)
+    assert (response.status_code in (200, 201)) is accepted, response.text
+    assert endpoint.body[0].is_valid(body) is accepted

@@ -11,7 +11,7 @@ from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
@@ -22,6 +22,8 @@ from integrations.billing_sync.models import (
     CsvUpload,
     HaloClientRecord,
     HaloItemRecord,
+    OnboardingRejected,
+    OnboardingSubmission,
     OrganisationMapping,
     ProductMapping,
     SyncResult,
@@ -30,10 +32,12 @@ from integrations.billing_sync.models import (
     UsageSubmission,
 )
 from integrations.billing_sync.schedules import JOB
+from portal import admin as portal_admin
 from portal import ledger
 from portal.admin_base import ReadOnlyTenantAdmin, SingletonSettingsAdmin, TenantScopedAdmin
 from portal.csv_export import csv_response
 from portal.formats import format_money
+from portal.models import Organisation, Product
 
 STATUS_COLOURS = {
     BillingSyncRun.Status.QUEUED: "#6b7280",
@@ -103,6 +107,94 @@ class ToolsMixin(_ModelAdmin):
 
     def admin_url(self, request_handler, route, name):
         return path(route, self.admin_site.admin_view(request_handler), name=name)
+
+
+class CsvImportMixin(_ModelAdmin):
+    """An "Import CSV" tool and page above a change list (with `ToolsMixin`), for the
+    `csv_import` importer (`csv_import.USAGE`, `ORGANISATIONS`, `PRODUCTS`)."""
+
+    csv_import: "csv_import.UsageImport | csv_import.OnboardingImport"
+
+    def _import_url_name(self):
+        return f"{self.opts.app_label}_{self.opts.model_name}_import"
+
+    def tools(self, request):
+        return [
+            *super().tools(request),
+            Tool("Import CSV", reverse(f"admin:{self._import_url_name()}")),
+        ]
+
+    def get_urls(self):
+        return [
+            path(
+                "import/",
+                self.admin_site.admin_view(self.import_view),
+                name=self._import_url_name(),
+            ),
+            *super().get_urls(),
+        ]
+
+    def import_view(self, request):
+        """Upload → preview with per-row errors → confirm; nothing is saved before confirm.
+        Between the two the file waits on the server (`CsvUpload`), for this user, tenant
+        and import only; the page carries its token, never the file."""
+        tenant = self.require_edit(request)
+        importer = self.csv_import
+        form = csv_import.CsvImportForm(
+            request.POST or None,
+            request.FILES or None,
+            tenant=tenant,
+            user=request.user,
+            importer=importer,
+        )
+        preview, status = None, 200
+        if request.method == "POST" and form.is_valid():
+            stored = form.cleaned_data["stored"]
+            preview = importer.preview(tenant, form.cleaned_data["content"])
+            if stored is not None and "confirm" in request.POST and preview.ok:
+                try:
+                    message = importer.save(
+                        tenant, preview, key=f"csv-upload:{stored.digest}", user=request.user
+                    )
+                except OnboardingRejected as rejected:  # the catalogue moved meanwhile
+                    messages.error(request, rejected.detail)
+                else:
+                    stored.delete()
+                    messages.success(request, message)
+                    return HttpResponseRedirect(
+                        reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist")
+                    )
+            token = form.cleaned_data["upload"]
+            if preview.ok and stored is None:
+                upload = form.cleaned_data["file"]
+                content = form.cleaned_data["content"]
+                stored, token = CsvUpload.keep(
+                    tenant, request.user, content, upload.name, upload.size, kind=importer.kind
+                )
+            elif not preview.ok and stored is not None:
+                stored.delete()  # it no longer fits the catalogue: nothing to confirm
+                token = ""
+            form = csv_import.CsvImportForm(
+                initial={"upload": token}, tenant=tenant, user=request.user, importer=importer
+            )
+            form.stored = stored if preview.ok else None
+        elif request.method == "POST" and form.gone():
+            status = 400
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": importer.title,
+            "form": form,
+            "preview": preview,
+            "stored": getattr(form, "stored", None),
+            "keep_minutes": settings.CSV_IMPORT_KEEP_MINUTES,
+            "import_url": reverse(f"admin:{self._import_url_name()}"),
+            "changelist_url": reverse(
+                f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist"
+            ),
+            "importer": importer,
+        }
+        return TemplateResponse(request, importer.template, context, status=status)
 
 
 # -- settings -----------------------------------------------------------------------------
@@ -318,7 +410,8 @@ class ProductMappingAdmin(MappingAdmin):
 
 
 @admin.register(UsageCount)
-class UsageCountAdmin(ToolsMixin, TenantScopedAdmin):
+class UsageCountAdmin(CsvImportMixin, ToolsMixin, TenantScopedAdmin):
+    csv_import = csv_import.USAGE
     list_display = ["organisation", "product", "quantity", "updated", "history"]
     list_filter = [("product", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["organisation", "product"]
@@ -353,69 +446,69 @@ class UsageCountAdmin(ToolsMixin, TenantScopedAdmin):
         )
         obj.pk = UsageCount.objects.get(organisation=obj.organisation, product=obj.product).pk
 
-    def tools(self, request):
-        return [Tool("Import CSV", reverse("admin:billing_sync_usagecount_import"))]
 
-    def get_urls(self):
-        return [
-            self.admin_url(self.import_view, "import/", "billing_sync_usagecount_import"),
-            *super().get_urls(),
-        ]
+# -- onboarding: organisations and products in bulk ---------------------------------------
 
-    def import_view(self, request):
-        """Upload → preview with per-row errors → confirm; nothing is saved before confirm.
-        Between the two the file waits on the server (`CsvUpload`), for this user and
-        tenant only; the page carries its token, never the file."""
-        tenant = self.require_edit(request)
-        form = csv_import.CsvImportForm(
-            request.POST or None, request.FILES or None, tenant=tenant, user=request.user
-        )
-        preview, status = None, 200
-        if request.method == "POST" and form.is_valid():
-            stored = form.cleaned_data["stored"]
-            preview = csv_import.preview(tenant, form.cleaned_data["content"])
-            if stored is not None and "confirm" in request.POST and preview.ok:
-                # Keyed by the upload: a second click replays the first, saving nothing twice.
-                submission, _ = UsageSubmission.objects.record(
-                    tenant,
-                    preview.resolved,
-                    source=UsageSubmission.Source.CSV,
-                    key=f"csv-upload:{stored.digest}",
-                    user=request.user,
-                )
-                stored.delete()
-                messages.success(
-                    request,
-                    f"Imported {submission.rows} rows: {submission.changed} count(s) changed.",
-                )
-                return HttpResponseRedirect(reverse("admin:billing_sync_usagecount_changelist"))
-            token = form.cleaned_data["upload"]
-            if preview.ok and stored is None:
-                upload = form.cleaned_data["file"]
-                content = form.cleaned_data["content"]
-                stored, token = CsvUpload.keep(
-                    tenant, request.user, content, upload.name, upload.size
-                )
-            elif not preview.ok and stored is not None:
-                stored.delete()  # it no longer fits the catalogue: nothing to confirm
-                token = ""
-            form = csv_import.CsvImportForm(
-                initial={"upload": token}, tenant=tenant, user=request.user
-            )
-            form.stored = stored if preview.ok else None
-        elif request.method == "POST" and form.gone():
-            status = 400
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.model._meta,
-            "title": "Import usage from CSV",
-            "form": form,
-            "preview": preview,
-            "stored": getattr(form, "stored", None),
-            "keep_minutes": settings.CSV_IMPORT_KEEP_MINUTES,
-        }
-        return TemplateResponse(
-            request, "admin/billing_sync/usagecount/import.html", context, status=status
+
+# The catalogue's admins (portal.admin) gain the CSV imports here, beside the Halo mappings
+# the imports can set: the portal app knows nothing of billing sync.
+admin.site.unregister(Organisation)
+admin.site.unregister(Product)
+
+
+@admin.register(Organisation)
+class OrganisationAdmin(CsvImportMixin, ToolsMixin, portal_admin.OrganisationAdmin):
+    csv_import = csv_import.ORGANISATIONS
+
+
+@admin.register(Product)
+class ProductAdmin(CsvImportMixin, ToolsMixin, portal_admin.ProductAdmin):
+    csv_import = csv_import.PRODUCTS
+
+
+@admin.register(OnboardingSubmission)
+class OnboardingSubmissionAdmin(ReadOnlyTenantAdmin):
+    """Who created or changed organisations and products in bulk, and what each row did."""
+
+    list_display = ["created", "kind", "source", "sender", "rows", "summary"]
+    list_filter = ["kind", "source"]
+    list_select_related = ["token", "user"]
+    fields = ["kind", "source", "sender", "created", "idempotency_key", "summary", "row_results"]
+    readonly_fields = fields  # type: ignore[assignment]  # django-stubs: list types differ
+
+    @admin.display(description="By")
+    def sender(self, obj):
+        return obj.sender
+
+    @admin.display(description="What it did")
+    def summary(self, obj):
+        return obj.summary()
+
+    @admin.display(description="Rows")
+    def row_results(self, obj):
+        """The first rows' results (the API's answer to the request)."""
+        shown = obj.results[:500]
+        key = "external_ref" if obj.kind == obj.Kind.ORGANISATIONS else "sku"
+        halo = "halo_client" if obj.kind == obj.Kind.ORGANISATIONS else "halo_item"
+        more = len(obj.results) - len(shown)
+        return format_html(
+            "<table><thead><tr><th>{}</th><th>Name</th><th>Action</th><th>Halo</th></tr></thead>"
+            "<tbody>{}</tbody></table>{}",
+            "External reference" if key == "external_ref" else "SKU",
+            format_html_join(
+                "",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                (
+                    (
+                        row.get(key, ""),
+                        row.get("name", ""),
+                        row.get("action", ""),
+                        f"{row[halo]['name']} (#{row[halo]['id']})" if row.get(halo) else "",
+                    )
+                    for row in shown
+                ),
+            ),
+            f"… and {more:,} more" if more > 0 else "",
         )
 
 

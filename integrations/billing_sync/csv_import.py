@@ -1,22 +1,33 @@
-"""Usage from a CSV file: parsed and previewed with per-row errors, saved only when clean.
+"""CSV imports: usage counts, organisations and products, each parsed and previewed with
+per-row errors, saved only when clean (all or nothing).
 
 The uploaded file is kept on the server between preview and confirmation (`CsvUpload`, in
 the database so every web process finds it), found by a random token that only the tenant
 and user who uploaded it can use, until it expires (`CSV_IMPORT_KEEP_MINUTES`) or is saved.
 So the file never travels back with the form (Django refuses form fields over 2.5 MB), and
 what is saved is exactly what was previewed. Files up to `CSV_IMPORT_MAX_BYTES` (20 MB).
+Each import (`USAGE`, `ORGANISATIONS`, `PRODUCTS`) names its columns, previews and saves;
+the form, the kept upload and the admin view (`admin.CsvImportMixin`) are shared.
 """
 
 import csv
 import io
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from django import forms
 from django.conf import settings
 from rest_framework import serializers
 
-from integrations.billing_sync.models import CsvUpload, UsageCount
+from integrations.billing_sync import onboarding
+from integrations.billing_sync.models import (
+    CsvUpload,
+    OnboardingSubmission,
+    UsageCount,
+    UsageSubmission,
+)
 from integrations.billing_sync.serializers import MAX_ROWS, validate_usage
+from portal.formats import format_money
 
 COLUMNS = {
     "organisation": ("organisation", "organization", "external_ref", "external reference"),
@@ -36,19 +47,17 @@ def megabytes(size):
 class CsvImportForm(forms.Form):
     """A new file (`file`), or the token of the user's upload being confirmed (`upload`)."""
 
-    file = forms.FileField(
-        required=False,
-        help_text="Columns organisation (external reference), product (SKU) and quantity, with "
-        "a header line. UTF-8.",
-    )
+    file = forms.FileField(required=False)
     upload = forms.CharField(required=False, widget=forms.HiddenInput, max_length=100)
 
-    def __init__(self, *args, tenant, user, **kwargs):
+    def __init__(self, *args, tenant, user, importer=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.tenant, self.user = tenant, user
-        self.fields[
-            "file"
-        ].help_text += f" At most {megabytes(settings.CSV_IMPORT_MAX_BYTES)} and {MAX_ROWS:,} rows."
+        self.importer = importer or USAGE
+        self.fields["file"].help_text = (
+            f"{self.importer.help} UTF-8. "
+            f"At most {megabytes(settings.CSV_IMPORT_MAX_BYTES)} and {MAX_ROWS:,} rows."
+        )
 
     def clean(self):
         cleaned = super().clean()
@@ -68,7 +77,9 @@ class CsvImportForm(forms.Form):
                 ) from None
             cleaned["stored"] = None
         elif cleaned.get("upload"):
-            stored = CsvUpload.find(self.tenant, self.user, cleaned["upload"])
+            stored = CsvUpload.find(
+                self.tenant, self.user, cleaned["upload"], kind=self.importer.kind
+            )
             if stored is None:
                 raise forms.ValidationError(GONE, code="gone")
             cleaned["content"], cleaned["stored"] = stored.content, stored
@@ -111,7 +122,7 @@ class Preview:
 
 
 def preview(tenant, content):
-    """Parse and validate the CSV text against the tenant's catalogue; saves nothing."""
+    """Parse and validate usage CSV text against the tenant's catalogue; saves nothing."""
     try:
         data = parse(content)
     except ValueError as error:
@@ -156,8 +167,9 @@ def _show_current_counts(tenant, rows):
         row.current = current.get(pair) if row.known else None
 
 
-def parse(content):
-    """[(line number, {organisation, product, quantity})]; raises ValueError for bad files."""
+def parse(content, columns=COLUMNS, optional=()):
+    """[(line number, {column: text})] for `columns` ({name: header aliases}); raises
+    ValueError for bad files. Columns named in `optional` may be left out of the file."""
     reader = csv.reader(io.StringIO(content))
     try:
         header = next(reader)
@@ -165,14 +177,20 @@ def parse(content):
         raise ValueError("The file is empty.") from None
     names = [cell.strip().casefold() for cell in header]
     positions = {}
-    for column, aliases in COLUMNS.items():
+    for column, aliases in columns.items():
         found = [i for i, name in enumerate(names) if name in aliases]
-        if not found:
+        if found:
+            positions[column] = found[0]
+        elif column not in optional:
+            required = [name for name in columns if name not in optional]
+            listed = " and ".join(
+                [", ".join(required[:-1]), required[-1]] if required[1:] else required
+            )
+            extra = f" (optional: {', '.join(optional)})" if optional else ""
             raise ValueError(
-                f"The first line must name the columns organisation, product and quantity; "
+                f"The first line must name the columns {listed}{extra}; "
                 f"“{column}” is missing (found: {', '.join(header) or 'nothing'})."
             )
-        positions[column] = found[0]
     rows = []
     try:
         for cells in reader:
@@ -190,3 +208,221 @@ def parse(content):
     except csv.Error as error:
         raise ValueError(f"Line {reader.line_num} is not valid CSV: {error}.") from None
     return rows
+
+
+# -- the imports ---------------------------------------------------------------------------
+
+
+class UsageImport:
+    kind = CsvUpload.Kind.USAGE
+    title = "Import usage from CSV"
+    help = (
+        "Columns organisation (external reference), product (SKU) and quantity, with a header line."
+    )
+    template = "admin/billing_sync/usagecount/import.html"
+
+    @staticmethod
+    def preview(tenant, content):
+        return preview(tenant, content)
+
+    @staticmethod
+    def save(tenant, preview, *, key, user):
+        """Keyed by the upload: a second click replays the first, saving nothing twice."""
+        submission, _ = UsageSubmission.objects.record(
+            tenant, preview.resolved, source=UsageSubmission.Source.CSV, key=key, user=user
+        )
+        return f"Imported {submission.rows} rows: {submission.changed} count(s) changed."
+
+
+#: CSV cells read as yes and no in an `active` column (anything else is an error).
+YES = frozenset("yes y true 1 active".split())  # noqa: SIM905
+NO = frozenset("no n false 0 inactive".split())  # noqa: SIM905
+
+
+@dataclass
+class OnboardingPreview:
+    """The plan of an organisations or products file, and the rows it would send."""
+
+    plan: onboarding.Plan
+    sent: list = field(default_factory=list)
+    columns: tuple = ()  # the optional columns the file has
+
+    @property
+    def problem(self):
+        return self.plan.problem
+
+    @property
+    def rows(self):
+        return self.plan.rows
+
+    @property
+    def errors(self):
+        return [row for row in self.plan.rows if row.errors]
+
+    @property
+    def ok(self):
+        return self.plan.ok and bool(self.plan.rows)
+
+    @property
+    def counts(self):
+        return self.plan.counts()
+
+    @property
+    def halo_column(self):
+        """The Halo column's label, when the file has one."""
+        catalogue = self.plan.catalogue
+        if catalogue.halo_field in self.columns:
+            return f"Halo {catalogue.record_model.noun}"
+        return ""
+
+    def headers(self):
+        model = self.plan.catalogue.model
+        return [
+            str(model._meta.get_field(name).verbose_name) for name in self.plan.catalogue.fields
+        ]
+
+    def lines(self):
+        """Each row as the preview shows it: its cells as (was, now) when a value changes,
+        (None, value) otherwise; the Halo record it maps to and what it was mapped to."""
+        catalogue, tenant = self.plan.catalogue, self.plan.tenant
+        for row in self.plan.rows:
+            cells = []
+            for name in catalogue.fields:
+                if name in row.changes:
+                    was, now = row.changes[name]
+                elif name in row.values:
+                    was, now = None, row.values[name]
+                elif row.obj is not None:
+                    was, now = None, getattr(row.obj, name)
+                elif row.new:
+                    was, now = None, catalogue.defaults.get(name, "")
+                else:
+                    was, now = None, (row.data or {}).get(name, "")
+                cells.append((_shown(was, tenant), _shown(now, tenant)))
+            halo = halo_was = ""
+            if row.halo is not None:
+                halo = _record(row.halo)
+                if row.halo_before is not None and row.halo_before != row.halo:
+                    halo_was = _record(row.halo_before)
+            yield {
+                "row": row,
+                "key": row.key or (row.data or {}).get(catalogue.key, ""),
+                "cells": cells,
+                "halo": halo,
+                "halo_was": halo_was,
+                "halo_state": (
+                    ""
+                    if row.halo is None
+                    else "changes"
+                    if halo_was
+                    else "new mapping"
+                    if row.remaps
+                    else "unchanged"
+                ),
+                "action": "" if row.errors else row.action.label,
+            }
+
+
+def _shown(value, tenant):
+    if value is None or value == "":
+        return value
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, Decimal):
+        return format_money(value, tenant.currency, tenant.locale)
+    return value
+
+
+def _record(record):
+    return f"{record.name} (#{record.halo_id})"
+
+
+class OnboardingImport:
+    """Organisations or products from CSV: the API's upsert (`onboarding`), row by row from
+    the file's lines, blank cells leaving a field as it is."""
+
+    def __init__(self, catalogue, columns, optional, help):
+        self.catalogue, self.columns, self.optional, self.help = (
+            catalogue,
+            columns,
+            optional,
+            help,
+        )
+        self.kind = CsvUpload.Kind(catalogue.kind)
+        self.title = f"Import {catalogue.noun_plural} from CSV"
+        self.template = "admin/billing_sync/onboarding_import.html"
+
+    def preview(self, tenant, content):
+        empty = onboarding.Plan(self.catalogue, [], tenant=tenant)
+        try:
+            data = parse(content, self.columns, self.optional)
+        except ValueError as error:
+            return OnboardingPreview(onboarding.Plan(self.catalogue, [], str(error)))
+        if len(data) > MAX_ROWS:
+            empty.problem = (
+                f"The file has {len(data):,} rows: import at most {MAX_ROWS:,} at a time."
+            )
+            return OnboardingPreview(empty)
+        if not data:
+            empty.problem = "The file has no rows below its header line."
+            return OnboardingPreview(empty)
+        sent = [self.row(cells) for _, cells in data]
+        checked = self.catalogue.check(sent, lines=[line for line, _ in data])
+        present = tuple(name for name in self.optional if name in data[0][1])
+        return OnboardingPreview(self.catalogue.plan(tenant, checked), sent, present)
+
+    @staticmethod
+    def row(cells):
+        """A file's line as the API's row: blank cells left out, yes/no read as booleans."""
+        row = {}
+        for name, text in cells.items():
+            if not text:
+                continue
+            if name == "active":
+                folded = text.casefold()
+                text = True if folded in YES else False if folded in NO else text
+            row[name] = text
+        return row
+
+    def save(self, tenant, preview, *, key, user):
+        """Keyed by the upload: a second click replays the first, saving nothing twice.
+        Raises `OnboardingRejected` if the catalogue changed since the preview."""
+        submission, _ = OnboardingSubmission.objects.record(
+            tenant,
+            self.catalogue,
+            preview.sent,
+            source=OnboardingSubmission.Source.CSV,
+            key=key,
+            user=user,
+        )
+        return f"Imported {submission.rows:,} {self.catalogue.noun_plural}: {submission.summary()}."
+
+
+USAGE = UsageImport()
+ORGANISATIONS = OnboardingImport(
+    onboarding.ORGANISATIONS,
+    {
+        "external_ref": ("external_ref", "external reference", "external ref", "reference", "ref"),
+        "name": ("name", "organisation name", "organization name"),
+        "active": ("active",),
+        "halo_client": ("halo_client", "halo client", "halo client id", "halo_client_id"),
+    },
+    ("name", "active", "halo_client"),
+    "Columns external_ref and name (needed for new organisations), optionally active (yes/no) "
+    "and halo_client (Halo id or exact name), with a header line. Blank cells leave a field "
+    "as it is.",
+)
+PRODUCTS = OnboardingImport(
+    onboarding.PRODUCTS,
+    {
+        "sku": ("sku", "product", "product code"),
+        "name": ("name", "product name"),
+        "unit_price": ("unit_price", "unit price", "price"),
+        "active": ("active",),
+        "halo_item": ("halo_item", "halo item", "halo item id", "halo_item_id"),
+    },
+    ("name", "unit_price", "active", "halo_item"),
+    "Columns sku and name (needed for new products), optionally unit_price, active (yes/no) "
+    "and halo_item (Halo id or exact name), with a header line. Blank cells leave a field as "
+    "it is.",
+)

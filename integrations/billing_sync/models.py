@@ -90,6 +90,15 @@ class BillingSyncSettings(OnePerTenant):
     halo_refreshed = models.DateTimeField(
         "Halo lists refreshed", null=True, blank=True, editable=False
     )
+    usage_creates_organisations = models.BooleanField(
+        "usage API creates unknown organisations",
+        default=False,
+        help_text="A row of POST /api/v1/usage naming an external reference the portal does "
+        "not know creates that organisation (named by the row's organisation_name, else its "
+        "reference) instead of refusing the request; the answer lists the organisations it "
+        "created. Off: such rows are errors and nothing is saved. The CSV import never creates "
+        "organisations from usage.",
+    )
 
     class Meta:
         verbose_name = "billing sync settings"
@@ -456,20 +465,31 @@ class IdempotencyConflict(Exception):
     """The idempotency key was used before for different usage."""
 
 
+@dataclass(frozen=True)
+class NewOrganisation:
+    """An organisation a usage row names that does not exist yet, created with the usage
+    when the tenant allows it (`BillingSyncSettings.usage_creates_organisations`)."""
+
+    external_ref: str
+    name: str
+
+
 class UsageSubmissionManager(models.Manager):
     def record(self, tenant, rows, *, source, key="", token=None, user=None):
         """Apply `rows` of (organisation, product, quantity) as one submission, all or none.
 
         Answers `(submission, replayed)`. A key seen before answers that submission
         unchanged (a retried request changes nothing twice); reusing a key for other usage
-        raises `IdempotencyConflict`.
+        raises `IdempotencyConflict`. An organisation given as a `NewOrganisation` is
+        created first, in the same transaction (or found, when another request made it).
         """
-        fingerprint = hashlib.sha256(
-            json.dumps(sorted((o.pk, p.pk, q) for o, p, q in rows)).encode()
-        ).hexdigest()
         for attempt in range(3):
             try:
                 with transaction.atomic():
+                    applied, created = self._create_organisations(tenant, rows)
+                    fingerprint = hashlib.sha256(
+                        json.dumps(sorted((o.pk, p.pk, q) for o, p, q in applied)).encode()
+                    ).hexdigest()
                     if key and (previous := self._previous(tenant, key, fingerprint)):
                         return previous, True
                     submission = self.create(
@@ -479,9 +499,10 @@ class UsageSubmissionManager(models.Manager):
                         fingerprint=fingerprint,
                         token=token,
                         user=user,
-                        rows=len(rows),
+                        rows=len(applied),
+                        created_organisations=[o.external_ref for o in created],
                     )
-                    submission.changed = submission._apply(rows)
+                    submission.changed = submission._apply(applied)
                     submission.save(update_fields=["changed"])
                     return submission, False
             except IntegrityError:
@@ -489,6 +510,32 @@ class UsageSubmissionManager(models.Manager):
                 # first: start again, now seeing it.
                 if attempt == 2:
                     raise
+
+    @staticmethod
+    def _create_organisations(tenant, rows):
+        """`rows` with each `NewOrganisation` made real, and the organisations created."""
+        pending = {
+            o.external_ref.casefold(): o for o, _, _ in rows if isinstance(o, NewOrganisation)
+        }
+        if not pending:
+            return rows, []
+        found = {
+            org.external_ref.casefold(): org
+            for org in tenant.organisations.all()
+            if org.external_ref.casefold() in pending
+        }
+        created = [
+            Organisation(tenant=tenant, external_ref=new.external_ref, name=new.name)
+            for ref, new in pending.items()
+            if ref not in found
+        ]
+        Organisation.objects.bulk_create(created, batch_size=500)
+        found.update((org.external_ref.casefold(), org) for org in created)
+        real = [
+            (found[o.external_ref.casefold()] if isinstance(o, NewOrganisation) else o, p, q)
+            for o, p, q in rows
+        ]
+        return real, created
 
     def _previous(self, tenant, key, fingerprint):
         previous = self.filter(tenant=tenant, idempotency_key=key).first()
@@ -519,6 +566,12 @@ class UsageSubmission(models.Model):
     created = models.DateTimeField(default=timezone.now)
     rows = models.PositiveIntegerField(default=0)
     changed = models.PositiveIntegerField(default=0)
+    created_organisations = models.JSONField(
+        default=list,
+        blank=True,
+        editable=False,
+        help_text="External references of the organisations this submission created.",
+    )
 
     objects = UsageSubmissionManager()
 
@@ -596,6 +649,130 @@ class UsageChange(models.Model):
     def __str__(self):
         previous = "–" if self.previous is None else self.previous
         return f"{self.organisation.name} · {self.product.sku}: {previous} → {self.new}"
+
+
+# -- Onboarding: organisations and products in bulk --------------------------------------
+
+
+class OnboardingRejected(Exception):
+    """Rows of an onboarding request that cannot be applied: nothing was."""
+
+    def __init__(self, detail, rows=()):
+        super().__init__(detail)
+        self.detail, self.rows = detail, list(rows)
+
+
+class OnboardingSubmissionManager(models.Manager):
+    def record(self, tenant, catalogue, rows, *, source, key="", token=None, user=None):
+        """Upsert `rows` (as sent) into `catalogue` (`onboarding.ORGANISATIONS` or
+        `PRODUCTS`) as one submission, all or nothing.
+
+        Answers `(submission, replayed)`; raises `OnboardingRejected` listing every bad row,
+        and `IdempotencyConflict` for a key used before with other rows. A key seen before
+        answers that submission unchanged, before the rows are matched again (so a retry is
+        answered the same even if the catalogue moved on meanwhile).
+        """
+        checked = catalogue.check(rows)
+        if not checked.ok:
+            raise OnboardingRejected(checked.summary(), checked.errors)
+        for attempt in range(3):
+            try:
+                with transaction.atomic():
+                    if key and (previous := self._previous(tenant, catalogue, key, checked)):
+                        return previous, True
+                    plan = catalogue.plan(tenant, checked, lock=True)
+                    if not plan.ok:
+                        raise OnboardingRejected(plan.summary(), plan.errors)
+                    submission = self.create(
+                        tenant=tenant,
+                        kind=catalogue.kind,
+                        source=source,
+                        idempotency_key=key,
+                        fingerprint=checked.fingerprint,
+                        token=token,
+                        user=user,
+                        rows=len(plan.rows),
+                        **plan.counts(),
+                    )
+                    submission.results = plan.apply()
+                    submission.save(update_fields=["results"])
+                    return submission, False
+            except IntegrityError:
+                # A concurrent request committed this key, or one of these references,
+                # first: start again, now seeing it.
+                if attempt == 2:
+                    raise
+
+    def _previous(self, tenant, catalogue, key, checked):
+        previous = self.filter(tenant=tenant, kind=catalogue.kind, idempotency_key=key).first()
+        if previous is not None and previous.fingerprint != checked.fingerprint:
+            raise IdempotencyConflict(
+                f"Idempotency key “{key}” was already used on "
+                f"{previous.created:%Y-%m-%d %H:%M} UTC for different {catalogue.noun_plural}; "
+                "send a new key."
+            )
+        return previous
+
+
+class OnboardingSubmission(models.Model):
+    """One API request or CSV import of organisations or products: who sent it, when, and
+    what each row did (`results`, also the answer a retried request gets again)."""
+
+    class Kind(models.TextChoices):
+        ORGANISATIONS = "organisations", "Organisations"
+        PRODUCTS = "products", "Products"
+
+    Source = UsageSubmission.Source
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    idempotency_key = models.CharField(max_length=100, blank=True)
+    fingerprint = models.CharField(max_length=64, editable=False)
+    token = models.ForeignKey(ApiToken, null=True, blank=True, on_delete=models.SET_NULL)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created = models.DateTimeField(default=timezone.now)
+    rows = models.PositiveIntegerField(default=0)
+    added = models.PositiveIntegerField("created", default=0)
+    updated = models.PositiveIntegerField(default=0)
+    unchanged = models.PositiveIntegerField(default=0)
+    mapped = models.PositiveIntegerField(
+        "mapped to Halo", default=0, help_text="Rows that set or changed a Halo mapping."
+    )
+    results = models.JSONField(default=list, blank=True, editable=False)
+
+    objects = OnboardingSubmissionManager()
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name = "onboarding import"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "kind", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="onboardingsubmission_unique_key",
+            )
+        ]
+
+    def __str__(self):
+        return (
+            f"{self.get_kind_display()} from {self.get_source_display()} "
+            f"{self.created:%Y-%m-%d %H:%M} by {self.sender}"
+        )
+
+    sender = UsageSubmission.sender
+
+    def summary(self):
+        """'3 created · 1 updated · 996 unchanged · 2 mapped to Halo'."""
+        parts = [
+            (self.added, "created"),
+            (self.updated, "updated"),
+            (self.unchanged, "unchanged"),
+            (self.mapped, "mapped to Halo"),
+        ]
+        return " · ".join(f"{n:,} {label}" for n, label in parts if n) or "nothing"
 
 
 # -- Sync runs ----------------------------------------------------------------------------
@@ -812,6 +989,18 @@ class CsvUpload(models.Model):
     created = models.DateTimeField(default=timezone.now, editable=False)
     expires = models.DateTimeField()
 
+    class Kind(models.TextChoices):
+        USAGE = "usage", "Usage counts"
+        ORGANISATIONS = "organisations", "Organisations"
+        PRODUCTS = "products", "Products"
+
+    kind = models.CharField(
+        max_length=20,
+        choices=Kind.choices,
+        default=Kind.USAGE,
+        help_text="Which import it was uploaded to: only that one confirms it.",
+    )
+
     objects = CsvUploadQuerySet.as_manager()
 
     class Meta:
@@ -822,7 +1011,7 @@ class CsvUpload(models.Model):
         return f"{self.filename or 'CSV file'} ({self.size} bytes)"
 
     @classmethod
-    def keep(cls, tenant, user, content, filename="", size=0):
+    def keep(cls, tenant, user, content, filename="", size=0, kind=Kind.USAGE):
         """Store an upload; answers (upload, token). Expired uploads of anyone, and this
         user's oldest beyond `KEPT_PER_USER`, are deleted."""
         now = timezone.now()
@@ -831,6 +1020,7 @@ class CsvUpload(models.Model):
         upload = cls.objects.create(
             tenant=tenant,
             user=user,
+            kind=kind,
             digest=token_digest(token),
             filename=filename[:255],
             size=size,
@@ -844,8 +1034,10 @@ class CsvUpload(models.Model):
         return upload, token
 
     @classmethod
-    def find(cls, tenant, user, token):
-        """The user's unexpired upload in `tenant` with this token, or None."""
+    def find(cls, tenant, user, token, kind=Kind.USAGE):
+        """The user's unexpired upload to the `kind` import in `tenant` with this token, or
+        None."""
         if not token:
             return None
-        return cls.objects.usable(tenant, user).filter(digest=token_digest(token)).first()
+        found = cls.objects.usable(tenant, user).filter(digest=token_digest(token), kind=kind)
+        return found.first()
