@@ -34,9 +34,40 @@ class PortalAdminSite(admin.AdminSite):
                 self.admin_view(self.view_on_site),
                 name="view_on_site",
             ),
+            path("fleet/", self.admin_view(self.fleet), name="fleet"),
             *job_pages.urls(self),
             *inherited,
         ]
+
+    def fleet(self, request):
+        """The fleet view, for the vendor's operators (superusers): every tenant's jobs on
+        the durable run ledger and every worker process, filterable (`portal.fleet`)."""
+        from django.core.exceptions import PermissionDenied
+        from django.template.response import TemplateResponse
+
+        from portal import fleet, ledger
+
+        if not request.user.is_superuser:
+            raise PermissionDenied("The fleet view is for the portal's operators.")
+        job, state, tenant = (request.GET.get(k, "") for k in ("job", "state", "tenant"))
+        survey = fleet.survey(job=job if job in ledger.jobs() else None)
+        shown = [
+            j
+            for j in survey.jobs
+            if (not state or j.state == state or (state == "problems" and j.problem))
+            and (not tenant or tenant.casefold() in j.tenant.casefold())
+        ]
+        context = {
+            **self.each_context(request),
+            "title": "Fleet",
+            "survey": survey,
+            "counts": sorted(survey.counts().items()),
+            "shown": shown,
+            "jobs": sorted(ledger.jobs().items()),
+            "states": [fleet.OK, fleet.RUNNING, fleet.DUE, fleet.RETRYING, *fleet.PROBLEMS],
+            "filters": {"job": job, "state": state, "tenant": tenant},
+        }
+        return TemplateResponse(request, "admin/fleet.html", context)
 
     def view_on_site(self, request, content_type_id, object_id):
         """Django's "View on site" shortcut, for objects of the request's tenants only: it

@@ -71,3 +71,13 @@ def _database_incr(key, amount, ttl, now):
 def purge(now=None):
     """Delete expired database counters (they would only start again from zero)."""
     return SharedCounter.objects.filter(expires__lte=now or timezone.now()).delete()[0]
+
+
+def value(key, now=None):
+    """A counter's current value (0 when unset or expired), without changing it."""
+    if len(key) > KEY_LENGTH:
+        key = key[: KEY_LENGTH - 65] + ":" + hashlib.sha256(key.encode()).hexdigest()
+    if _on_redis():
+        return cache.get(key) or 0
+    found = SharedCounter.objects.filter(key=key, expires__gt=now or timezone.now())
+    return found.values_list("value", flat=True).first() or 0

@@ -246,11 +246,20 @@ def dispatch(now: datetime) -> int:
         resend |= Q(queued_at__lt=now - timedelta(seconds=settings.LEDGER_REQUEUE_IDLE_SECONDS))
     due = ScheduledRun.objects.due(now).filter(Q(queued_at__isnull=True) | resend)
     ids = list(due.order_by("not_before", "pk").values_list("pk", flat=True)[:DISPATCH_BATCH])
-    for pk in ids:
-        enqueue(work, pk, name=f"ledger run {pk}", group="ledger")
     if ids:
         ScheduledRun.objects.filter(pk__in=ids).update(queued_at=now)
+    for pk in ids:
+        enqueue(work, pk, name=f"ledger run {pk}", group="ledger", on_error=_not_sent(pk))
     return len(ids)
+
+
+def _not_sent(pk: int) -> Callable[[Exception], None]:
+    """The broker refused the message (it is down): the next tick sends the row again."""
+
+    def forget(error: Exception) -> None:
+        ScheduledRun.objects.filter(pk=pk, status=RunStatus.QUEUED).update(queued_at=None)
+
+    return forget
 
 
 def prune(now: datetime) -> None:

@@ -306,18 +306,41 @@ class Product(models.Model):
         return f"{self.name} ({self.sku})"
 
 
+class WorkerHeartbeatQuerySet(models.QuerySet):
+    def processes(self):
+        """One row per `manage.py worker` process (host and pid), not the schedule's row."""
+        return self.exclude(pid=None)
+
+    def silent(self, now=None):
+        """Worker processes that stopped beating without saying goodbye (killed, machine
+        lost): a graceful stop deletes its own row."""
+        limit = (now or timezone.now()) - timedelta(seconds=settings.HEALTHZ_MAX_HEARTBEAT_AGE)
+        return self.processes().filter(seen__lt=limit)
+
+
 class WorkerHeartbeat(models.Model):
-    """Written by a one-minute schedule: proves scheduler, broker and a worker all run."""
+    """Proof that workers run. The one-minute schedule's row (named after the cluster)
+    proves scheduler, broker and some worker all work; each `manage.py worker` process
+    also beats a row of its own (host, pid), so one dead machine shows."""
 
     cluster = models.CharField(max_length=100, unique=True)
     seen = models.DateTimeField()
+    host = models.CharField(max_length=100, blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    started = models.DateTimeField(null=True, blank=True)
+
+    objects = WorkerHeartbeatQuerySet.as_manager()
 
     def __str__(self):
         return f"{self.cluster} at {self.seen:%Y-%m-%d %H:%M:%S}"
 
+    @property
+    def age(self):
+        return timezone.now() - self.seen
+
     @classmethod
-    def beat(cls, cluster):
-        cls.objects.update_or_create(cluster=cluster, defaults={"seen": timezone.now()})
+    def beat(cls, cluster, **process):
+        cls.objects.update_or_create(cluster=cluster, defaults={"seen": timezone.now(), **process})
 
     @classmethod
     def latest(cls):

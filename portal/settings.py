@@ -328,6 +328,11 @@ RUN_STALE_SECONDS = env.int("RUN_STALE_SECONDS", default=120)
 # A due ledger run sent to an idle broker this long ago and still unclaimed was lost (a
 # worker prefetched it and died): it is sent again.
 LEDGER_REQUEUE_IDLE_SECONDS = env.int("LEDGER_REQUEUE_IDLE_SECONDS", default=120)
+# /metrics (portal.metrics): a bearer token, or client addresses/networks allowed without
+# one (loopback by default); a tenant label on run metrics only when switched on.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1/32", "::1/128"])
+METRICS_PER_TENANT = env.bool("METRICS_PER_TENANT", default=False)
 
 DEFAULT_EXCEPTION_REPORTER_FILTER = "portal.crypto.SecretSafeReporterFilter"
 

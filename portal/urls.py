@@ -4,7 +4,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
-from portal import invitations, login_limits, views
+from portal import invitations, login_limits, metrics, views
 
 # Redoc (served from static files) searches in a worker started from a blob: URL and draws
 # its images from data: URLs and its maker's logo.
@@ -15,6 +15,7 @@ api_docs = csp_update(
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", api_docs, name="api-docs"),
     path("api/v1/", include("integrations.billing_sync.urls")),

@@ -59,6 +59,7 @@ from integrations.halo.errors import (
 )
 from integrations.halo.ratelimit import Deadline, RateLimiter, RetryBudget
 from integrations.halo.tokens import Token, TokenCache
+from portal import metrics
 from portal.crypto import Masked
 
 if TYPE_CHECKING:
@@ -781,6 +782,8 @@ class HaloClient:
     ) -> requests.Response:
         """Exactly one HTTP request, inside the rate budget, counted and logged."""
         waited = self.limiter.acquire(max_wait=retry.remaining())
+        if waited is None or waited > 0:
+            metrics.count(metrics.HALO_BUDGET_WAITS)
         if waited is None:
             raise HaloBudgetExhausted(
                 method=method,
@@ -834,6 +837,9 @@ class HaloClient:
                 endpoint=label.split(" ", 1)[1],
                 attempted=attempted,
             ) from None
+        metrics.count(metrics.HALO_REQUESTS)
+        if response.status_code == 429:
+            metrics.count(metrics.HALO_429S)
         self.stats.halo_time = _date_header(response.headers.get("Date")) or self.stats.halo_time
         logger.debug(
             "Halo %s %s -> %s in %.0f ms (%s)",

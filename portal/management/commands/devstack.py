@@ -32,7 +32,7 @@ class Command(BaseCommand):
                 "--port",
                 str(options["halo_port"]),
             ],
-            "worker": [*manage, "qcluster"],
+            "worker": [*manage, "worker"],
             "web": [*manage, "runserver", "--noreload", options["addr"]],
         }
         running = {}
