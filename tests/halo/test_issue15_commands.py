@@ -12,6 +12,9 @@ from integrations.models import HaloConnection
 from tests import factories
 from tests.halo.conftest import make_connection
 
+# manage.py closes the database connections when a command ends: committed data only.
+pytestmark = pytest.mark.django_db(transaction=True)
+
 
 @pytest.fixture(autouse=True)
 def _fast_halo(settings):
