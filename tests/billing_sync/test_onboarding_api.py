@@ -360,7 +360,7 @@ def test_a_thousand_organisations_take_a_few_queries(tenant):
     assert (answer.json()["updated"], answer.json()["unchanged"]) == (500, 500)
     assert Organisation.objects.filter(tenant=tenant).count() == 1000
     # The token, the rate limit, the catalogue read, the submission, and the rows written in
-    # batches (as large as the database allows: 200 rows per INSERT on SQLite), never a
+    # batches (as large as the database allows: about 250 rows per INSERT on SQLite), never a
     # query per row.
     for captured in (created, updated):
         queries = [q["sql"] for q in captured.captured_queries if "SAVEPOINT" not in q["sql"]]
