@@ -160,11 +160,10 @@ def halo_connected(tenant: Tenant, feature: str = "billing_sync") -> Step:
     if refusal := connection.secret_refusal():
         return Step(title, State.BROKEN, f"The secret cannot be used: {refusal}", change)
     if not getattr(connection, feature):
-        label = HaloConnection._meta.get_field(feature).verbose_name
         return Step(
             title,
             State.TODO,
-            f"Switch {label.replace('_', ' ')} on for the connection “{connection.name}”.",
+            f"Switch {feature.replace('_', ' ')} on for the connection “{connection.name}”.",
             change,
         )
     return Step(title, State.DONE, f"{connection.name}: {connection.resource_url}", change)
@@ -364,6 +363,7 @@ def invoice_sync_settings(tenant: Tenant) -> Step:
             "Check the invoice number customers see, the start date and Halo's role, then save.",
             form,
         )
+    settings = settings or InvoiceSyncSettings(tenant=tenant)  # synced with the defaults
     since = f"since {settings.created_since:%d %b %Y}" if settings.created_since else "all dates"
     return Step(
         title, State.DONE, f"{settings.get_number_field_display()}; invoices {since}.", form

@@ -321,3 +321,11 @@ def test_a_steps_page_says_which_step_it_is_and_what_comes_next(personas):
     assert "Setup ·" not in owner.get("/admin/billing/invoice/").content.decode()
     other = personas.client(personas.owner_b).get(change)
     assert other.status_code == 404 and "Setup ·" not in other.content.decode()
+
+
+def test_settings_never_saved_but_synced_count_as_chosen(tenant):
+    """An initial sync that ran with the defaults (no one opened the form) is done too."""
+    factories.halo_connection(tenant)
+    SyncState.for_tenant(tenant).complete_initial()
+    step = setup.invoice_sync_settings(tenant)
+    assert step.state == DONE and "all dates" in step.detail
