@@ -437,8 +437,9 @@ def test_a_form_token_of_another_account_is_refused(client, tenant, account):
     other = factories.customer(tenant)
     open_invoice(tenant, customer=other)
     theirs = pay_data(review(client, several_url(other)))
-    mine = pay_data(review(client, several_url(customer)))
-    response = client.post(several_url(customer), mine | {"form_token": theirs["form_token"]})
+    url = several_url(customer)
+    mine = pay_data(review(client, url))
+    response = client.post(url, mine | {"form_token": theirs["form_token"]})
     assert response.status_code == 400 and "expired" in response.content.decode()
     assert not Payment.objects.exists()
 
