@@ -44,7 +44,7 @@ def tenant(sim, settings, live_server, tasks_inline, tmp_path):
     tenant.logo.save("logo.png", ContentFile(_logo_png(tenant.accent_colour)))
     connect(tenant, sim)
     PaymentSettings.for_tenant(tenant)
-    assert run_sync(tenant, "initial", "cli").status == "ok"
+    assert run_sync(tenant, "initial", "cli").status == "succeeded"
     return tenant
 
 

@@ -27,7 +27,7 @@ def halo_tenant(personas, sim):
 
 def sync(tenant, kind="initial"):
     run = run_sync(tenant, kind, "cli")
-    assert run.status == "ok", run.error
+    assert run.status == "succeeded", run.error
     return run
 
 

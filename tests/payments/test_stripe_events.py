@@ -172,7 +172,7 @@ def test_halo_is_told_only_what_the_payer_kept(personas, sim, client, stripe_api
     tenant = stripe_on(personas.tenant_a)
     connect(tenant, sim)
     run = run_sync(tenant, "initial", "cli")
-    assert run.status == "ok", run.error
+    assert run.status == "succeeded", run.error
     record = next(i for i in sim.control.state("Invoice") if i["paymentstatus"] == 0)
     invoice = Invoice.objects.get(tenant=tenant, halo_id=record["id"])
     payment = pending_payment(client, tenant, invoice=invoice)
