@@ -120,10 +120,8 @@ class Statement:
         ).exclude(source=Invoice.Source.PORTAL, posted=False)  # drafts are not issued yet
         shown = sent
         if not every_invoice:
-            open_ = sent.unpaid().values("pk")
-            shown = sent.filter(
-                Q(pk__in=open_) | Q(invoice_date__gte=today - RECENT) | Q(invoice_date=None)
-            )
+            recent = Q(invoice_date__gte=today - RECENT) | Q(invoice_date=None)
+            shown = sent.unpaid() | sent.filter(recent)  # one WHERE, OR-ed: no subquery
         invoices = list(
             shown.only(*INVOICE_FIELDS)
             .annotate(
