@@ -25,6 +25,7 @@ RETIRED = (
     "payments.add_pay_links",
     "payments.autopay",
     "payments.close_stale_payments",
+    "reminders.send",
 )
 
 

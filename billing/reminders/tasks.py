@@ -1,18 +1,19 @@
-"""django-q2 entry points of reminders, their schedule, and the hook on landed payments."""
+"""Worker entry points of reminders, their job on the run ledger, and the hook on landed
+payments."""
 
 import logging
+from datetime import timedelta
 
 from django.dispatch import receiver
 from django.utils import timezone
-from django_q.models import Schedule
 
 from billing.payments.models import Payment
 from billing.payments.signals import payment_succeeded
 from billing.reminders import dunning, emails
 from billing.reminders.models import PaymentNotice, Reminder, ReminderSettings
+from portal import ledger
 from portal.jobs import enqueue
 from portal.models import Tenant
-from portal.schedules import register
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +74,14 @@ def send_payment_notice(payment_id):
     return notice.status == PaymentNotice.Status.SENT
 
 
-register(
-    "reminders.send",
-    "billing.reminders.tasks.start_reminder_runs",
-    schedule_type=Schedule.MINUTES,
-    minutes=15,
-    repeats=-1,
+# On the durable run ledger: a fleet-wide sweep every 15 minutes (each tenant's sends are
+# idempotent, so a sweep lost with a worker is made good by the next one).
+ledger.register(
+    ledger.Job(
+        name="reminders",
+        label="Payment reminders",
+        run=lambda row: f"{start_reminder_runs()} tenant(s) with reminders due",
+        next_slot=ledger.every(15),
+        retry_for=timedelta(minutes=15),
+    )
 )

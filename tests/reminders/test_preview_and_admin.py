@@ -234,10 +234,13 @@ def test_schedule_starts_each_tenant_from_its_local_hour(
     with django_capture_on_commit_callbacks(execute=True):
         assert tasks.start_reminder_runs(at(1, 9)) == 2
     assert sorted(args[1] for args in queued[1:]) == sorted([tenant.pk, sydney.pk])
-    from portal.schedules import _registered
+    from datetime import UTC, datetime
 
-    assert _registered["reminders.send"]["func"] == "billing.reminders.tasks.start_reminder_runs"
-    assert _registered["reminders.send"]["minutes"] == 15
+    from portal import ledger
+
+    job = ledger.jobs()["reminders"]
+    after = datetime(2026, 12, 1, 9, 7, tzinfo=UTC)
+    assert job.next_slot(None, after) == datetime(2026, 12, 1, 9, 15, tzinfo=UTC)
 
 
 def test_command_dry_run_and_send(tenant, mailoutbox, monkeypatch):
