@@ -82,7 +82,7 @@ class PaymentsPage(JobPage):
                 Button(
                     "Add payment links to open invoices",
                     self.url("add_pay_links"),
-                    disabled=no_connection,
+                    disabled="Needs a Halo connection with Payments on." if no_connection else "",
                     primary=True,
                     help="Writes each unpaid Halo invoice's pay-page address into Halo (its "
                     "Pay button), in batches through the outbox; invoices that have it are "

@@ -4,6 +4,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Q
@@ -546,6 +547,10 @@ class SyncRunAdmin(ToolsMixin, ReadOnlyTenantAdmin):
     list_filter = ["status", "trigger", "dry_run"]
     list_select_related = ["requested_by"]
 
+    @property
+    def media(self):
+        return super().media + FIT_LISTS
+
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("approval_runs")
 
@@ -726,21 +731,22 @@ class SyncRunAdmin(ToolsMixin, ReadOnlyTenantAdmin):
         return TemplateResponse(request, "admin/billing_sync/billingsyncrun/detail.html", context)
 
 
+#: Run and result lists fit a 1366 px laptop with their outcome and message columns.
+FIT_LISTS = forms.Media(css={"all": ["portal/fit_lists.css"]})
+
+
 @admin.register(SyncResult)
 class SyncResultAdmin(ReadOnlyTenantAdmin):
     in_sidebar = False  # a reference list: reached from its job page
     list_display = [
-        "run",
-        "organisation_name",
-        "product_sku",
-        "halo_client_name",
+        "run_link",
+        "pair",
         "licence_id",
-        "previous",
-        "new",
-        "action",
+        "change",
         "outcome_badge",
         "message",
     ]
+    list_display_links = ["pair"]
     ordering = ["-run_id", "organisation_name", "product_sku"]
     list_filter = [
         "outcome",
@@ -754,6 +760,33 @@ class SyncResultAdmin(ReadOnlyTenantAdmin):
 
     def lookup_allowed(self, lookup, value, request=None):
         return lookup == "run__id__exact" or super().lookup_allowed(lookup, value, request)
+
+    @property
+    def media(self):
+        return super().media + FIT_LISTS
+
+    @admin.display(description="Run", ordering="run_id")
+    def run_link(self, obj):
+        url = reverse("admin:billing_sync_billingsyncrun_change", args=[obj.run_id])
+        kind = "Preview" if obj.run.dry_run else "Sync"
+        return format_html('<a href="{}">{} #{}</a>', url, kind, obj.run_id)
+
+    @admin.display(description="Organisation · product → Halo client", ordering="organisation_name")
+    def pair(self, obj):
+        return format_html(
+            '{}<div class="pair-detail">{} → {}</div>',
+            obj.organisation_name,
+            obj.product_sku,
+            obj.halo_client_name or "no Halo client",
+        )
+
+    @admin.display(description="Change", ordering="action")
+    def change(self, obj):
+        """'Update 20 → 26', 'Create 26', 'Unchanged 26': the action and the count."""
+        counts = "" if obj.new is None else str(obj.new)
+        if obj.previous is not None and obj.previous != obj.new:
+            counts = f"{obj.previous} → {counts or '–'}"
+        return f"{obj.get_action_display()} {counts}".strip()
 
     @admin.display(description="Outcome", ordering="outcome")
     def outcome_badge(self, obj):

@@ -33,6 +33,14 @@ OUTCOME_FILTERS = [
 ]
 
 
+def change_text(result):
+    """'update 20 → 26', 'create 26', 'unchanged 26': a result's action and count."""
+    counts = "" if result.new is None else str(result.new)
+    if result.previous is not None and result.previous != result.new:
+        counts = f"{result.previous} → {counts or '–'}"
+    return f"{result.get_action_display().lower()} {counts}".strip()
+
+
 def broken(record_field):
     return Q(**{f"{record_field}__inactive": True}) | Q(**{f"{record_field}__missing": True})
 
@@ -212,10 +220,14 @@ class BillingSyncPage(JobPage):
             [count.latest_result_id for count in page if count.latest_result_id]
         )
         for count in page:
-            count.latest = latest.get(count.latest_result_id)
-            count.when = when(
-                count.latest and (count.latest.run.finished or count.latest.run.created), tenant
-            )
+            count.latest = result = latest.get(count.latest_result_id)
+            if result is not None:
+                moment = result.run.finished or result.run.created
+                count.when = f"{timezone.localtime(moment, tenant.tz):%d %b %H:%M}"
+                count.change = change_text(result)
+                # Usage moved since Halo was last written: the next sync writes it.
+                written = result.outcome == SyncResult.Outcome.DONE and result.new is not None
+                count.behind = written and result.new != count.quantity
         query = request.GET.copy()
         query.pop("page", None)
         return {"page": page, "q": search, "outcome": outcome, "query": query.urlencode()}

@@ -1,5 +1,6 @@
 import json
 
+from django import forms
 from django.contrib import admin, messages
 from django.utils.html import format_html
 from django.utils.text import Truncator
@@ -39,8 +40,7 @@ def start_fetch(sync_settings, action):
     allowed, next_allowed = ActionLimit.claim(tenant, action)
     if not allowed:
         return messages.WARNING, (
-            f"{tenant}: {label} ran recently. It can run again from "
-            f"{_when(next_allowed, tenant)}."
+            f"{tenant}: {label} ran recently. It can run again from {_when(next_allowed, tenant)}."
         )
     claimed_at = next_allowed - ActionLimit.INTERVALS[action]
     enqueue(tasks.sync_tenant, tenant.pk, action, "manual", claimed_at)
@@ -73,6 +73,8 @@ def register_webhook_in_halo(sync_settings, budget=None):
 
 
 NO_CONNECTION = "{tenant}: no active Halo connection with invoice sync switched on."
+#: The run list fits a 1366 px laptop with its status and error columns.
+FIT_LISTS = forms.Media(css={"all": ["portal/fit_lists.css"]})
 
 
 @admin.register(InvoiceSyncSettings)
@@ -212,6 +214,10 @@ class InvoiceSyncRunAdmin(ReadOnlyTenantAdmin):
     @admin.display(description="Took")
     def took(self, obj):
         return obj.took or "–"
+
+    @property
+    def media(self):
+        return super().media + FIT_LISTS
 
     @admin.display(description="Error")
     def short_error(self, obj):

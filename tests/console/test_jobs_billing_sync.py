@@ -260,3 +260,14 @@ def test_usage_changes_do_not_count_as_results(mapped, owner):
     UsageSubmission.objects.all()  # counts exist, no run yet
     never = owner.get(PAGE, {"outcome": "never"}).context["pairs"]["page"]
     assert never.paginator.count == 40 and all(c.latest is None for c in never)
+
+
+def test_a_count_changed_since_the_last_sync_shows_what_halo_has(mapped, owner):
+    mapped.sync()
+    mapped.set_counts({("NW-1001", "EDR-STD"): 99})
+    page = owner.get(PAGE, {"q": "NW-1001"})
+    pairs = {c.product.sku: c for c in page.context["pairs"]["page"]}
+    changed, same = pairs["EDR-STD"], pairs["MDR-PRO"]
+    assert changed.quantity == 99 and changed.behind and changed.latest.new != 99
+    assert f"Halo: {changed.latest.new}" in page.content.decode()
+    assert not same.behind and same.change == f"create {same.quantity}"

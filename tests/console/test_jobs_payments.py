@@ -51,7 +51,8 @@ def test_page_shows_processor_outbox_and_autopay(personas):
     assert f"/pay/{tenant.slug}/" in page.context["pay_link"]
     assert failed.payment in [p for p, _ in page.context["payments"]]
     # Without a connection taking payments the button says why.
-    assert "No active Halo connection" in page.context["buttons"][0].disabled
+    assert "No active Halo connection" in page.context["no_connection"]
+    assert page.context["buttons"][0].disabled == "Needs a Halo connection with Payments on."
 
 
 @pytest.mark.django_db(transaction=True)
