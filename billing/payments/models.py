@@ -15,13 +15,14 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import IntegrityError, models, transaction
 from django.db.models import F, Q
+from django.db.models.functions import TruncMonth
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from billing.models import Customer, Invoice, InvoiceNumberField, number_field
+from billing.payments import signals
 from portal import crypto
-from portal.jobs import enqueue
 from portal.models import OnePerTenant, Tenant
 
 CENT = Decimal("0.01")
@@ -209,11 +210,8 @@ class PaymentSettings(OnePerTenant):
 
 
 def _queue_delivery(row_id):
-    """Deliver an outbox row on the worker once it commits; a lost task costs nothing, the
-    every-minute schedule delivers due rows anyway."""
-    from billing.payments import tasks  # tasks import this module
-
-    enqueue(tasks.deliver_outbox, [row_id])
+    """Deliver an outbox row on the worker once it commits (see `signals`)."""
+    signals.outbox_row_written.send(HaloOutbox, row_id=row_id)
 
 
 def _decrypted(ciphertext):
@@ -361,6 +359,19 @@ class PaymentQuerySet(models.QuerySet):
         age = timedelta(minutes=settings.PAYMENTS_STRIPE_SESSION_MINUTES + 15)
         return self.filter(status=Payment.Status.PENDING, created__lt=timezone.now() - age).exclude(
             checkout_session=""
+        )
+
+    def collected_by_month(self, since, tz):
+        """Money taken from `since` by month (in time zone `tz`) and currency, in one query:
+        rows of `month`, `currency`, `collected` (payments that succeeded, refunded since
+        or not) and `refunded` (what of those was given back)."""
+        taken = [Payment.Status.SUCCEEDED, Payment.Status.REFUNDED]
+        return (
+            self.filter(status__in=taken, succeeded_at__gte=since)
+            .annotate(month=TruncMonth("succeeded_at", tzinfo=tz))
+            .order_by()
+            .values("month", "currency")
+            .annotate(collected=models.Sum("amount"), refunded=models.Sum("refunded_amount"))
         )
 
     def abandoned(self, age=timedelta(minutes=10)):
@@ -655,15 +666,12 @@ class Payment(models.Model):
             HaloOutbox.queue_refund(self)
 
     def _moved(self, status):
-        from billing.payments import signals, tasks
-
         if status == self.Status.SUCCEEDED:
             self._record_success()
             self._apply_early_refunds()
-            enqueue(tasks.send_receipt, self.pk)
             signals.payment_succeeded.send(Payment, payment=self)
         elif status == self.Status.FAILED and self.kind == self.Kind.AUTOPAY:
-            enqueue(tasks.send_autopay_failure, self.pk)
+            signals.autopay_failed.send(Payment, payment=self)
 
     def _record_success(self):
         """Tell the invoice: through the Halo outbox, or at once for a portal invoice that

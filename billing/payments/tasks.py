@@ -3,11 +3,13 @@
 import logging
 from datetime import date, timedelta
 
+from django.dispatch import receiver
 from django.utils import timezone
 
-from billing.payments import autopay, checkout, emails, enumeration, outbox
+from billing.payments import autopay, checkout, emails, enumeration, outbox, signals
 from billing.payments.models import Payment, PaymentEvent, PaymentSettings
 from portal import ledger
+from portal.jobs import enqueue
 from portal.models import Tenant
 
 log = logging.getLogger(__name__)
@@ -15,6 +17,22 @@ log = logging.getLogger(__name__)
 
 def deliver_outbox(ids=None):
     return outbox.deliver(ids)
+
+
+# What the models announce, queued here (the models do not import this module).
+@receiver(signals.outbox_row_written, dispatch_uid="payments.deliver_written_row")
+def _deliver_written_row(sender, row_id, **kwargs):
+    enqueue(deliver_outbox, [row_id])
+
+
+@receiver(signals.payment_succeeded, dispatch_uid="payments.send_receipt")
+def _send_receipt_of(sender, payment, **kwargs):
+    enqueue(send_receipt, payment.pk)
+
+
+@receiver(signals.autopay_failed, dispatch_uid="payments.send_autopay_failure")
+def _tell_autopay_failure(sender, payment, **kwargs):
+    enqueue(send_autopay_failure, payment.pk)
 
 
 def send_receipt(payment_id):
