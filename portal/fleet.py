@@ -123,7 +123,7 @@ def survey(now: datetime | None = None, *, job: str | None = None) -> Survey:
     result = Survey(now=now)
     for key in sorted(set(last) | set(upcoming), key=lambda k: (k[0] is not None, str(k))):
         tenant_id, name = key
-        row = last.get(key) or upcoming.get(key)
+        row = last.get(key) or upcoming[key]
         state, detail = state_of(last.get(key), now)
         result.jobs.append(
             JobState(

@@ -181,11 +181,11 @@ def plan(job: Job, now: datetime, *, tenant_id: int | None = None) -> int:
     )
     if tenant_id is not None:
         planned = planned.filter(tenant_id=tenant_id)
-    planned = planned.values_list("pk", "tenant_id", "slot")
-    have, obsolete = set(), []
-    for pk, tenant_id, slot in planned:
-        if tenant_id in wanted and wanted[tenant_id][0] == slot:
-            have.add(tenant_id)
+    have: set[int | None] = set()
+    obsolete: list[int] = []
+    for pk, row_tenant, slot in planned.values_list("pk", "tenant_id", "slot"):
+        if row_tenant in wanted and wanted[row_tenant][0] == slot:
+            have.add(row_tenant)
         else:
             obsolete.append(pk)
     if obsolete:
@@ -434,7 +434,10 @@ def note(row: ScheduledRun, **facts: Any) -> None:
 def latest(tenant_id: int | None, job: str) -> tuple[ScheduledRun | None, ScheduledRun | None]:
     """(the last run that started or is due, the next planned one) of a tenant's job."""
     now = clock()
-    rows = ScheduledRun.objects.filter(tenant_id=tenant_id, job=job)
+    rows = ScheduledRun.objects.filter(job=job)
+    rows = (
+        rows.filter(tenant__isnull=True) if tenant_id is None else rows.filter(tenant_id=tenant_id)
+    )
     last = rows.filter(slot__lte=now).order_by("-slot").first()
     upcoming = rows.filter(slot__gt=now).order_by("slot").first()
     return last, upcoming
