@@ -190,6 +190,17 @@ class HaloRecord(models.Model):
 
 
 class HaloClientRecord(HaloRecord):
+    """A Halo client in billing sync's picker cache.
+
+    Deliberately not `billing.Customer`, though both mirror Halo clients (and answer
+    `custom_field` alike): this cache is rebuilt from Halo's whole list (inactive clients
+    too) on every refresh and keeps clients gone from Halo as tombstones so mappings can say
+    why they broke, for tenants that may not use invoice sync at all; `Customer` is invoice
+    sync's record of whom invoices are addressed to (billing contact, agreements), moved
+    forward by a change cursor and referenced by invoices and payments. One table would tie
+    billing sync to invoice sync's schedule and let a picker refresh rewrite invoicing
+    contacts."""
+
     noun = "client"
 
     custom_fields = models.JSONField(default=dict, blank=True)
