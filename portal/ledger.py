@@ -327,6 +327,8 @@ def execute(row: ScheduledRun) -> ScheduledRun:
     else:
         status, summary = answer if isinstance(answer, tuple) else (RunStatus.SUCCEEDED, answer)
         _end(row, status, summary=str(summary or ""))
+        if status in (RunStatus.ERROR, RunStatus.FAILED):  # a permanent cause is an incident
+            _notify_once(job, row, "")
     return row
 
 

@@ -1,0 +1,40 @@
+"""Scheduled billing syncs on the ledger: what ends a slot, what retries it, and that the
+owners hear of each incident once (review of issue 14)."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from integrations.billing_sync import schedules
+from portal import ledger
+from portal.models import Membership, ScheduledRun
+from tests.conftest import make_staff
+
+
+def slot_now(tenant):
+    now = timezone.now()
+    return ScheduledRun.objects.create(
+        tenant=tenant,
+        job=schedules.JOB,
+        slot=now,
+        not_before=now,
+        deadline=now + timedelta(hours=12),
+    )
+
+
+@pytest.fixture
+def owner(mapped):
+    return make_staff("owner", mapped.tenant, Membership.Role.OWNER)
+
+
+@pytest.mark.django_db
+def test_a_slot_ended_by_a_permanent_cause_tells_the_owners(mapped, owner, mailoutbox):
+    mapped.connection.billing_sync = False  # switched off on the connection: NotConnected
+    mapped.connection.save()
+    row = slot_now(mapped.tenant)
+    ledger.work(row.pk)
+    row.refresh_from_db()
+    assert row.status == "error" and row.attempts == 1  # not retried: it cannot get better
+    [mail] = mailoutbox
+    assert mail.to == ["owner@example.com"] and "Billing sync is switched off" in mail.body
