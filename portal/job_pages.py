@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -142,7 +142,13 @@ def job_links(site, request) -> list[Link]:
     ]
 
 
-class ObjectActionsMixin:
+if TYPE_CHECKING:
+    _ModelAdmin = admin.ModelAdmin  # what ObjectActionsMixin is mixed into
+else:
+    _ModelAdmin = object
+
+
+class ObjectActionsMixin(_ModelAdmin):
     """Offer some of a ModelAdmin's changelist actions as buttons on each object's page
     (Refund on a payment, Export to Halo on an invoice), not only in the list's dropdown.
 
@@ -157,8 +163,8 @@ class ObjectActionsMixin:
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None and obj.pk is not None:
-            available = self.get_actions(request)  # type: ignore[attr-defined]
-            opts = self.model._meta  # type: ignore[attr-defined]
+            available = self.get_actions(request)
+            opts = self.model._meta
             context["object_action_buttons"] = {
                 "url": reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"),
                 "pk": obj.pk,
@@ -167,19 +173,19 @@ class ObjectActionsMixin:
                     (name, available[name][2]) for name in self.object_actions if name in available
                 ],
             }
-        return super().render_change_form(  # type: ignore[misc]
+        return super().render_change_form(
             request, context, add=add, change=change, form_url=form_url, obj=obj
         )
 
     def response_action(self, request, queryset):
-        response = super().response_action(request, queryset)  # type: ignore[misc]
+        response = super().response_action(request, queryset)
         back = request.POST.get(self.BACK)
         done = isinstance(response, HttpResponseRedirect) and response.url == (
             request.get_full_path()
         )
         if back and done:
-            obj = self.get_object_or_404(request, back)  # type: ignore[attr-defined]
-            opts = self.model._meta  # type: ignore[attr-defined]
+            obj = self.get_object_or_404(request, back)
+            opts = self.model._meta
             return HttpResponseRedirect(
                 reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
             )
