@@ -149,11 +149,16 @@ def execute(run, *, notify=True, resume=None):
     """Run a claimed run to its end, or until Halo's rate window is spent. Halo failures end
     up in the results, never raised; the exception that stopped the run is left on
     `run.failure` for the caller (the ledger retries transient ones), and a paused run's
-    `(when to continue, checkpoint)` on `run.paused` (`resume` it then). `notify=False`:
+    `(when to continue, checkpoint)` on `run.paused` (`resume` it then), and on
+    `run.failed_transiently` whether some pair failed on a transient Halo error (not one
+    Halo refused, nor a broken mapping: another attempt fails those the same). `notify=False`:
     the caller tells the owners (once per incident, not once per attempt)."""
     work = Runner(run, notify=notify, resume=resume)
     work.execute()
     run.paused = work.paused
+    run.failed_transiently = any(
+        row.outcome == Outcome.FAILED and row.error is not None for row in work.rows
+    )
     return run
 
 

@@ -62,11 +62,16 @@ def run_slot(row):
 
 def _transient(run):
     """Worth trying again: the run stopped on a transient Halo error, or pairs failed after
-    the run's own retry rounds (a 5xx storm); the next attempt plans afresh from Halo."""
+    the run's own retry rounds (a 5xx storm); the next attempt plans afresh from Halo.
+    Pairs Halo refused (400, 422) or whose mapping is broken fail the same next time."""
     failure = getattr(run, "failure", None)
     if isinstance(failure, HaloError):
         return failure.transient
-    return run.status == BillingSyncRun.Status.FAILED and failure is None
+    return (
+        run.status == BillingSyncRun.Status.FAILED
+        and failure is None
+        and getattr(run, "failed_transiently", True)
+    )
 
 
 def tell_owners(row, text):

@@ -7,6 +7,7 @@ import pytest
 from django.utils import timezone
 
 from integrations.billing_sync import schedules
+from integrations.billing_sync.models import OrganisationMapping
 from portal import ledger
 from portal.models import Membership, ScheduledRun
 from tests.conftest import make_staff
@@ -38,3 +39,19 @@ def test_a_slot_ended_by_a_permanent_cause_tells_the_owners(mapped, owner, mailo
     assert row.status == "error" and row.attempts == 1  # not retried: it cannot get better
     [mail] = mailoutbox
     assert mail.to == ["owner@example.com"] and "Billing sync is switched off" in mail.body
+
+
+@pytest.mark.django_db
+def test_pairs_halo_refuses_end_the_slot_failed_instead_of_retrying_all_day(
+    mapped, owner, mailoutbox
+):
+    client = OrganisationMapping.objects.get(organisation__external_ref="NW-1001").halo_client
+    mapped.sim.control.records("Client", [{"id": client.halo_id, "inactive": True}])
+    row = slot_now(mapped.tenant)
+    ledger.work(row.pk)
+    row.refresh_from_db()
+    # Halo refused these licences (a record error): another attempt re-reads all of Halo
+    # and is refused the same, every half hour until the deadline.
+    assert row.status == "failed" and row.attempts == 1 and row.will_retry is None
+    [mail] = mailoutbox
+    assert "5 pair(s) failed" in mail.body
