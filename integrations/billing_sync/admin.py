@@ -649,7 +649,7 @@ class SyncRunAdmin(ToolsMixin, ReadOnlyTenantAdmin):
                     ("Licences changed in Halo", str(len(rows))),
                     ("Units, all pairs together", f"{moved:+d}"),
                     (
-                        "Billed per period at the products' prices",
+                        "Change per billing period at the products' prices",
                         format_money(worth, tenant.currency, tenant.locale),
                     ),
                 ],

@@ -130,3 +130,25 @@ def test_run_and_result_lists_fit_1366(laptop, live_server, world, personas):
         page.goto(f"{live_server.url}{reverse(f'admin:{name}')}")
         shot(page, name)
         assert page.evaluate("document.documentElement.scrollWidth") <= WIDTH, name
+
+
+def test_approving_asks_first_then_writes(laptop, live_server, world, personas):
+    page = laptop
+    login(page, live_server, personas.owner_a.username, PASSWORD)
+    page.goto(f"{live_server.url}{reverse('admin:job_billing_sync')}")
+    page.click("button:has-text('Preview')")
+    page.wait_for_selector(".run-status")
+    page.goto(f"{live_server.url}{reverse('admin:job_billing_sync')}")
+    page.click("a:has-text('Review and approve')")
+    page.click("input[name=all]")
+    page.wait_for_selector(".job-confirm")
+    facts = page.inner_text(".job-facts")
+    assert "Licences changed in Halo\t40" in facts
+    assert f"+{sum(world.wanted().values())}" in facts
+    assert world.portal_licences() == {}  # asked, nothing written
+    assert page.evaluate("document.documentElement.scrollWidth") <= WIDTH
+    shot(page, "confirm-approval")
+    page.click("input[value='Yes, write them to Halo']")
+    page.wait_for_selector(".run-status")
+    assert "Succeeded" in page.inner_text(".run-status")
+    assert world.halo_counts() == world.wanted()

@@ -228,7 +228,7 @@ def test_approval_asks_first_with_the_units_and_the_money(
     assert facts["Units, all pairs together"] == f"+{units}"
     prices = {p.sku: p.unit_price for p in world.tenant.products.all()}
     worth = sum(q * prices[sku] for (_, sku), q in world.wanted().items())
-    assert facts["Billed per period at the products' prices"] == f"£{worth:,.2f}"
+    assert facts["Change per billing period at the products' prices"] == f"£{worth:,.2f}"
     assert "40 create" in asked.context["lead"]
     assert world.portal_licences() == {}  # nothing written yet
     owner.post(approve, {"all": "1", "confirm": "yes"})
