@@ -57,7 +57,9 @@ def run_slot(row):
         return BillingSyncRun.Status.SUCCEEDED, summary
     if _transient(run):
         raise ledger.RetryLater(run.error or summary, summary=summary)
-    return BillingSyncRun.Status.ERROR if run.status == run.Status.ERROR else run.status, summary
+    # A permanent cause (credentials, permissions, no connection): not retried; the ledger
+    # tells the owners once (`tell_owners`).
+    return run.status, f"{summary} {run.error}".strip()
 
 
 def _transient(run):

@@ -1,0 +1,73 @@
+"""A scheduled billing sync that meets a Halo 5xx storm is retried by the ledger until it
+passes, and the owners hear of it once, not once per attempt."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from integrations.billing_sync.models import BillingSyncRun
+from portal import ledger
+from portal.models import Membership, ScheduledRun
+from tests.conftest import make_staff
+
+
+@pytest.fixture
+def owner(world):
+    """An owner of the tenant: who a failed sync emails."""
+    return make_staff("owner", world.tenant, Membership.Role.OWNER)
+
+
+def test_a_5xx_storm_is_retried_until_it_passes_with_one_email(
+    world, owner, mailoutbox, monkeypatch
+):
+    world.map_all()
+    world.set_counts(world.every_pair())
+    world.sim.control.add_fault(kind="500", path="SoftwareLicence", method="POST", times=10_000)
+    now = timezone.now()
+    row = ScheduledRun.objects.create(
+        tenant=world.tenant,
+        job="billing_sync",
+        slot=now,
+        not_before=now,
+        deadline=now + timedelta(hours=12),
+    )
+    ledger.work(row.pk)
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == ("queued", 1) and "Will retry at" in row.error
+    [mail] = mailoutbox
+    assert mail.to == ["owner@example.com"] and "Will retry at" in mail.body
+
+    monkeypatch.setattr(ledger, "clock", lambda: row.not_before)
+    ledger.work(row.pk)  # the storm goes on: retried again, told nobody again
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == ("queued", 2) and len(mailoutbox) == 1
+
+    world.sim.control.clear_faults()
+    monkeypatch.setattr(ledger, "clock", lambda: row.not_before)
+    ledger.work(row.pk)
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == ("succeeded", 3)
+    assert world.halo_counts() == world.wanted()
+    assert len(mailoutbox) == 1
+    last = BillingSyncRun.objects.filter(tenant=world.tenant).latest()
+    assert last.status == BillingSyncRun.Status.SUCCEEDED and row.checkpoint["run"] == last.pk
+
+
+def test_a_permanent_cause_ends_the_slot_at_once_with_its_reason(world, owner, mailoutbox):
+    now = timezone.now()
+    world.connection.active = False
+    world.connection.save()
+    row = ScheduledRun.objects.create(
+        tenant=world.tenant,
+        job="billing_sync",
+        slot=now,
+        not_before=now,
+        deadline=now + timedelta(hours=12),
+    )
+    ledger.work(row.pk)
+    row.refresh_from_db()
+    assert row.status == "error" and row.attempts == 1
+    assert "no active Halo connection" in row.summary
+    [mail] = mailoutbox
+    assert "could not run" in mail.subject
