@@ -91,7 +91,8 @@ class Job:
     for (`(None, None)` once for a fleet-wide job); `next_slot(subject, after)` is the
     first slot strictly after `after` (aware) or None; `run(row)` does one slot's work and
     answers a summary, or a `(status, summary)` pair, or raises RetryLater/ContinueAt.
-    `on_failure(row, error)` is called once per incident (the first failed attempt)."""
+    `on_failure(row, error)` is called once per incident (the first failed attempt); it
+    answers False when it had nothing to tell yet, and the next failed attempt tells."""
 
     name: str
     label: str
@@ -101,7 +102,7 @@ class Job:
         default=lambda: [(None, None)]
     )
     retry_for: timedelta = timedelta(hours=12)
-    on_failure: Callable[[ScheduledRun, str], None] | None = None
+    on_failure: Callable[[ScheduledRun, str], bool | None] | None = None
 
     def deadline(self, subject: Subject, slot: datetime) -> datetime:
         following = self.next_slot(subject, slot)
@@ -400,9 +401,13 @@ def _notify_once(job: Job, row: ScheduledRun, text: str) -> None:
     if ScheduledRun.objects.filter(pk=row.pk, notified=False).update(notified=True):
         row.notified = True
         try:
-            job.on_failure(row, text)
+            told = job.on_failure(row, text)
         except Exception:
             log.exception("Ledger: could not tell the owners about %s", row)
+        else:
+            if told is False:  # e.g. the tenant was busy: no run failed yet, nothing to say
+                ScheduledRun.objects.filter(pk=row.pk).update(notified=False)
+                row.notified = False
 
 
 def replan(job_name: str, tenant_id: int) -> None:

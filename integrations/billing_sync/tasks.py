@@ -77,10 +77,13 @@ def _transient(run):
 
 
 def tell_owners(row, text):
-    """The first failed attempt of a slot emails the owners (one email per incident)."""
+    """The first failed attempt of a slot emails the owners (one email per incident); an
+    attempt that found the tenant busy ran nothing yet: False, the next failure tells."""
     run = BillingSyncRun.objects.filter(pk=row.checkpoint.get("run")).first()
-    if run is not None:
-        runner.notify_owners(run, BillingSyncSettings.for_tenant(row.tenant), retrying=text)
+    if run is None:
+        return False
+    runner.notify_owners(run, BillingSyncSettings.for_tenant(row.tenant), retrying=text)
+    return True
 
 
 def refresh_halo(tenant_id):

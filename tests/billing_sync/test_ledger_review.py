@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 
 from integrations.billing_sync import schedules
-from integrations.billing_sync.models import OrganisationMapping
+from integrations.billing_sync.models import BillingSyncRun, OrganisationMapping
 from portal import ledger
 from portal.models import Membership, ScheduledRun
 from tests.conftest import make_staff
@@ -55,3 +55,24 @@ def test_pairs_halo_refuses_end_the_slot_failed_instead_of_retrying_all_day(
     assert row.status == "failed" and row.attempts == 1 and row.will_retry is None
     [mail] = mailoutbox
     assert "5 pair(s) failed" in mail.body
+
+
+@pytest.mark.django_db
+def test_a_slot_that_first_found_the_tenant_busy_still_emails_its_first_failure(
+    mapped, owner, mailoutbox, monkeypatch, settings
+):
+    busy, _ = BillingSyncRun.objects.claim(mapped.tenant, trigger=BillingSyncRun.Trigger.MANUAL)
+    row = slot_now(mapped.tenant)
+    ledger.work(row.pk)
+    row.refresh_from_db()
+    assert row.status == "queued" and "still going" in row.error and not mailoutbox
+    busy.start()
+    busy.finish(BillingSyncRun.Status.SUCCEEDED)  # the Sync now ends
+    settings.HALO_RETRY_BUDGET_SECONDS = 0.2
+    mapped.sim.control.add_fault(kind="500", path="SoftwareLicence", method="POST", times=10**5)
+    monkeypatch.setattr(ledger, "clock", lambda: row.not_before)
+    ledger.work(row.pk)  # a 5xx storm: pairs fail, retried later
+    row.refresh_from_db()
+    assert row.status == "queued" and row.attempts == 2
+    [mail] = mailoutbox  # the incident's one email
+    assert "pair(s) failed" in mail.body and "Will retry at" in mail.body
