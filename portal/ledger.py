@@ -362,7 +362,8 @@ def _continue(row: ScheduledRun, pause: ContinueAt) -> None:
 
 
 def retry_at(row: ScheduledRun, now: datetime) -> datetime:
-    delay = min(RETRY_CAP, RETRY_BASE * 2 ** max(row.attempts - 1, 0))
+    doublings = min(max(row.attempts - 1, 0), 16)  # past the cap anyway; no overflow
+    delay = min(RETRY_CAP, RETRY_BASE * 2**doublings)
     return now + delay
 
 
