@@ -177,6 +177,13 @@ class ObjectActionsMixin(_ModelAdmin):
             request, context, add=add, change=change, form_url=form_url, obj=obj
         )
 
+    def changelist_view(self, request, extra_context=None):
+        """One of these actions posted by someone who may not edit: 403, like every other
+        button (Django would quietly drop an action the user is not offered)."""
+        if request.method == "POST" and request.POST.get("action") in self.object_actions:
+            self.require_edit(request)
+        return super().changelist_view(request, extra_context)
+
     def response_action(self, request, queryset):
         response = super().response_action(request, queryset)
         back = request.POST.get(self.BACK)

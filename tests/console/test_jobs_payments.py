@@ -132,10 +132,11 @@ def test_viewer_gets_no_refund_button_and_cannot_refund(personas):
     viewer = personas.client(personas.viewer_a)
     change = reverse("admin:payments_payment_change", args=[payment.pk])
     assert 'class="object-action"' not in viewer.get(change).content.decode()
-    viewer.post(
+    refused = viewer.post(
         reverse("admin:payments_payment_changelist"),
         {"action": "refund", "_selected_action": [payment.pk], "post": "yes"},
     )
+    assert refused.status_code == 403
     payment.refresh_from_db()
     assert payment.status == Payment.Status.SUCCEEDED
 
@@ -204,7 +205,6 @@ def test_viewer_cannot_export_or_credit(personas, queued):
     assert 'class="object-action"' not in viewer.get(change).content.decode()
     changelist = reverse("admin:invoicing_portalinvoice_changelist")
     for action in ("export_to_halo", "credit"):
-        viewer.post(
-            changelist, {"action": action, "_selected_action": details.pk, "confirm": "yes"}
-        )
+        data = {"action": action, "_selected_action": details.pk, "confirm": "yes"}
+        assert viewer.post(changelist, data).status_code == 403
     assert not queued and not PortalInvoice.objects.filter(credit_note_of=details).exists()
