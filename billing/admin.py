@@ -1,8 +1,12 @@
 from django import forms
 from django.contrib import admin
 from django.db.models import Count, Q
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
 
-from billing.models import AutoPayRule, Contract, Customer, Invoice, InvoiceLine
+from billing.models import AGEING_BUCKETS, AutoPayRule, Contract, Customer, Invoice, InvoiceLine
+from billing.payments.models import PayPage
 from portal.admin_base import ReadOnlyTenantAdmin, TenantScopedAdmin
 from portal.formats import format_money, format_percent, format_quantity
 
@@ -25,6 +29,24 @@ class StatusFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         choice = self.options.get(self.value())
         return choice[1](queryset) if choice else queryset
+
+
+class AgeingFilter(admin.SimpleListFilter):
+    """Open invoices by days past due, as the ageing chart above the list counts them (each
+    bar links here); the active tenant's date decides."""
+
+    title = "days overdue"
+    parameter_name = "ageing"
+
+    def lookups(self, request, model_admin):
+        return [(bucket.key, bucket.label) for bucket in AGEING_BUCKETS]
+
+    def queryset(self, request, queryset):
+        if self.value() not in {bucket.key for bucket in AGEING_BUCKETS}:
+            return queryset
+        tenant = request.access.tenant
+        today = timezone.localdate(timezone=tenant.tz if tenant else None)
+        return queryset.in_ageing_bucket(self.value(), today)
 
 
 class AutoPayFilter(admin.SimpleListFilter):
@@ -110,15 +132,17 @@ class InvoiceAdmin(ReadOnlyTenantAdmin):
     list_display = [
         "number",
         "bill_to",
+        "source_label",
         "invoice_date",
         "due_date",
-        "total",
-        "amount_due",
-        "currency",
+        "total_amount",
+        "due_amount",
         "status",
         "autopay",
+        "pay_link",
+        "pdf",
     ]
-    list_filter = [StatusFilter, AutoPayFilter, "currency", "posted"]
+    list_filter = [StatusFilter, AgeingFilter, "source", AutoPayFilter, "currency", "posted"]
     list_select_related = [
         "customer",
         "autopay_rule",
@@ -159,6 +183,19 @@ class InvoiceAdmin(ReadOnlyTenantAdmin):
         ),
     ]
 
+    class Media:
+        js = ["portal/copy_link.js"]
+        css = {"all": ["portal/fit_lists.css"]}  # fits 1366 px with its pay and PDF links
+
+    def get_changelist_instance(self, request):
+        """The listed open invoices' pay links, in two queries (pay pages a Halo invoice
+        has no page for yet are made, as for Halo's pay buttons)."""
+        changelist = super().get_changelist_instance(request)
+        open_invoices = [invoice for invoice in changelist.result_list if invoice.is_open]
+        for page in PayPage.objects.for_invoices(open_invoices).values():
+            page.invoice.pay_url = page.public_url()
+        return changelist
+
     def get_search_results(self, request, queryset, search_term):
         results, duplicates = super().get_search_results(request, queryset, search_term)
         if search_term.strip().isdigit():
@@ -181,6 +218,43 @@ class InvoiceAdmin(ReadOnlyTenantAdmin):
     @admin.display(description="Auto-pay", boolean=True, ordering="autopay_rule")
     def autopay(self, obj):
         return obj.autopay_rule_id is not None
+
+    @admin.display(description="Total", ordering="total")
+    def total_amount(self, obj):
+        return format_money(obj.total, obj.currency or obj.tenant.currency, obj.tenant.locale)
+
+    @admin.display(description="Amount due", ordering="amount_due")
+    def due_amount(self, obj):
+        return format_money(obj.amount_due, obj.currency or obj.tenant.currency, obj.tenant.locale)
+
+    @admin.display(description="Source", ordering="source")
+    def source_label(self, obj):
+        return obj.get_source_display()
+
+    @admin.display(description="Pay link")
+    def pay_link(self, obj):
+        """The customer's pay page (open invoices only): a button copies its address."""
+        url = getattr(obj, "pay_url", "")
+        if not url:
+            return "–"
+        return format_html(
+            '<span class="copy-link"><a href="{}" target="_blank" rel="noopener">Pay page</a> '
+            '<button type="button" class="button" data-copy="{}" '
+            'aria-label="Copy the pay link of invoice {}">Copy</button></span>',
+            url,
+            url,
+            obj.display_number(),
+        )
+
+    @admin.display(description="PDF")
+    def pdf(self, obj):
+        """The PDF the resolver serves Halo and customers (a draft's preview)."""
+        url = reverse("admin:invoicing_invoicepdf_pdf", args=[obj.pk])
+        return format_html(
+            '<a href="{}" target="_blank" rel="noopener">{}</a>',
+            url,
+            "Preview" if obj.is_draft else "PDF",
+        )
 
 
 @admin.register(Customer)

@@ -6,6 +6,10 @@ invoices (`source=portal`) will share the same table, so pay links, PDFs and pay
 one invoice model to work with.
 """
 
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+
 from django.db import models
 from django.utils import timezone
 
@@ -137,6 +141,49 @@ class AutoPayRule(models.Model):
         }
 
 
+@dataclass(frozen=True)
+class AgeingBucket:
+    """Open invoices by how many days past their due date they are (no due date: current)."""
+
+    key: str  # the invoice list's filter value
+    label: str
+    first: int | None  # first day overdue, or None
+    last: int | None  # last day overdue, or None
+
+    def holds(self, days_overdue):
+        first, last = self.first, self.last
+        return (first is None or days_overdue >= first) and (last is None or days_overdue <= last)
+
+    def due_dates(self, today):
+        """The condition on `due_date` for an invoice `today` to be in this bucket."""
+        condition = models.Q()
+        if self.first is not None:
+            condition &= models.Q(due_date__lte=today - timedelta(days=self.first))
+        if self.last is not None:
+            condition &= models.Q(due_date__gte=today - timedelta(days=self.last))
+        if self.first is None:
+            condition |= models.Q(due_date=None)
+        return condition
+
+
+#: Receivables ageing, as customers' statements, the invoice list and its chart read it.
+AGEING_BUCKETS = (
+    AgeingBucket("current", "Current", None, 0),
+    AgeingBucket("1-30", "1–30 days", 1, 30),
+    AgeingBucket("31-60", "31–60 days", 31, 60),
+    AgeingBucket("61-90", "61–90 days", 61, 90),
+    AgeingBucket("over-90", "Over 90 days", 91, None),
+)
+
+
+def ageing_bucket_of(days_overdue):
+    """The index in `AGEING_BUCKETS` of an amount `days_overdue` days past its due date."""
+    for index, bucket in enumerate(AGEING_BUCKETS):
+        if bucket.holds(days_overdue):
+            return index
+    raise AssertionError(days_overdue)  # the buckets cover every integer
+
+
 class InvoiceQuerySet(models.QuerySet):
     def drafts(self):
         """Portal invoices not issued yet: unposted until then, and owing nothing."""
@@ -156,6 +203,29 @@ class InvoiceQuerySet(models.QuerySet):
 
     def paid(self):
         return self.filter(payment_status=Invoice.PaymentStatus.PAID, voided=False)
+
+    def in_ageing_bucket(self, key, today: date):
+        """Unpaid invoices in the ageing bucket `key` (an `AgeingBucket.key`) on `today`."""
+        bucket = next(b for b in AGEING_BUCKETS if b.key == key)
+        return self.unpaid().filter(bucket.due_dates(today))
+
+    def ageing(self, today: date):
+        """Amounts due of unpaid invoices by currency and ageing bucket on `today`, in one
+        query: `{currency: [(amount, invoices) per bucket of AGEING_BUCKETS]}` ('' is the
+        currency of invoices that name none)."""
+        sums = {}
+        for index, bucket in enumerate(AGEING_BUCKETS):
+            condition = bucket.due_dates(today)
+            sums[f"due_{index}"] = models.Sum("amount_due", filter=condition)
+            sums[f"count_{index}"] = models.Count("pk", filter=condition)
+        rows = self.unpaid().order_by().values("currency").annotate(**sums)
+        return {
+            row["currency"]: [
+                (row[f"due_{i}"] or Decimal(0), row[f"count_{i}"])
+                for i in range(len(AGEING_BUCKETS))
+            ]
+            for row in rows
+        }
 
     def for_ref(self, tenant, ref):
         """Invoices a customer-facing reference names, per the tenant's number setting:

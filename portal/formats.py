@@ -87,18 +87,18 @@ def _signed(value: Decimal, text: str) -> str:
     return "-" + text if value < 0 else text
 
 
-def format_money(amount: Decimal, currency: str, locale: str) -> str:
+def format_money(amount: Decimal, currency: str, locale: str, *, min_places: int = 2) -> str:
     """Format an amount: ``£1,234.56``, ``$1,234.56``, ``1.234,56 €``, ``1,234.56 XYZ``.
 
-    At least two decimals; further significant ones are kept, because unit
-    prices such as £0.0125 per minute must show exactly.  The space before a
-    trailing symbol or code is a no-break space, as in CLDR.
+    At least two decimals (``min_places``: a chart's axis says ``£2,500``); further
+    significant ones are kept, because unit prices such as £0.0125 per minute must show
+    exactly.  The space before a trailing symbol or code is a no-break space, as in CLDR.
     """
     conv = conventions(locale)
     exponent = amount.normalize().as_tuple().exponent
     if not isinstance(exponent, int):  # "n", "N" or "F": NaN or infinity
         raise ValueError(f"not an amount of money: {amount}")
-    places = max(2, -exponent)
+    places = max(min_places, -exponent)
     number = _digits(amount, places, conv)
     symbol = CURRENCY_SYMBOLS.get(currency)
     text = conv.money.format(symbol=symbol, number=number) if symbol else number + NBSP + currency

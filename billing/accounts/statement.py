@@ -16,7 +16,7 @@ from django.db.models import F, Q
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from billing.models import Customer, Invoice
+from billing.models import AGEING_BUCKETS, Customer, Invoice, ageing_bucket_of
 from billing.payments import display
 from billing.payments.models import (
     Balance,
@@ -26,14 +26,8 @@ from billing.payments.models import (
     SavedPaymentMethod,
 )
 
-#: Ageing buckets: (label, first day overdue, last day overdue or None).
-BUCKETS = (
-    ("Current", None, 0),
-    ("1–30 days", 1, 30),
-    ("31–60 days", 31, 60),
-    ("61–90 days", 61, 90),
-    ("Over 90 days", 91, None),
-)
+#: Ageing buckets: (label, first day overdue, last day overdue or None), the invoice list's.
+BUCKETS = tuple((bucket.label, bucket.first, bucket.last) for bucket in AGEING_BUCKETS)
 #: What the page reads of each invoice (its timestamps and Halo's extras cost more to load
 #: than the rest of the row). A field used and not listed costs a query per invoice, which
 #: tests/accounts catch by counting queries.
@@ -51,12 +45,7 @@ PAYMENT_FIELDS = (
 PAYMENTS_SHOWN = RECENT = timedelta(days=365)
 
 
-def bucket_of(days_overdue):
-    """The index in `BUCKETS` of an amount `days_overdue` days past its due date."""
-    for index, (_label, first, last) in enumerate(BUCKETS):
-        if (first is None or days_overdue >= first) and (last is None or days_overdue <= last):
-            return index
-    raise AssertionError(days_overdue)  # the buckets cover every integer
+bucket_of = ageing_bucket_of
 
 
 @dataclass

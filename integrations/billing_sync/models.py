@@ -17,7 +17,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.validators import MaxValueValidator
 from django.db import IntegrityError, models, transaction
-from django.db.models import Exists, OuterRef, Q, Subquery
+from django.db.models import Exists, F, OuterRef, Q, Subquery, Sum
+from django.db.models.functions import Coalesce, TruncMonth
 from django.utils import timezone
 
 from integrations.halo.records import custom_field_text
@@ -641,6 +642,24 @@ class UsageSubmission(models.Model):
         return len(changes)
 
 
+class UsageChangeQuerySet(models.QuerySet):
+    def of_tenant(self, tenant):
+        return self.filter(submission__tenant=tenant)
+
+    def net_by_month(self, since, tz, *fields):
+        """How far counts moved from `since`, by month (time zone `tz`) and `fields` (e.g.
+        "product_id"), in one query: rows of `month`, the fields and `moved` (the sum of
+        new - previous, a new pair counting from 0). With the counts now, this gives every
+        month's counts without reading each change."""
+        return (
+            self.filter(submission__created__gte=since)
+            .annotate(month=TruncMonth("submission__created", tzinfo=tz))
+            .order_by()
+            .values("month", *fields)
+            .annotate(moved=Sum(F("new") - Coalesce(F("previous"), 0)))
+        )
+
+
 class UsageChange(models.Model):
     """Append-only history: a pair's count moved from `previous` to `new`."""
 
@@ -653,6 +672,8 @@ class UsageChange(models.Model):
     product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+")
     previous = models.PositiveIntegerField(null=True, blank=True)
     new = models.PositiveIntegerField()
+
+    objects = UsageChangeQuerySet.as_manager()
 
     class Meta:
         ordering = ["-pk"]
