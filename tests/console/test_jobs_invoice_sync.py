@@ -161,3 +161,21 @@ def test_another_tenant_sees_its_own_job_only(connected, personas, sim):
 def test_the_page_only_answers_get(personas):
     assert personas.client(personas.owner_a).post(PAGE).status_code == 405
     assert personas.client(personas.owner_a).get(FETCH_NEW).status_code == 405
+
+
+def test_all_tenants_asks_to_pick_one_and_acts_for_none(personas, sim):
+    from django.contrib.auth.models import User
+
+    from portal.access import ALL_TENANTS, SESSION_KEY
+
+    root = User.objects.create_superuser("root", "root@example.com", "x")
+    client = personas.client(root)
+    session = client.session
+    session[SESSION_KEY] = ALL_TENANTS
+    session.save()
+    for name in ("job_billing_sync", "job_invoice_sync", "job_payments"):
+        page = client.get(reverse(f"admin:{name}"))
+        assert page.status_code == 200
+        assert "Choose a tenant in the switcher" in page.content.decode()
+    assert client.post(FETCH_NEW).status_code == 403
+    assert client.post(REGISTER).status_code == 403
