@@ -52,7 +52,8 @@ REQUEUE_AFTER = timedelta(minutes=15)
 #: Retries back off from RETRY_BASE doubling to RETRY_CAP, until the slot's deadline.
 RETRY_BASE = timedelta(minutes=1)
 RETRY_CAP = timedelta(minutes=30)
-#: An unexpected exception (a bug, not a known transient cause) is retried this often.
+#: An unexpected exception (a bug, not a known transient cause) is retried this often, and
+#: a slot whose worker died (swept) is resumed this often.
 MAX_UNEXPECTED = 3
 #: Finished rows of frequent fleet jobs are kept this long, a tenant's for KEEP_TENANT.
 KEEP_FLEET = timedelta(days=2)
@@ -203,17 +204,37 @@ def plan(job: Job, now: datetime, *, tenant_id: int | None = None) -> int:
 
 
 def sweep(now: datetime) -> int:
-    """Put back running rows whose worker died, to be resumed now; also release the
-    tenant runs (billing, invoice sync) they left running."""
+    """Put back running rows whose worker died, to be resumed now (a slot that took
+    `MAX_UNEXPECTED` workers down with it is given up); also release the tenant runs
+    (billing, invoice sync) they left running."""
     resumed = 0
-    for row in ScheduledRun.objects.stale(now).only("pk", "worker", "heartbeat"):
-        note = (
-            f"Resumed at {now:%H:%M:%S} UTC: worker {row.worker or '?'} stopped beating "
-            f"at {row.heartbeat:%H:%M:%S} UTC (killed or lost)."
+    for row in ScheduledRun.objects.stale(now).select_related("tenant"):
+        lost = row.checkpoint.get("lost_workers", 0) + 1
+        died = (
+            f"worker {row.worker or '?'} stopped beating at {row.heartbeat:%H:%M:%S} UTC "
+            "(killed or lost)."
         )
-        resumed += ScheduledRun.objects.filter(
+        still = ScheduledRun.objects.filter(
             pk=row.pk, status=RunStatus.RUNNING, heartbeat=row.heartbeat
-        ).update(status=RunStatus.QUEUED, not_before=now, queued_at=None, worker="", error=note)
+        )
+        if lost >= MAX_UNEXPECTED:  # it takes its worker down (out of memory, task timeout)
+            note = (
+                f"Gave up at {now:%H:%M:%S} UTC: the worker running it stopped {lost} times; "
+                f"the last, {died} The next slot runs as usual."
+            )
+            fields = {"status": RunStatus.ERROR, "finished": now, "worker": "", "error": note}
+            if still.update(**fields) and (job := _jobs.get(row.job)) is not None:
+                _notify_once(job, row, note)
+            continue
+        note = f"Resumed at {now:%H:%M:%S} UTC: {died}"
+        resumed += still.update(
+            status=RunStatus.QUEUED,
+            not_before=now,
+            queued_at=None,
+            worker="",
+            error=note,
+            checkpoint={**row.checkpoint, "lost_workers": lost},
+        )
     for released in _stale_releasers:
         released()
     if resumed:

@@ -44,3 +44,45 @@ def test_a_slot_retried_very_many_times_still_backs_off_at_the_cap(clock, only):
     assert ledger.work(row.pk) == "queued"
     row.refresh_from_db()
     assert row.not_before == clock.now + ledger.RETRY_CAP and row.attempts == 61
+
+
+@pytest.mark.django_db
+def test_a_slot_whose_worker_keeps_dying_gives_up_and_tells_the_owners_once(
+    clock, only, queued, settings
+):
+    """A slot that kills its worker every time (out of memory on one huge tenant, or past
+    django-q's task timeout) is not resumed for ever, taking a worker down each time."""
+    tenant = factories.tenant("alpha")
+    told = []
+    job = Recorder()
+    only(hourly_job(job, [tenant], on_failure=lambda row, text: told.append(text)))
+    ledger.tick()
+    clock.move(hours=1)
+    ledger.tick()
+    for _ in range(ledger.MAX_UNEXPECTED):
+        row = ledger.claim()  # a worker takes it ... and dies with it
+        assert row is not None and row.slot == T0.replace(minute=0, second=0) + timedelta(hours=1)
+        clock.move(seconds=settings.RUN_STALE_SECONDS + 1)
+        ledger.tick()
+    row.refresh_from_db()
+    assert row.status == "error" and row.finished == clock.now
+    assert f"stopped {ledger.MAX_UNEXPECTED} times" in row.error
+    assert len(told) == 1 and "stopped" in told[0]
+    assert ledger.claim() is None and job.calls == []  # nothing due: the next slot is at 11:00
+
+
+@pytest.mark.django_db
+def test_a_worker_that_died_once_is_still_resumed(clock, only, queued, settings):
+    tenant = factories.tenant("alpha")
+    only(hourly_job(Recorder(), [tenant]))
+    ledger.tick()
+    clock.move(hours=1)
+    ledger.tick()
+    for _ in range(ledger.MAX_UNEXPECTED - 1):
+        ledger.claim()
+        clock.move(seconds=settings.RUN_STALE_SECONDS + 1)
+        ledger.tick()
+    row = ledger.claim()
+    assert row is not None and row.attempts == ledger.MAX_UNEXPECTED
+    ledger.execute(row)
+    assert row.status == "succeeded"
