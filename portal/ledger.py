@@ -178,8 +178,10 @@ def plan(job: Job, now: datetime, *, tenant_id: int | None = None) -> int:
         slot = job.next_slot(subject, now)
         if slot is not None:
             wanted[subject_tenant] = (slot, job.deadline(subject, slot))
+    # Only rows planned as slots (not a continuation of its own, `continue_later`, made
+    # after this tick's `now` was taken): their not_before is their slot.
     planned = ScheduledRun.objects.filter(
-        job=job.name, status=RunStatus.QUEUED, attempts=0, slot__gt=now
+        job=job.name, status=RunStatus.QUEUED, attempts=0, slot__gt=now, not_before=F("slot")
     )
     if tenant_id is not None:
         planned = planned.filter(tenant_id=tenant_id)
@@ -191,7 +193,9 @@ def plan(job: Job, now: datetime, *, tenant_id: int | None = None) -> int:
         else:
             obsolete.append(pk)
     if obsolete:
-        ScheduledRun.objects.filter(pk__in=obsolete, attempts=0, status=RunStatus.QUEUED).delete()
+        ScheduledRun.objects.filter(
+            pk__in=obsolete, attempts=0, status=RunStatus.QUEUED, not_before=F("slot")
+        ).delete()
     rows = [
         ScheduledRun(
             tenant_id=tenant_id, job=job.name, slot=slot, not_before=slot, deadline=deadline

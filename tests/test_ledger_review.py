@@ -86,3 +86,17 @@ def test_a_worker_that_died_once_is_still_resumed(clock, only, queued, settings)
     assert row is not None and row.attempts == ledger.MAX_UNEXPECTED
     ledger.execute(row)
     assert row.status == "succeeded"
+
+
+@pytest.mark.django_db
+def test_a_tick_that_began_a_moment_earlier_keeps_a_new_continuation(clock, only):
+    """Sync now paused for Halo's rate window while a tick was planning (its `now` taken a
+    moment before): the continuation's row is not a planned slot to tidy away."""
+    tenant = factories.tenant("alpha")
+    job = only(hourly_job(Recorder(), [tenant]))[0]
+    ticked = clock.now
+    clock.move(seconds=2)
+    row = ledger.continue_later(tenant.pk, job.name, clock.now + timedelta(minutes=5), {"run": 1})
+    ledger.plan(job, ticked)
+    assert ScheduledRun.objects.filter(pk=row.pk).exists()
+    assert ScheduledRun.objects.count() == 2  # and the next slot is planned beside it
