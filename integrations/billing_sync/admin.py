@@ -474,12 +474,17 @@ class OnboardingSubmissionAdmin(ReadOnlyTenantAdmin):
     list_display = ["created", "kind", "source", "sender", "rows", "summary"]
     list_filter = ["kind", "source"]
     list_select_related = ["token", "user"]
-    fields = ["kind", "source", "sender", "created", "idempotency_key", "summary", "row_results"]
+    fields = ["kind", "source", "sender", "created", "key", "summary", "row_results"]
     readonly_fields = fields  # type: ignore[assignment]  # django-stubs: list types differ
 
     @admin.display(description="By")
     def sender(self, obj):
         return obj.sender
+
+    @admin.display(description="Idempotency key")
+    def key(self, obj):
+        """The key the API was sent (a CSV import's own key names its used-up upload)."""
+        return obj.idempotency_key if obj.source == obj.Source.API else ""
 
     @admin.display(description="What it did")
     def summary(self, obj):
@@ -493,9 +498,10 @@ class OnboardingSubmissionAdmin(ReadOnlyTenantAdmin):
         halo = "halo_client" if obj.kind == obj.Kind.ORGANISATIONS else "halo_item"
         more = len(obj.results) - len(shown)
         return format_html(
-            "<table><thead><tr><th>{}</th><th>Name</th><th>Action</th><th>Halo</th></tr></thead>"
+            "<table><thead><tr><th>{}</th><th>Name</th><th>Action</th><th>{}</th></tr></thead>"
             "<tbody>{}</tbody></table>{}",
             "External reference" if key == "external_ref" else "SKU",
+            "Halo client" if key == "external_ref" else "Halo item",
             format_html_join(
                 "",
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
