@@ -213,7 +213,7 @@ class InvoiceQuerySet(models.QuerySet):
         """Amounts due of unpaid invoices by currency and ageing bucket on `today`, in one
         query: `{currency: [(amount, invoices) per bucket of AGEING_BUCKETS]}` ('' is the
         currency of invoices that name none)."""
-        sums = {}
+        sums: dict[str, models.Aggregate] = {}
         for index, bucket in enumerate(AGEING_BUCKETS):
             condition = bucket.due_dates(today)
             sums[f"due_{index}"] = models.Sum("amount_due", filter=condition)

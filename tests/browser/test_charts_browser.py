@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from billing.payments.models import PayPage
+from billing.payments.models import Payment, PayPage
 from integrations.billing_sync.models import UsageSubmission
 from tests import factories
 from tests.browser.conftest import login
@@ -91,6 +91,23 @@ def test_invoice_list_ageing_chart_and_copy_pay_link(laptop, live_server, person
     laptop.locator("#chart-ageing-gbp canvas").click(position={"x": x, "y": y})
     laptop.wait_for_url("**ageing=over-90")
     assert laptop.locator("#result_list tbody tr").count() == 1
+
+    # The Payments page: money collected per month beside the ageing.
+    for months_ago, amount, refunded in [(0, "420.00", "0"), (1, "980.50", "80.50"),
+                                         (3, "1500.00", "0"), (5, "310.00", "310.00")]:  # fmt: skip
+        factories.payment(
+            tenant,
+            invoice=factories.invoice(tenant, customer=customer, amount_due=Decimal(amount)),
+            status=Payment.Status.SUCCEEDED,
+            succeeded_at=timezone.now() - timedelta(days=30 * months_ago),
+            refunded_amount=Decimal(refunded),
+        )
+    laptop.goto(f"{live_server.url}/admin/jobs/payments/")
+    table = drawn(laptop, "#chart-payments-gbp")
+    assert "£900.00" in table.inner_text()  # collected less refunds a month ago
+    drawn(laptop, "#chart-ageing-gbp")
+    laptop.locator("#chart-payments-gbp").scroll_into_view_if_needed()
+    shoot(laptop, "payments-charts", tmp_path)
     assert laptop.refused == []
 
 
