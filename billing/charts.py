@@ -60,4 +60,5 @@ def _chart(tenant, currency, buckets, invoices_url, several):
         summary=summary,
         empty="Nothing is owed: no open invoice has an amount due.",
         links=links,
+        every_label=True,
     )

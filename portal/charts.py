@@ -124,6 +124,8 @@ class Chart:
     #: Where each category leads when clicked (an ageing bucket's filtered list), or ().
     links: Sequence[str] = ()
     total_label: str = ""  # a table column adding the series up, e.g. "Total"
+    #: Show every category's label (ageing buckets); months may skip some on narrow charts.
+    every_label: bool = False
     #: The table's columns when it shows more than is drawn (collected and refunded beside
     #: the net that is drawn); else `series`.
     table_series: Sequence[Series] = ()
@@ -182,6 +184,7 @@ class Chart:
         return {
             "kind": self.kind,
             "stacked": self.stacked,
+            "everyLabel": self.every_label,
             "categories": list(self.categories),
             "links": list(self.links),
             "ticks": [{"value": float(value), "label": label} for value, label in self.ticks()],

@@ -42,7 +42,17 @@
         animation: false,
         interaction: { mode: "index", intersect: false },
         scales: {
-          x: { stacked: data.stacked, grid: { display: false }, ticks: { color: ink } },
+          x: {
+            stacked: data.stacked,
+            grid: { display: false },
+            // Months may skip labels rather than tilt them; buckets show every one.
+            ticks: {
+              color: ink,
+              maxRotation: data.everyLabel ? 50 : 0,
+              autoSkip: !data.everyLabel,
+              autoSkipPadding: 12,
+            },
+          },
           y: {
             stacked: data.stacked,
             min: 0,
