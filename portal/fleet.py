@@ -16,7 +16,7 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from portal import ledger
-from portal.models import ScheduledRun, WorkerHeartbeat
+from portal.models import ScheduledRun, Tenant, WorkerHeartbeat
 from portal.runs import RunStatus
 
 #: A due slot nobody has taken for this long is "missed" (no worker, or all of them busy).
@@ -98,22 +98,20 @@ def survey(now: datetime | None = None, *, job: str | None = None) -> Survey:
     rows = ScheduledRun.objects.select_related("tenant")
     if job:
         rows = rows.filter(job=job)
-    newest = (
-        ScheduledRun.objects.filter(tenant=OuterRef("tenant"), job=OuterRef("job"), slot__lte=now)
-        .order_by("-slot")
-        .values("pk")[:1]
-    )
-    soonest = (
-        ScheduledRun.objects.filter(
-            tenant=OuterRef("tenant"), job=OuterRef("job"), slot__gt=now, attempts=0
-        )
-        .order_by("slot")
-        .values("pk")[:1]
-    )
-    last = {(r.tenant_id, r.job): r for r in rows.filter(slot__lte=now, pk=Subquery(newest))}
-    upcoming = {(r.tenant_id, r.job): r for r in rows.filter(slot__gt=now, pk=Subquery(soonest))}
-    # A fleet-wide job's rows have no tenant: OuterRef("tenant") matches none of them.
-    for name in ledger.jobs():
+    # Each tenant's latest and next slot of each job, probed from the tenants (one index
+    # lookup per tenant and job): not one correlated subquery per row kept, which at 2,000
+    # tenants and 90 days of hourly slots (5 million rows) took minutes.
+    names = [job] if job else list(ledger.jobs())
+    last: dict[tuple[int | None, str], ScheduledRun] = {}
+    upcoming: dict[tuple[int | None, str], ScheduledRun] = {}
+    for name in names:
+        of_tenant = ScheduledRun.objects.filter(tenant=OuterRef("pk"), job=name)
+        newest = of_tenant.filter(slot__lte=now).order_by("-slot").values("pk")[:1]
+        soonest = of_tenant.filter(slot__gt=now, attempts=0).order_by("slot").values("pk")[:1]
+        for found, pick in ((last, newest), (upcoming, soonest)):
+            picked = Tenant.objects.annotate(pick=Subquery(pick)).values("pick")
+            found.update({(r.tenant_id, r.job): r for r in rows.filter(pk__in=picked)})
+        # A fleet-wide job's rows have no tenant.
         fleet_rows = rows.filter(tenant__isnull=True, job=name)
         if (latest := fleet_rows.filter(slot__lte=now).order_by("-slot").first()) is not None:
             last[(None, name)] = latest

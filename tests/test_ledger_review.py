@@ -100,3 +100,53 @@ def test_a_tick_that_began_a_moment_earlier_keeps_a_new_continuation(clock, only
     ledger.plan(job, ticked)
     assert ScheduledRun.objects.filter(pk=row.pk).exists()
     assert ScheduledRun.objects.count() == 2  # and the next slot is planned beside it
+
+
+@pytest.mark.django_db
+def test_the_fleet_survey_picks_each_tenant_jobs_latest_and_next_slot_among_its_history():
+    from django.utils import timezone
+
+    from portal import fleet
+
+    now = timezone.now()
+
+    def row(tenant, job, hours, **fields):
+        slot = now + timedelta(hours=hours)
+        return ScheduledRun.objects.create(
+            tenant=tenant, job=job, slot=slot, not_before=slot, deadline=slot, **fields
+        )
+
+    alpha, bravo = factories.tenant("alpha"), factories.tenant("bravo")
+    factories.tenant("idle")  # nothing on the ledger: not listed
+    for hours in (-50, -26, -2):
+        row(alpha, "billing_sync", hours, status="succeeded")
+    alpha_last = row(alpha, "invoice_fetch_new", -1, status="error", error="Halo refused.")
+    row(alpha, "invoice_fetch_new", -3, status="succeeded")
+    alpha_next = row(alpha, "billing_sync", 22)
+    row(alpha, "billing_sync", 46)
+    row(alpha, "billing_sync", 21, attempts=1)  # a retry is not the next slot
+    bravo_last = row(
+        bravo, "billing_sync", -5, status="running", started=now, heartbeat=now, worker="w:1"
+    )
+    row(None, "halo_outbox", -1, status="succeeded")
+    fleet_last = row(None, "halo_outbox", -0.01, status="succeeded")
+
+    found = {(j.tenant, j.job): j for j in fleet.survey(now).jobs}
+    assert set(found) == {
+        ("alpha", "billing_sync"),
+        ("alpha", "invoice_fetch_new"),
+        ("bravo", "billing_sync"),
+        ("(fleet)", "halo_outbox"),
+    }
+    assert found["alpha", "billing_sync"].last.slot == now - timedelta(hours=2)
+    assert found["alpha", "billing_sync"].next == alpha_next
+    assert found["alpha", "invoice_fetch_new"].last == alpha_last
+    assert found["alpha", "invoice_fetch_new"].state == "failed"
+    assert found["bravo", "billing_sync"].last == bravo_last
+    assert found["bravo", "billing_sync"].state == "running"
+    assert found["(fleet)", "halo_outbox"].last == fleet_last
+    only_billing = fleet.survey(now, job="billing_sync").jobs
+    assert {(j.tenant, j.job) for j in only_billing} == {
+        ("alpha", "billing_sync"),
+        ("bravo", "billing_sync"),
+    }
