@@ -510,6 +510,7 @@ class ScheduledRun(models.Model):
         indexes = [
             models.Index(fields=["status", "not_before"]),
             models.Index(fields=["job", "tenant", "-slot"]),
+            models.Index(fields=["slot"]),  # the prune's range, every minute
         ]
 
     def __str__(self):
