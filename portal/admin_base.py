@@ -5,6 +5,8 @@ all limited to the request's active tenant (see `portal.access`), objects outsid
 404, and a viewer's role removes every add/change/delete permission and action.
 """
 
+from typing import TYPE_CHECKING, ClassVar
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.options import IS_POPUP_VAR
@@ -25,6 +27,9 @@ from django.urls import reverse
 from django.utils.text import capfirst
 
 from portal.models import Tenant
+
+if TYPE_CHECKING:
+    from django.template.response import _TemplateForResponseT
 
 
 def tenant_path(model):
@@ -266,7 +271,9 @@ class SingletonSettingsAdmin:
     columns that are not form fields are shown above it. Superusers looking at "All
     tenants" still get the list of every tenant's row."""
 
-    change_form_template = "admin/singleton_settings_form.html"
+    change_form_template: ClassVar["_TemplateForResponseT | None"] = (
+        "admin/singleton_settings_form.html"
+    )
 
     def changelist_view(self, request, extra_context=None):
         tenant = request.access.tenant

@@ -143,6 +143,8 @@ def job_links(site, request) -> list[Link]:
 
 
 if TYPE_CHECKING:
+    from django.template.response import _TemplateForResponseT
+
     _ModelAdmin = admin.ModelAdmin  # what ObjectActionsMixin is mixed into
 else:
     _ModelAdmin = object
@@ -156,7 +158,7 @@ class ObjectActionsMixin(_ModelAdmin):
     permission (viewers are not offered it, and the admin refuses it) and its confirmation
     page are the list's own; afterwards staff come back to the object's page."""
 
-    change_form_template = "admin/jobs/change_form.html"
+    change_form_template: ClassVar[_TemplateForResponseT | None] = "admin/jobs/change_form.html"
     #: Names of the actions to offer, in order.
     object_actions: ClassVar[list[str]] = []
     BACK = "_back_to_object"
