@@ -9,7 +9,7 @@ were written), 2 another run holds the tenant (nothing done), 3 the run could no
 from django.core.management.base import BaseCommand, CommandError
 
 from integrations.billing_sync import runner
-from integrations.billing_sync.models import SyncResult, BillingSyncRun
+from integrations.billing_sync.models import BillingSyncRun, SyncResult
 from portal.models import Tenant
 
 #: Exit codes (documented in the README and above).
@@ -30,7 +30,9 @@ class Command(BaseCommand):
         tenant = Tenant.objects.filter(slug=options["tenant"]).first()
         if tenant is None:
             raise CommandError(f"No tenant with the slug “{options['tenant']}”.")
-        trigger = BillingSyncRun.Trigger.PREVIEW if options["dry_run"] else BillingSyncRun.Trigger.COMMAND
+        trigger = (
+            BillingSyncRun.Trigger.PREVIEW if options["dry_run"] else BillingSyncRun.Trigger.COMMAND
+        )
         run, active = runner.start(tenant, trigger, dry_run=options["dry_run"])
         if run is None:
             busy = f"{active} is already {active.get_status_display().lower()}" if active else ""
