@@ -1,15 +1,15 @@
 """The portal keeps to its own OpenAPI schema (`/api/schema/`), checked by schemathesis.
 
-`test_every_operation_keeps_to_the_schema` runs schemathesis's examples, coverage and fuzzing
-phases on every operation of the served schema (the usage and onboarding APIs, the PDF API,
-the Halo webhook and the pay link), over HTTP against the real WSGI application behind
-wsgiref's validator (the `validated_server` fixture), with a tenant's real usage token, PDF
-secret and webhook credentials, so the authenticated answers (201, 200 PDFs, 304, 202, 302) are checked too,
-not only the refusals. Any 5xx, undocumented status code or content type, body or header
-that breaks the documented schema, or a request the schema calls invalid that the API
-accepts, fails it. Examples are the same on every run (the derandomized profile of
-tests/conftest.py: at most 60 per operation and phase); rate limits are lifted there, so
-how many requests land in one minute's window changes nothing.
+`test_every_operation_keeps_to_the_schema` runs schemathesis's examples, coverage and
+fuzzing phases on every operation of the served schema (the usage and onboarding APIs, the
+PDF API, the Halo webhook and the pay link), over HTTP against the real WSGI application
+behind wsgiref's validator (the `validated_server` fixture), with a tenant's real usage
+token, PDF secret and webhook credentials, so the authenticated answers (201, 200 PDFs, 304,
+202, 302) are checked too, not only the refusals. Any 5xx, undocumented status code or
+content type, body or header that breaks the documented schema, or a request the schema
+calls invalid that the API accepts, fails it. Examples are the same on every run (the
+derandomized profile of tests/conftest.py: at most 60 per operation and phase); rate limits
+are lifted there, so how many requests land in one minute's window changes nothing.
 
 The other tests pin each thing schemathesis found, one request at a time (in process: the
 WSGI application called directly, on the test's own transaction).

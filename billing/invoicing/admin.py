@@ -682,6 +682,7 @@ class FallbackFilter(admin.SimpleListFilter):
 @admin.register(PdfServed)
 class PdfServedAdmin(ReadOnlyTenantAdmin):
     """The log of PDFs handed out, and every fallback from the preferred source."""
+
     in_sidebar = False  # a reference list: reached from its job page
 
     list_display = [

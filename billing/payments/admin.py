@@ -398,6 +398,7 @@ class PaymentAdmin(ObjectActionsMixin, ReadOnlyTenantAdmin):
 @admin.register(HaloOutbox)
 class HaloOutboxAdmin(ReadOnlyTenantAdmin):
     """What the portal owes Halo; failed rows say what Halo answered and can be retried."""
+
     in_sidebar = False  # a reference list: reached from its job page
 
     list_display = ["created", "kind", "subject", "status", "attempts", "next_try", "error"]
@@ -479,6 +480,7 @@ class AutoPaySkipForm(TenantScopedForm):
 @admin.register(AutoPaySkip)
 class AutoPaySkipAdmin(TenantScopedAdmin):
     """Invoices staff took out of auto-pay; delete a row to put its invoice back."""
+
     in_sidebar = False  # a reference list: reached from its job page
 
     form = AutoPaySkipForm
@@ -508,6 +510,7 @@ class ProcessorEventAdmin(ReadOnlyTenantAdmin):
     """Every processor webhook event whose signature checked, with what became of it: filter
     by state for the ones waiting for their payment (deferred) or needing staff (failed:
     unreadable, with the reason)."""
+
     in_sidebar = False  # a reference list: reached from its job page
 
     list_display = ["received", "state", "type", "event_id", "payment", "outcome"]
@@ -533,6 +536,7 @@ class ProcessorEventAdmin(ReadOnlyTenantAdmin):
 class PayLinkAlertAdmin(ReadOnlyTenantAdmin):
     """Incidents of pay-link lookups that look like someone guessing invoice numbers (see
     `billing.payments.enumeration`); the tenant's owners were emailed when each opened."""
+
     in_sidebar = False  # a reference list: reached from its job page
 
     list_display = ["started", "last_seen", "state", "reason", "address_list"]

@@ -24,9 +24,7 @@ def _send(tenant, to, subject, template, context):
         to=to,
         reply_to=[tenant.support_email] if tenant.support_email else None,
     )
-    message.attach_alternative(
-        render_to_string(f"{template}.html", context), "text/html"
-    )
+    message.attach_alternative(render_to_string(f"{template}.html", context), "text/html")
     message.send()
 
 

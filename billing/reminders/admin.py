@@ -288,6 +288,7 @@ class ReminderOptOutForm(TenantScopedForm):
 @admin.register(ReminderOptOut)
 class ReminderOptOutAdmin(TenantScopedAdmin):
     """Adding a customer stops their reminders; deleting the row sends them again."""
+
     in_sidebar = False  # a reference list: reached from its job page
 
     form = ReminderOptOutForm

@@ -919,8 +919,10 @@ class SyncResultQuerySet(models.QuerySet):
 
     def of_pair(self, organisation_id, product_id):
         """The pair's real results, newest first (`OuterRef`s work too)."""
-        return self.real().filter(organisation_id=organisation_id, product_id=product_id).order_by(
-            "-pk"
+        return (
+            self.real()
+            .filter(organisation_id=organisation_id, product_id=product_id)
+            .order_by("-pk")
         )
 
     def latest_per_pair(self):

@@ -64,9 +64,7 @@ def test_organisations_import_previews_then_saves(page, live_server, personas, t
     from integrations.billing_sync.models import OnboardingSubmission
 
     submission = OnboardingSubmission.objects.get(tenant=tenant)
-    page.goto(
-        f"{live_server.url}/admin/billing_sync/onboardingsubmission/{submission.pk}/change/"
-    )
+    page.goto(f"{live_server.url}/admin/billing_sync/onboardingsubmission/{submission.pk}/change/")
     record = page.inner_text("#content-main")
     assert "owner-a" in record and "2 created · 1 updated · 2 mapped to Halo" in record
     assert "Northwind Traders Ltd (#12)" in record and "csv-upload:" not in record
