@@ -271,7 +271,7 @@ def chart_data(html, key):
 
 def hidden_table(html, key):
     found = re.search(
-        rf'<table class="visually-hidden" id="chart-{key}-table">(.*?)</table>', html, re.S
+        rf'<div class="visually-hidden"><table id="chart-{key}-table">(.*?)</table>', html, re.S
     )
     assert found, f"no table for chart {key}"
     return [
