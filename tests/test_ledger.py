@@ -23,6 +23,16 @@ class Clock:
         self.now += timedelta(**delta)
 
 
+@pytest.fixture(autouse=True)
+def _sent_at_once(monkeypatch):
+    """On Redis (CI's second pass) `enqueue` sends once the transaction commits, which a
+    test's transaction never does: the tick's sends are made at once, as on the database
+    broker, so `queued` sees them."""
+    from django.db import transaction
+
+    monkeypatch.setattr(transaction, "on_commit", lambda send, robust=False: send())
+
+
 @pytest.fixture
 def clock(monkeypatch):
     clock = Clock(T0)
