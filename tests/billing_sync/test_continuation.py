@@ -124,3 +124,28 @@ def test_sync_now_that_spends_the_window_continues_on_the_ledger(sim, small_wind
     run.refresh_from_db()
     assert run.status == BillingSyncRun.Status.SUCCEEDED and run.trigger == "manual"
     assert world.halo_counts() == world.wanted()
+
+
+@pytest.mark.django_db
+def test_pausing_and_continuing_tell_rows_apart_without_comparing_them(
+    sim, small_window, monkeypatch
+):
+    """Linear in the run's rows: a membership test comparing rows field by field made a
+    10,000 x 5 tenant's pause take over ten minutes (bench/fleet.py --big-only), past
+    RUN_STALE_SECONDS, so the sweeper took the run for dead and the slot started over."""
+    from integrations.billing_sync import engine
+
+    world = World.build(factories.tenant("alpha"), sim).map_all()
+    world.set_counts(world.every_pair())
+    row = slot_now(world.tenant)
+    compared = []
+
+    def eq(self, other):
+        compared.append((self, other))
+        return self is other
+
+    monkeypatch.setattr(engine.Row, "__eq__", eq)
+    parts = run_until_done(row, small_window, [])
+    assert parts > 1 and row.status == "succeeded"  # it paused and continued
+    assert compared == []
+    assert world.halo_counts() == world.wanted()
