@@ -317,6 +317,13 @@ class WorkerHeartbeatQuerySet(models.QuerySet):
         limit = (now or timezone.now()) - timedelta(seconds=settings.HEALTHZ_MAX_HEARTBEAT_AGE)
         return self.processes().filter(seen__lt=limit)
 
+    def forget_dead(self, host, alive):
+        """Delete the rows of `host`'s processes that no longer exist (`alive(pid)` False):
+        a worker starting on a machine proves a killed predecessor there gone, so a crash
+        followed by systemd's restart leaves the fleet whole again. Answers how many."""
+        rows = self.processes().filter(host=host).values_list("pk", "pid")
+        return self.filter(pk__in=[pk for pk, pid in rows if not alive(pid)]).delete()[0]
+
 
 class WorkerHeartbeat(models.Model):
     """Proof that workers run. The one-minute schedule's row (named after the cluster)

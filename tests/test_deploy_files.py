@@ -17,6 +17,7 @@ from django.utils import timezone
 from prometheus_client import generate_latest
 from prometheus_client.core import CollectorRegistry
 
+from portal.management.commands.worker import process_exists
 from portal.metrics import PortalCollector
 from portal.models import WorkerHeartbeat
 from tests.test_deploy_settings import ROOT, manage
@@ -134,14 +135,47 @@ def test_sigterm_to_the_workers_main_process_lets_its_run_finish(slow_world):
 @pytest.mark.postgres
 def test_sigterm_to_every_process_of_the_worker_cuts_its_run_short(slow_world):
     """What systemd's default KillMode=control-group would do: django-q2's children die on
-    SIGTERM at once, so the run is left running for the sweeper. Hence KillMode=mixed."""
+    SIGTERM at once, so the run is left running for the sweeper; the main process may even
+    hang in django-q2's stop (seen here) until systemd's SIGKILL. Hence KillMode=mixed."""
     from portal import ledger
 
     row = due_slot(slow_world.tenant)
     with workers(1) as (worker,):
         ledger.tick()
-        wait_for(_running(row), what="the worker to claim the slot")
+        holder = int(wait_for(_running(row), what="a worker to claim the slot").rsplit(":")[-1])
         os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=120)
+        wait_for(lambda: not process_exists(holder), what="the run's process to die")
+        os.killpg(worker.pid, signal.SIGKILL)  # systemd, at TimeoutStopSec
+        worker.wait(timeout=30)
     row.refresh_from_db()
     assert row.status == "running"  # nobody finished it: the sweeper will resume it
+
+
+@pytest.mark.django_db
+def test_forget_dead_deletes_only_this_machines_rows_of_processes_gone():
+    seen = timezone.now()
+    for cluster, host, pid in (("a", "here", 101), ("b", "here", 102), ("c", "there", 101)):
+        WorkerHeartbeat.objects.create(cluster=cluster, host=host, pid=pid, seen=seen)
+    WorkerHeartbeat.objects.create(cluster="portal", seen=seen)  # the schedule's row
+
+    assert WorkerHeartbeat.objects.forget_dead("here", alive=lambda pid: pid == 102) == 1
+    assert set(WorkerHeartbeat.objects.values_list("cluster", flat=True)) == {"b", "c", "portal"}
+
+
+@pytest.mark.postgres
+def test_a_worker_restarted_after_a_kill_clears_its_dead_predecessors_row(shared):
+    """What systemd's Restart=always does after a SIGKILL: the new process removes the
+    killed one's heartbeat row, so the fleet reads whole again without anyone's help."""
+    with workers(1) as (first,):
+        wait_for(lambda: WorkerHeartbeat.objects.filter(pid=first.pid).exists(), what="a beat")
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+    assert WorkerHeartbeat.objects.filter(pid=first.pid).exists()  # no goodbye
+    with workers(1) as (second,):
+        wait_for(
+            lambda: (
+                WorkerHeartbeat.objects.filter(pid=second.pid).exists()
+                and not WorkerHeartbeat.objects.filter(pid=first.pid).exists()
+            ),
+            what="the new worker to replace the dead one's row",
+        )

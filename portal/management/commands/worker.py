@@ -6,9 +6,10 @@
 - While the cluster runs it beats a heartbeat row of its own (`WorkerHeartbeat`: host, pid,
   started, seen) every `RUN_HEARTBEAT_SECONDS`; a graceful stop (SIGTERM, Ctrl-C) deletes
   the row, so a row that goes silent is a killed process or a lost machine. /healthz, the
-  fleet view and `fleet_status` read them.
+  fleet view and `fleet_status` read them. A worker starting on a machine deletes the rows
+  of that machine's processes that no longer exist (restarted after a crash).
 
-Run it instead of `qcluster` (systemd: deploy/portal-worker.service). Nothing is lost when
+Run it instead of `qcluster` (systemd: deploy/portal-worker@.service). Nothing is lost when
 it dies: the durable run ledger's sweeper resumes what it held.
 """
 
@@ -52,6 +53,16 @@ def wait_for_broker(max_wait, sleep=time.sleep, out=None):
         delay = min(delay * 2, 60.0)
 
 
+def process_exists(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 class Command(BaseCommand):
     help = "Run a django-q2 cluster that waits for its broker and beats a heartbeat."
 
@@ -69,6 +80,7 @@ class Command(BaseCommand):
         host, pid = socket.gethostname(), os.getpid()
         name = f"{settings.Q_CLUSTER['name']}@{host}:{pid}"[:100]
         started = timezone.now()
+        WorkerHeartbeat.objects.forget_dead(host, alive=process_exists)
         cluster = Cluster()
         cluster.start()
         self.stdout.write(f"Worker {name} running.")
