@@ -6,10 +6,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from integrations.billing_sync import schedules
+from integrations.billing_sync import runner, schedules
 from integrations.billing_sync.models import BillingSyncRun, OrganisationMapping
 from portal import ledger
 from portal.models import Membership, ScheduledRun
+from tests.billing_sync.test_continuation import small_window  # noqa: F401
 from tests.conftest import make_staff
 
 
@@ -76,3 +77,34 @@ def test_a_slot_that_first_found_the_tenant_busy_still_emails_its_first_failure(
     assert row.status == "queued" and row.attempts == 2
     [mail] = mailoutbox  # the incident's one email
     assert "pair(s) failed" in mail.body and "Will retry at" in mail.body
+
+
+@pytest.mark.django_db
+def test_an_answer_lost_just_before_the_window_is_spent_is_looked_up_not_resent(
+    sim,
+    small_window,  # noqa: F811 (the fixture imported above)
+    monkeypatch,
+):
+    """Halo created an array's licences but its answer was lost, and the window ran out
+    before the run could look them up: the continuation asks Halo before writing them."""
+    from integrations.billing_sync.models import SyncResult
+    from tests import factories
+    from tests.billing_sync.conftest import World
+    from tests.billing_sync.test_continuation import run_until_done
+
+    world = World.build(factories.tenant("alpha"), sim).map_all()
+    world.set_counts(world.every_pair())  # 40 pairs: 8 arrays of 5, 8 requests a window
+    sim.control.add_fault(kind="drop_after", path="SoftwareLicence", method="POST")
+    unsettled = []
+    keep = runner._row_state
+    monkeypatch.setattr(
+        runner, "_row_state", lambda r, u: unsettled.append(u) or keep(r, u), raising=True
+    )
+    row = slot_now(world.tenant)
+    parts = run_until_done(row, small_window, [])
+    assert parts > 1 and row.status == "succeeded"
+    assert sum(unsettled) == 5  # the lost array's rows went to the continuation unsettled
+    assert world.halo_counts() == world.wanted()  # one licence per pair: none sent twice
+    run = BillingSyncRun.objects.get(tenant=world.tenant)
+    assert run.results.count() == 40
+    assert not run.results.filter(licence_id=None, action=SyncResult.Action.CREATE).exists()
