@@ -161,11 +161,22 @@ def worker_name() -> str:
 def tick(now: datetime | None = None) -> dict[str, int]:
     """Plan, sweep, dispatch (see the module's docstring). Idempotent; safe to run twice."""
     now = now or clock()
-    planned = sum(plan(job, now) for job in _jobs.values())
+    planned = sum(_plan_safely(job, now) for job in _jobs.values())
     resumed = sweep(now)
     sent = dispatch(now)
     prune(now)
     return {"planned": planned, "resumed": resumed, "sent": sent}
+
+
+def _plan_safely(job: Job, now: datetime) -> int:
+    """One job's planning failing (a bug in its settings, a bad row) must not stop the
+    other jobs' planning, nor the sweep and dispatch, fleet-wide: it is logged instead."""
+    try:
+        with transaction.atomic():
+            return plan(job, now)
+    except Exception:
+        log.exception("Ledger: planning %s failed; the other jobs go on", job.name)
+        return 0
 
 
 def plan(job: Job, now: datetime, *, tenant_id: int | None = None) -> int:

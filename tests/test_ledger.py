@@ -298,3 +298,17 @@ def test_daily_slots_keep_local_time_across_daylight_saving():
     assert first == datetime(2026, 3, 8, 7, tzinfo=UTC)  # 02:00 EST (then 03:00 EDT)
     assert second == datetime(2026, 3, 9, 6, tzinfo=UTC)  # 02:00 EDT
     assert third - second == timedelta(days=1)
+
+
+@pytest.mark.django_db
+def test_one_job_failing_to_plan_does_not_stop_the_others(clock, only, queued):
+    tenant = factories.tenant("alpha")
+
+    def broken(subject, after):
+        raise RuntimeError("a bug in one job's settings")
+
+    bad = ledger.Job(name="test_broken", label="Broken", run=Recorder(), next_slot=broken,
+                     subjects=lambda: [(tenant.pk, tenant)])  # fmt: skip
+    only(bad, hourly_job(Recorder(), [tenant]))
+    assert ledger.tick()["planned"] == 1
+    assert list(ScheduledRun.objects.values_list("job", flat=True)) == ["test_hourly"]
