@@ -17,7 +17,6 @@ from django.utils import timezone
 from prometheus_client import generate_latest
 from prometheus_client.core import CollectorRegistry
 
-from portal.management.commands.worker import process_exists
 from portal.metrics import PortalCollector
 from portal.models import WorkerHeartbeat
 from tests.test_deploy_settings import ROOT, manage
@@ -130,25 +129,6 @@ def test_sigterm_to_the_workers_main_process_lets_its_run_finish(slow_world):
     assert row.finished > signalled  # it finished after the stop was asked for
     assert slow_world.halo_counts() == slow_world.wanted()
     assert not WorkerHeartbeat.objects.filter(pid=worker.pid).exists()
-
-
-@pytest.mark.postgres
-def test_sigterm_to_every_process_of_the_worker_cuts_its_run_short(slow_world):
-    """What systemd's default KillMode=control-group would do: django-q2's children die on
-    SIGTERM at once, so the run is left running for the sweeper; the main process may even
-    hang in django-q2's stop (seen here) until systemd's SIGKILL. Hence KillMode=mixed."""
-    from portal import ledger
-
-    row = due_slot(slow_world.tenant)
-    with workers(1) as (worker,):
-        ledger.tick()
-        holder = int(wait_for(_running(row), what="a worker to claim the slot").rsplit(":")[-1])
-        os.killpg(worker.pid, signal.SIGTERM)
-        wait_for(lambda: not process_exists(holder), what="the run's process to die")
-        os.killpg(worker.pid, signal.SIGKILL)  # systemd, at TimeoutStopSec
-        worker.wait(timeout=30)
-    row.refresh_from_db()
-    assert row.status == "running"  # nobody finished it: the sweeper will resume it
 
 
 @pytest.mark.django_db
