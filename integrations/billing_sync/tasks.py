@@ -40,6 +40,17 @@ def run_slot(row):
         run, active = BillingSyncRun.objects.claim(
             row.tenant, trigger=BillingSyncRun.Trigger.SCHEDULE
         )
+        if run is None and active is not None and active.pk == row.checkpoint.get("run"):
+            # This slot's own run, left by the attempt whose worker died (the ledger gave
+            # the slot to this worker): release it now rather than wait for its heartbeat.
+            BillingSyncRun.objects.filter(pk=active.pk, status__in=BillingSyncRun.ACTIVE).update(
+                status=BillingSyncRun.Status.INTERRUPTED,
+                finished=timezone.now(),
+                error=BillingSyncRun.STOPPED,
+            )
+            run, active = BillingSyncRun.objects.claim(
+                row.tenant, trigger=BillingSyncRun.Trigger.SCHEDULE
+            )
         if run is None:
             raise ledger.RetryLater(f"{active} was still going.", at=timezone.now() + BUSY_RETRY)
     ledger.note(row, run=run.pk)

@@ -71,3 +71,27 @@ def test_a_permanent_cause_ends_the_slot_at_once_with_its_reason(world, owner, m
     assert "no active Halo connection" in row.summary
     [mail] = mailoutbox
     assert "could not run" in mail.subject
+
+
+def test_a_resumed_slot_takes_over_the_run_its_dead_attempt_left(world, owner):
+    """The sweeper gave the slot to this worker: the run the dead attempt started is
+    released at once, not after its own heartbeat goes stale, and the slot completes."""
+    world.map_all()
+    world.set_counts(world.every_pair())
+    now = timezone.now()
+    orphan, _ = BillingSyncRun.objects.claim(world.tenant, trigger=BillingSyncRun.Trigger.SCHEDULE)
+    orphan.start()  # its worker was killed just after; its heartbeat is still fresh
+    row = ScheduledRun.objects.create(
+        tenant=world.tenant,
+        job="billing_sync",
+        slot=now,
+        not_before=now,
+        deadline=now + timedelta(hours=12),
+        attempts=1,
+        checkpoint={"run": orphan.pk},
+    )
+    ledger.work(row.pk)
+    row.refresh_from_db()
+    orphan.refresh_from_db()
+    assert row.status == "succeeded" and orphan.status == BillingSyncRun.Status.INTERRUPTED
+    assert world.halo_counts() == world.wanted()
