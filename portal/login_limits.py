@@ -20,8 +20,8 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import PasswordResetForm
 from django.shortcuts import render
 
-from billing.payments.views import client_address
 from portal.api import WindowThrottle
+from portal.http import client_address
 
 logger = logging.getLogger("portal.login_limits")
 

@@ -23,8 +23,8 @@ from billing.accounts import halo_signin
 from billing.accounts.links import account_path
 from billing.accounts.signin_models import HaloSignIn
 from billing.accounts.views import account_page, allow_framing, show
-from billing.payments.views import client_address
 from portal.api import WindowThrottle
+from portal.http import client_address
 from portal.models import Tenant
 
 log = logging.getLogger(__name__)

@@ -53,8 +53,9 @@ from billing.accounts import links, tables
 from billing.accounts.models import AccountSettings
 from billing.accounts.statement import Statement
 from billing.payments import display
-from billing.payments.views import client_address, harden
+from billing.payments.views import harden
 from portal.api import WindowThrottle
+from portal.http import client_address
 from portal.jobs import enqueue
 from portal.models import Tenant
 

@@ -46,7 +46,8 @@ from billing.payments.forms import (
     account_form_token_ok,
 )
 from billing.payments.models import Balance, Payment, PaymentAllocation, PaymentSettings
-from billing.payments.views import after_start, client_address, customer_page, not_found, page
+from billing.payments.views import after_start, customer_page, not_found, page
+from portal.http import client_address
 from portal.models import Tenant
 
 CROSS_SITE = (

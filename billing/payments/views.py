@@ -50,6 +50,7 @@ from billing.payments.models import (
 from billing.payments.processors import InvalidWebhook, MalformedWebhook, StripeProcessor
 from billing.payments.schema import pay_link_schema
 from portal.api import WindowThrottle
+from portal.http import client_address
 from portal.models import Tenant
 
 log = logging.getLogger(__name__)
@@ -112,16 +113,6 @@ class PayLinkThrottle(WindowThrottle):
 
     def get_ident(self, request):
         return client_address(request)  # DRF's would trust any X-Forwarded-For
-
-
-def client_address(request):
-    """The customer's address: the connection's, or with `PAYMENTS_PROXIES` reverse proxies
-    in front, the one the outermost proxy saw (clients can forge X-Forwarded-For)."""
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
-    forwarded = [address.strip() for address in forwarded if address.strip()]
-    if settings.PAYMENTS_PROXIES and forwarded:
-        return forwarded[-min(settings.PAYMENTS_PROXIES, len(forwarded))]
-    return request.META.get("REMOTE_ADDR", "")
 
 
 class PayLinkView(APIView):
