@@ -1,28 +1,14 @@
 """Scheduled billing syncs on the ledger: what ends a slot, what retries it, and that the
 owners hear of each incident once (review of issue 14)."""
 
-from datetime import timedelta
-
 import pytest
-from django.utils import timezone
 
-from integrations.billing_sync import runner, schedules
+from integrations.billing_sync import runner
 from integrations.billing_sync.models import BillingSyncRun, OrganisationMapping
 from portal import ledger
-from portal.models import Membership, ScheduledRun
-from tests.billing_sync.test_continuation import small_window  # noqa: F401
+from portal.models import Membership
+from tests.billing_sync.test_continuation import slot_now, small_window  # noqa: F401
 from tests.conftest import make_staff
-
-
-def slot_now(tenant):
-    now = timezone.now()
-    return ScheduledRun.objects.create(
-        tenant=tenant,
-        job=schedules.JOB,
-        slot=now,
-        not_before=now,
-        deadline=now + timedelta(hours=12),
-    )
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from django.utils import timezone
 from integrations.billing_sync.models import BillingSyncRun
 from portal import ledger
 from portal.models import Membership, ScheduledRun
+from tests.billing_sync.test_continuation import slot_now
 from tests.conftest import make_staff
 
 
@@ -24,14 +25,7 @@ def test_a_5xx_storm_is_retried_until_it_passes_with_one_email(
     world.map_all()
     world.set_counts(world.every_pair())
     world.sim.control.add_fault(kind="500", path="SoftwareLicence", method="POST", times=10_000)
-    now = timezone.now()
-    row = ScheduledRun.objects.create(
-        tenant=world.tenant,
-        job="billing_sync",
-        slot=now,
-        not_before=now,
-        deadline=now + timedelta(hours=12),
-    )
+    row = slot_now(world.tenant)
     ledger.work(row.pk)
     row.refresh_from_db()
     assert (row.status, row.attempts) == ("queued", 1) and "Will retry at" in row.error
@@ -55,16 +49,9 @@ def test_a_5xx_storm_is_retried_until_it_passes_with_one_email(
 
 
 def test_a_permanent_cause_ends_the_slot_at_once_with_its_reason(world, owner, mailoutbox):
-    now = timezone.now()
     world.connection.active = False
     world.connection.save()
-    row = ScheduledRun.objects.create(
-        tenant=world.tenant,
-        job="billing_sync",
-        slot=now,
-        not_before=now,
-        deadline=now + timedelta(hours=12),
-    )
+    row = slot_now(world.tenant)
     ledger.work(row.pk)
     row.refresh_from_db()
     assert row.status == "error" and row.attempts == 1
