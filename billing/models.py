@@ -243,7 +243,43 @@ class InvoiceQuerySet(models.QuerySet):
         return invoices.filter(halo_id=int(ref)) if is_id else invoices.none()
 
 
-class Invoice(models.Model):
+class InvoiceFacts:
+    """An invoice's number and state as customers see them, from its own fields alone.
+
+    `Invoice` has them, and so do the plain rows that long lists read instead of models
+    (`billing.accounts.statement.ListedInvoice`): building hundreds of models costs more
+    than the page around them, and the rules stay written once."""
+
+    __slots__ = ()
+
+    def display_number(self):
+        """The number customers see: per the tenant's setting, falling back to the Halo ID
+        (no third-party number yet), then to the portal's own number."""
+        if self.source == Invoice.Source.PORTAL:
+            # The portal's own gapless number, also after export to Halo; drafts have none.
+            return self.invoice_number or "Draft"
+        if number_field(self.tenant) == InvoiceNumberField.THIRD_PARTY and self.third_party_number:
+            return self.third_party_number
+        if self.halo_id is not None:
+            return str(self.halo_id)
+        return self.invoice_number
+
+    @property
+    def is_draft(self):
+        """A portal invoice not issued yet (as `InvoiceQuerySet.drafts`)."""
+        return self.source == Invoice.Source.PORTAL and not self.posted
+
+    @property
+    def is_open(self):
+        return (
+            not self.voided
+            and not self.deleted_in_halo
+            and not self.is_draft
+            and self.payment_status != Invoice.PaymentStatus.PAID
+        )
+
+
+class Invoice(InvoiceFacts, models.Model):
     """One invoice of the partner to a customer; the one table for every source."""
 
     class Source(models.TextChoices):
@@ -331,18 +367,6 @@ class Invoice(models.Model):
     def __str__(self):
         return f"Invoice {self.display_number()}"
 
-    def display_number(self):
-        """The number customers see: per the tenant's setting, falling back to the Halo ID
-        (no third-party number yet), then to the portal's own number."""
-        if self.source == self.Source.PORTAL:
-            # The portal's own gapless number, also after export to Halo; drafts have none.
-            return self.invoice_number or "Draft"
-        if number_field(self.tenant) == InvoiceNumberField.THIRD_PARTY and self.third_party_number:
-            return self.third_party_number
-        if self.halo_id is not None:
-            return str(self.halo_id)
-        return self.invoice_number
-
     @property
     def bill_to(self):
         """Whom the invoice is addressed to: the Halo client, or the organisation a portal
@@ -351,20 +375,6 @@ class Invoice(models.Model):
             return self.customer.name
         details = getattr(self, "portal", None)  # billing.invoicing.PortalInvoice
         return details.organisation.name if details is not None else ""
-
-    @property
-    def is_draft(self):
-        """A portal invoice not issued yet (as `InvoiceQuerySet.drafts`)."""
-        return self.source == self.Source.PORTAL and not self.posted
-
-    @property
-    def is_open(self):
-        return (
-            not self.voided
-            and not self.deleted_in_halo
-            and not self.is_draft
-            and self.payment_status != self.PaymentStatus.PAID
-        )
 
     @property
     def status_label(self):

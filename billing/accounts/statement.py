@@ -2,8 +2,9 @@
 saved card, read in a fixed handful of queries whatever the number of invoices.
 
 Queries: the invoices (with their pay pages' tokens and portal credit-note numbers, one
-query), pay pages still missing (only the first time), the payments that change what open
-invoices owe, the payments received, and the saved cards. Money and dates are formatted here
+query, read as plain rows: see `ListedInvoice`), pay pages still missing (only the first
+time), which open invoices have a payment under way (and those few as models), the payments
+received, and the saved cards. Money and dates are formatted here
 with the tenant's locale (`billing.payments.display`, which uses `portal.formats`), so the
 template only places text.
 """
@@ -16,7 +17,7 @@ from django.db.models import F, Q
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from billing.models import AGEING_BUCKETS, Customer, Invoice, ageing_bucket_of
+from billing.models import AGEING_BUCKETS, Customer, Invoice, InvoiceFacts, ageing_bucket_of
 from billing.payments import display
 from billing.payments.models import (
     Balance,
@@ -25,17 +26,18 @@ from billing.payments.models import (
     PayPage,
     SavedPaymentMethod,
 )
+from portal.models import Tenant
 
 #: Ageing buckets: (label, first day overdue, last day overdue or None), the invoice list's.
 BUCKETS = tuple((bucket.label, bucket.first, bucket.last) for bucket in AGEING_BUCKETS)
-#: What the page reads of each invoice (its timestamps and Halo's extras cost more to load
-#: than the rest of the row). A field used and not listed costs a query per invoice, which
-#: tests/accounts catch by counting queries.
+#: What `Balance` reads of an invoice with a payment under way (its timestamps and Halo's
+#: extras cost more to load than the rest of the row).
 INVOICE_FIELDS = (
     *("tenant", "source", "customer", "halo_id", "invoice_number", "third_party_number"),
     *("invoice_date", "due_date", "currency", "total", "amount_paid", "amount_due"),
     *("payment_status", "voided", "deleted_in_halo", "posted", "autopay_rule"),
 )
+PAYMENT_STATUS = dict(Invoice.PaymentStatus.choices)
 PAYMENT_FIELDS = (
     *("succeeded_at", "created", "invoice_ref", "amount", "currency", "refunded_amount"),
     *("card_brand", "card_last4", "kind", "public_id"),
@@ -48,9 +50,42 @@ PAYMENTS_SHOWN = RECENT = timedelta(days=365)
 bucket_of = ageing_bucket_of
 
 
+class ListedInvoice(InvoiceFacts):
+    """An invoice as the page lists it: its fields (one `values_list` row), its pay page's
+    token and the numbers of the credit notes around it. Not a model: a model per row
+    costs more than the rest of the page, and `InvoiceFacts` gives the same rules."""
+
+    tenant: Tenant  # display_number reads the tenant's settings
+    pk: int
+    source: str
+    halo_id: int | None
+    invoice_number: str
+    third_party_number: str
+    invoice_date: date | None
+    due_date: date | None
+    currency: str
+    total: Decimal
+    amount_paid: Decimal
+    amount_due: Decimal
+    payment_status: str
+    voided: bool
+    deleted_in_halo: bool
+    posted: bool
+    autopay_rule_id: int | None
+    pay_token: str | None
+    credits_number: str | None
+    credited_by_number: str | None
+    __slots__ = tuple(__annotations__)
+
+    def __init__(self, tenant, values):
+        self.tenant = tenant
+        for name, value in zip(self.__slots__[1:], values, strict=True):
+            setattr(self, name, value)
+
+
 @dataclass
 class InvoiceRow:
-    invoice: Invoice
+    invoice: ListedInvoice
     number: str
     kind: str  # open, overdue, paid, voided, credit
     status: str
@@ -111,17 +146,16 @@ class Statement:
         if not every_invoice:
             recent = Q(invoice_date__gte=today - RECENT) | Q(invoice_date=None)
             shown = sent.unpaid() | sent.filter(recent)  # one WHERE, OR-ed: no subquery
-        invoices = list(
-            shown.only(*INVOICE_FIELDS)
-            .annotate(
+        invoices = [
+            ListedInvoice(tenant, values)
+            for values in shown.annotate(
                 pay_token=F("pay_page__token"),
                 credits_number=F("portal__credit_note_of__number"),
                 credited_by_number=F("portal__credit_note__number"),
             )
             .order_by("-invoice_date", "-pk")
-        )
-        for invoice in invoices:
-            invoice.tenant = tenant  # display_number reads the tenant's settings: once
+            .values_list(*ListedInvoice.__slots__[1:])
+        ]
         self._pay_pages(invoices)
         balances = self._balances(invoices)
         self.invoices = [self._row(invoice, balances.get(invoice.pk)) for invoice in invoices]
@@ -136,32 +170,42 @@ class Statement:
     # -- reading ------------------------------------------------------------------------------
     def _pay_pages(self, invoices):
         """Every invoice's pay-page token (its page is made the first time it is listed)."""
-        missing = [invoice for invoice in invoices if invoice.pay_token is None]
-        for invoice_id, page in PayPage.objects.for_invoices(missing).items():
-            next(i for i in missing if i.pk == invoice_id).pay_token = page.token
+        missing = {invoice.pk: invoice for invoice in invoices if invoice.pay_token is None}
+        if missing:
+            models = Invoice.objects.filter(pk__in=missing).only("tenant", "customer")
+            for invoice_id, page in PayPage.objects.for_invoices(models).items():
+                missing[invoice_id].pay_token = page.token
 
     def _balances(self, invoices):
         """What each open invoice still owes (closed ones owe nothing): its `Balance`, for
-        the few with a payment in flight or not yet recorded (one query finds them); an open
-        invoice without any owes its amount due, which is what `Balance` answers for it."""
+        the few with a payment in flight or not yet recorded (one query finds them, one more
+        reads them as models for `Balance`); an open invoice without any owes its amount
+        due, which is what `Balance` answers for it."""
         open_ = {invoice.pk: invoice for invoice in invoices if invoice.is_open}
-        live = [*Payment.IN_FLIGHT, Payment.Status.SUCCEEDED]
+        balances: dict[int, Balance | Settled] = {
+            pk: Settled(invoice.amount_due) for pk, invoice in open_.items()
+        }
+        if not open_:
+            return balances
         # What `Balance` counts: payments in flight or not yet recorded, and the same of the
         # invoice's shares in payments for several invoices.
-        payments = Payment.objects.filter(
+        live = [*Payment.IN_FLIGHT, Payment.Status.SUCCEEDED]
+        payments = Payment.objects.filter(invoice__in=open_).filter(
             Q(status__in=Payment.IN_FLIGHT) | Q(status=Payment.Status.SUCCEEDED, recorded=None)
         )
-        shares = PaymentAllocation.objects.filter(payment__status__in=live, recorded=None)
-        busy = set(
-            Invoice.objects.filter(pk__in=open_)
-            .filter(Q(pk__in=payments.values("invoice_id")) | Q(pk__in=shares.values("invoice_id")))
-            .order_by()
-            .values_list("pk", flat=True)
+        shares = PaymentAllocation.objects.filter(
+            invoice__in=open_, payment__status__in=live, recorded=None
         )
-        return {
-            pk: Balance(invoice) if pk in busy else Settled(invoice.amount_due)
-            for pk, invoice in open_.items()
-        }
+        busy = set(
+            payments.order_by()
+            .values_list("invoice_id", flat=True)
+            .union(shares.order_by().values_list("invoice_id", flat=True))
+        )
+        if busy:
+            for invoice in Invoice.objects.filter(pk__in=busy).only(*INVOICE_FIELDS).order_by():
+                invoice.tenant = self.tenant
+                balances[invoice.pk] = Balance(invoice)
+        return balances
 
     def _payments(self):
         since = datetime.combine(self.today - PAYMENTS_SHOWN, time(), tzinfo=self.tenant.tz)
@@ -233,7 +277,9 @@ class Statement:
             kind, status = "overdue", "Overdue"
         else:
             kind = "open"
-            status = invoice.get_payment_status_display() if invoice.amount_paid else "Open"
+            status = "Open"
+            if invoice.amount_paid:
+                status = PAYMENT_STATUS.get(invoice.payment_status, status)
         if kind in ("open", "overdue") and due <= 0:
             kind, status = "paid", "Paid, being recorded"
         return InvoiceRow(

@@ -45,6 +45,14 @@ def invoice_rows(rows, *, new_tab, staff):
     `staff`: the staff view offers no Pay buttons."""
     target = NEW_TAB if new_tab else ""
     note = NEW_TAB_NOTE if new_tab else ""
+    # Amounts, states and kinds repeat from row to row: each is escaped once.
+    escaped: dict[str, str] = {}
+
+    def once(text):
+        if (html := escaped.get(text)) is None:
+            html = escaped[text] = escape(text)
+        return html
+
     html = []
     for row in rows:
         number = escape(row.number)
@@ -56,14 +64,14 @@ def invoice_rows(rows, *, new_tab, staff):
             action = "" if staff else "pay"
         html.append(
             INVOICE_ROW.format(
-                kind=escape(row.kind),
+                kind=once(row.kind),
                 number=number,
                 note=f'<span class="row-note">{escape(row.note)}</span>' if row.note else "",
                 dated=escape(row.invoice_date) or "–",
                 due_date=escape(row.due_date) or "–",
-                status=escape(row.status),
-                total=escape(row.total),
-                due=escape(row.due),
+                status=once(row.status),
+                total=once(row.total),
+                due=once(row.due),
                 action=ACTIONS[action].format(
                     url=escape(row.pay_url), target=target, number=number, note=note
                 )
