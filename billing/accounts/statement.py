@@ -252,9 +252,6 @@ class Statement:
             self.card_consented = display.moment(self.card.consented_at, self.tenant)
         if self.last_revoked is not None:
             self.revoked_on = display.moment(self.last_revoked.revoked, self.tenant)
-        autopay = [row for row in self.open if row.invoice.autopay_rule_id and not row.in_flight]
-        # Paying a flagged invoice offers the consent box: ticking it saves (or replaces) the card.
-        self.card_change_row = autopay[-1] if autopay else None
         self.has_autopay = self.card is not None or any(
             row.invoice.autopay_rule_id for row in self.invoices
         )

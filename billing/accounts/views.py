@@ -152,6 +152,7 @@ def show_account(request, customer, token, staff=None, status=200):
         account_url=links.account_url(customer) if staff else "",
         link_days=settings.ACCOUNT_LINK_MAX_AGE // 86400,
         pay_several_url=statement.pay_several_url(token),
+        replace_card_url=reverse("payments:replace_card", args=[tenant.slug, token]),
         revoke_token=links.form_token(token, "revoke", str(card.pk)) if card else "",
         done=DONE.get(request.GET.get("done", "")),
         refused=request.GET.get("refused") == "form",

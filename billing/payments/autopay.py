@@ -14,7 +14,6 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 from billing.models import Invoice
 from billing.payments import checkout, display
@@ -77,7 +76,7 @@ def _plan(settings, invoice, day, method, attempts):
         return Plan(invoice, skip="No saved card: the customer has not agreed to auto-pay")
     if method.processor != settings.processor:
         return Plan(invoice, skip="The saved card belongs to another processor than today's")
-    agreed = timezone.localtime(method.consented_at, tenant.tz).date()
+    agreed = method.first_covered_day(tenant.tz)
     if invoice.invoice_date is not None and invoice.invoice_date < agreed:
         # The consent covers invoices from the day it was given on, never older ones.
         return Plan(

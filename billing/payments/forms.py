@@ -368,3 +368,36 @@ class PaySeveralForm(PayForm, SelectionForm):
                 "This payment form has expired. Nothing was charged: reload the page."
             )
         return token
+
+
+class CardSetupForm(PayForm):
+    """The account page's "Replace card": the card (the built-in form's processor only), the
+    payer's email, the consent ticked, and the signed form token (`account_form_token`) the
+    pay-several form uses, for the same reasons (see `billing.payments.several`)."""
+
+    form_token = forms.CharField(
+        widget=HiddenInput,
+        max_length=500,
+        error_messages={"required": "This form has expired. Nothing changed: reload the page."},
+    )
+
+    def __init__(self, *args, account_token, consent, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.account_token = account_token
+        self.consent = consent
+        self.fields["form_token"].initial = account_form_token(account_token)
+        self.fields["email"].label = "Your email"
+        self.fields[
+            "email"
+        ].help_text = "Kept with your consent. Without it, we use the billing contact we hold."
+        self.fields["agree"] = forms.BooleanField(
+            label="I agree: save this card and use it for auto-pay",
+            error_messages={"required": "Tick the box to agree, or leave this page."},
+            widget=CheckboxInput,
+        )
+
+    def clean_form_token(self):
+        token = self.cleaned_data["form_token"]
+        if not account_form_token_ok(token, self.account_token):
+            raise forms.ValidationError("This form has expired. Nothing changed: reload the page.")
+        return token

@@ -1117,6 +1117,15 @@ class SavedPaymentMethod(models.Model):
     source_payment = models.ForeignKey(
         Payment, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    source_setup = models.ForeignKey(
+        "CardSetup", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    covers_from = models.DateField(
+        null=True,
+        blank=True,
+        help_text="Saved to replace a card: auto-pay keeps covering invoices from the day the "
+        "replaced card's consent did (the consent text says so).",
+    )
     active = models.BooleanField(default=True)
     revoked = models.DateTimeField(null=True, blank=True)
 
@@ -1141,16 +1150,10 @@ class SavedPaymentMethod(models.Model):
         customer = payment.invoice.customer if payment.invoice else None
         if customer is None:
             return None
-        cls.objects.filter(customer=customer, active=True).update(
-            active=False, revoked=timezone.now()
-        )
-        return cls.objects.create(
-            tenant_id=payment.tenant_id,
-            customer=customer,
-            processor=payment.processor,
-            reference=method.reference,
-            processor_customer=method.processor_customer,
-            details=method.details,
+        return cls.replace(
+            customer,
+            payment.processor,
+            method,
             brand=method.brand or payment.card_brand,
             last4=method.last4 or payment.card_last4,
             consent_text=payment.consent_text,
@@ -1160,9 +1163,121 @@ class SavedPaymentMethod(models.Model):
             source_payment=payment,
         )
 
+    @classmethod
+    def replace(cls, customer, processor, method, **fields):
+        """Save `method` (a processor's `SavedMethod`) as the customer's card for auto-pay,
+        revoking the one it replaces (one is active per customer). `fields`: the consent
+        and where it came from."""
+        with transaction.atomic():
+            cls.objects.filter(customer=customer, active=True).update(
+                active=False, revoked=timezone.now()
+            )
+            fields.setdefault("brand", method.brand)
+            fields.setdefault("last4", method.last4)
+            return cls.objects.create(
+                tenant_id=customer.tenant_id,
+                customer=customer,
+                processor=processor,
+                reference=method.reference,
+                processor_customer=method.processor_customer,
+                details=method.details,
+                **fields,
+            )
+
+    def first_covered_day(self, tz):
+        """The first invoice date auto-pay may charge with this card: the day consent was
+        given (in the tenant's time zone `tz`), or the earlier day a replaced card's consent
+        covered (`covers_from`)."""
+        agreed = timezone.localtime(self.consented_at, tz).date()
+        return min(self.covers_from, agreed) if self.covers_from else agreed
+
     def revoke(self):
         self.active, self.revoked = False, timezone.now()
         self.save(update_fields=["active", "revoked"])
+
+
+class CardSetupQuerySet(models.QuerySet):
+    def stale(self):
+        """Pending well past a hosted form's expiry: neither the customer's return nor the
+        webhook finished them (see `tasks.close_stale_payments`)."""
+        age = timedelta(minutes=settings.PAYMENTS_STRIPE_SESSION_MINUTES + 15)
+        return self.filter(status=CardSetup.Status.PENDING, created__lt=timezone.now() - age)
+
+
+class CardSetup(models.Model):
+    """A customer saving a card for auto-pay without paying anything, from their account
+    page: the processor checks the card (Stripe: Checkout in setup mode, a SetupIntent) and
+    only then is it saved, replacing the customer's card (`SavedPaymentMethod.replace`).
+
+    Nothing is charged, so nothing is in flight: a setup abandoned at the processor stays
+    pending and is simply never finished. Finishing is idempotent (a row lock and the
+    status), so the customer's return and the processor's webhook may both try."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for the processor"
+        SUCCEEDED = "succeeded", "Card saved"
+        FAILED = "failed", "Failed"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="card_setups")
+    public_id = models.CharField(max_length=64, unique=True, default=new_token, editable=False)
+    idempotency_key = models.CharField(max_length=64, unique=True)
+    processor = models.CharField(max_length=10, choices=PaymentSettings.Processor.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    checkout_session = models.CharField(max_length=255, blank=True)
+    checkout_url = models.URLField(max_length=1000, blank=True)
+    consent_text = models.TextField()
+    consent_email = models.EmailField(blank=True)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    covers_from = models.DateField(null=True, blank=True)
+    failure_message = models.CharField(max_length=500, blank=True)
+    detail = models.CharField(max_length=500, blank=True)
+    saved = models.ForeignKey(
+        SavedPaymentMethod, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    objects = CardSetupQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name = "card setup"
+
+    def __str__(self):
+        return f"Card setup {self.public_id[:8]} ({self.get_status_display()})"
+
+    def finish(self, outcome):
+        """Apply the processor's `Outcome` once: succeeded saves the card (replacing the
+        customer's), failed keeps why. Answers whether this call changed anything."""
+        if outcome is None or outcome.status == Payment.Status.PENDING:
+            return False
+        with transaction.atomic():
+            current = CardSetup.objects.select_for_update().get(pk=self.pk)
+            if current.status != self.Status.PENDING:
+                self.refresh_from_db()
+                return False
+            if outcome.status == Payment.Status.SUCCEEDED and outcome.method is not None:
+                current.saved = SavedPaymentMethod.replace(
+                    current.customer,
+                    current.processor,
+                    outcome.method,
+                    consent_text=current.consent_text,
+                    consented_at=current.created,
+                    consent_email=current.consent_email,
+                    consent_ip=current.client_ip,
+                    covers_from=current.covers_from,
+                    source_setup=current,
+                )
+                current.status = self.Status.SUCCEEDED
+            else:
+                current.status = self.Status.FAILED
+                current.failure_message = (outcome.failure_message or "The card was refused.")[:500]
+            current.detail = outcome.detail[:500]
+            current.finished = timezone.now()
+            current.save()
+        self.refresh_from_db()
+        return True
 
 
 class AutoPaySkip(models.Model):

@@ -6,8 +6,8 @@ from datetime import date, timedelta
 from django.dispatch import receiver
 from django.utils import timezone
 
-from billing.payments import autopay, checkout, emails, enumeration, outbox, signals
-from billing.payments.models import Payment, PaymentEvent, PaymentSettings
+from billing.payments import autopay, card_setup, checkout, emails, enumeration, outbox, signals
+from billing.payments.models import CardSetup, Payment, PaymentEvent, PaymentSettings
 from portal import ledger
 from portal.jobs import enqueue
 from portal.models import Tenant
@@ -105,6 +105,9 @@ def close_stale_payments():
         )
     for payment in Payment.objects.stale_checkouts().select_related("tenant"):
         checkout.close_checkout(payment)
+    for setup in CardSetup.objects.stale().select_related("tenant"):
+        # Saved if the processor says the card was saved after all, else closed.
+        card_setup.cancel(setup, message=card_setup.EXPIRED)
 
 
 ledger.register(

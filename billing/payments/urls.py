@@ -6,7 +6,7 @@ and everything else lives under a fixed word it cannot be confused with.
 
 from django.urls import path
 
-from billing.payments import several, views
+from billing.payments import card_pages, several, views
 
 app_name = "payments"
 urlpatterns = [
@@ -22,5 +22,11 @@ urlpatterns = [
         several.pay_several,
         name="pay_several",
     ),
+    path(
+        "pay/<slug:tenant_code>/-/account/<str:token>/card",
+        card_pages.replace_card,
+        name="replace_card",
+    ),
+    path("pay/<slug:tenant_code>/-/card/<str:public_id>", card_pages.result, name="card_setup"),
     path("pay/<slug:tenant_code>/<path:ref>", views.PayLinkView.as_view(), name="link"),
 ]

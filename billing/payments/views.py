@@ -35,7 +35,7 @@ from rest_framework.views import APIView
 
 from billing.invoicing.pdfs import PdfUnavailable, resolve_pdf
 from billing.models import Invoice
-from billing.payments import checkout, display, enumeration
+from billing.payments import card_setup, checkout, display, enumeration
 from billing.payments.forms import LinkCheckForm, PayForm, UnlistedPayForm
 from billing.payments.models import (
     Balance,
@@ -599,6 +599,10 @@ def receive_event(tenant, processor, event):
                 )
         except IntegrityError:
             return "duplicate: already received"
+        if event.card_setup_id:
+            record.state, record.outcome = card_setup.received(tenant, processor, event)
+            record.save(update_fields=["state", "outcome"])
+            return record.outcome
         record.payment = payment = _payment_of(tenant, processor, event)
         if outcome is None:
             record.state, record.outcome = State.IGNORED, "ignored: not an event the portal acts on"

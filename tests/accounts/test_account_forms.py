@@ -111,13 +111,6 @@ def test_bad_link_posts_get_the_404_page(personas, client):
     assert response.status_code == 404
 
 
-def test_the_change_card_link_opens_an_auto_pay_invoice(personas, customer, card):
-    body = Client().get(account_url(customer)).content.decode()
-    found = re.search(r'<a href="([^"]+)">Use a different card</a>', body)
-    page = Client().get(found[1])
-    assert "Save this card to pay future invoices automatically" in page.content.decode()
-
-
 # -- "email me a link" ---------------------------------------------------------------------------
 
 

@@ -242,3 +242,39 @@ def test_a_site_not_listed_cannot_frame_the_page(browser, live_server, customer,
     assert "has been blocked" in message.value.text
     assert "Northwind" not in account_frame(page).content()
     context.close()
+
+
+@pytest.mark.parametrize("viewport", ["laptop_page", "phone_page"])
+def test_replacing_the_card_from_the_account_page(request, viewport, live_server, customer):
+    page = request.getfixturevalue(viewport)
+    page.goto(live_server.url + links.account_path(customer))
+    page.get_by_role("link", name="Replace this card").click()
+    page.wait_for_load_state()
+    assert page.get_by_role("heading", name="Replace your card").is_visible()
+    assert axe_findings(page) == []
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= page.viewport_size["width"], "the page scrolls sideways"
+
+    page.get_by_label("Name on card").fill("A. Payer")
+    page.get_by_label("Card number").fill("5555 5555 5555 4444")
+    page.get_by_label("Expiry date").fill("04/39")
+    page.get_by_label("Security code").fill("123")
+    page.get_by_role("button", name="Save this card").click()
+    page.wait_for_load_state()
+    # Not ticked: refused, and the page says where.
+    assert page.get_by_role("alert").first.is_visible()
+    page.get_by_label("Card number").fill("4242 4242 4242 4242")
+    page.get_by_label("Security code").fill("123")
+    page.get_by_label("I agree: save this card and use it for auto-pay").check()
+    shot(page, "replace-card")
+    page.get_by_role("button", name="Save this card").click()
+    page.wait_for_load_state()
+
+    assert page.get_by_role("heading", name="Card saved for auto-pay").is_visible()
+    assert axe_findings(page) == []
+    shot(page, "card-saved")
+    page.get_by_role("link", name="Go to your account").click()
+    page.wait_for_load_state()
+    assert "Visa •••• 4242" in page.text_content("#autopay")
+    [card] = SavedPaymentMethod.objects.filter(customer=customer, active=True)
+    assert card.source_setup is not None and card.covers_from is not None

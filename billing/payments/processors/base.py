@@ -75,6 +75,7 @@ class WebhookEvent:
     payment_id: str = ""  # the Payment's public_id, from the metadata the portal sent
     reference: str = ""  # or the processor's charge id, for events about an earlier charge
     outcome: Outcome | None = None  # None: nothing to do for this type
+    card_setup_id: str = ""  # a card saved without paying: the CardSetup's public_id
 
 
 @dataclass(frozen=True)
@@ -132,3 +133,18 @@ class Processor:
     def parse_webhook(self, body, headers):
         """Verify and read a webhook delivery; raises InvalidWebhook."""
         raise InvalidWebhook(f"{self.name} sends no webhooks")
+
+    # -- saving a card without paying (`billing.payments.card_setup`) --------------------
+    def start_setup(self, setup, *, card=None, return_url="", cancel_url=""):
+        """Check a card for later charges without charging it: an Outcome, succeeded with
+        the `method` to keep, failed, or pending with a `checkout_url` (hosted form)."""
+        raise ProcessorError(f"The {self.name} processor cannot save a card on its own.")
+
+    def refresh_setup(self, setup):
+        """How a pending hosted setup stands, from the processor's API: an Outcome once it
+        is complete or expired, else None."""
+        return None
+
+    def cancel_setup(self, setup):
+        """Close a hosted setup the customer backed out of; answers as `refresh_setup`."""
+        return None

@@ -160,6 +160,88 @@ class StripeProcessor(Processor):
         method.save(update_fields=["reference"])
         return method.reference
 
+    # -- saving a card without paying ----------------------------------------------------
+    def start_setup(self, setup, *, card=None, return_url="", cancel_url=""):
+        """Checkout in setup mode: Stripe checks the card and attaches it to a Stripe
+        customer (the one of the card it replaces, or a new one) for off-session charges."""
+        client = self.client()
+        metadata = _setup_metadata(setup)
+        try:
+            customer = setup_customer(setup) or self._new_customer(client, setup, metadata)
+            session = client.v1.checkout.sessions.create(
+                {
+                    "mode": "setup",
+                    "payment_method_types": ["card"],
+                    "currency": (setup.customer.tenant.currency or "GBP").lower(),
+                    "customer": customer,
+                    "client_reference_id": setup.public_id,
+                    "metadata": metadata,
+                    "setup_intent_data": {
+                        "metadata": metadata,
+                        "description": f"{setup.tenant.brand_name}: card for auto-pay",
+                    },
+                    "success_url": return_url,
+                    "cancel_url": cancel_url,
+                    "expires_at": int(time.time())
+                    + 60 * django_settings.PAYMENTS_STRIPE_SESSION_MINUTES,
+                },
+                {"idempotency_key": f"setup-{setup.idempotency_key}"},
+            )
+        except stripe.StripeError as error:
+            raise ProcessorError(f"Stripe refused the setup Checkout Session: {error}") from error
+        return Outcome(
+            "pending",
+            checkout_session=session.id,
+            checkout_url=session.url,
+            detail=f"Checkout Session {session.id} (setup) created",
+        )
+
+    def _new_customer(self, client, setup, metadata):
+        params = {"name": setup.customer.name[:256], "metadata": metadata}
+        if setup.consent_email:
+            params["email"] = setup.consent_email
+        found = client.v1.customers.create(
+            params, {"idempotency_key": f"setup-customer-{setup.idempotency_key}"}
+        )
+        return found.id
+
+    def refresh_setup(self, setup):
+        try:
+            session = self.client().v1.checkout.sessions.retrieve(
+                setup.checkout_session, {"expand": ["setup_intent.payment_method"]}
+            )
+        except stripe.StripeError:
+            return None
+        session = session.to_dict()  # nested objects as dicts: any of them may be absent
+        if session.get("status") == "expired":
+            message = "The card form was closed before the card was saved. Nothing changed."
+            return Outcome("failed", failure_code="expired", failure_message=message)
+        intent = session.get("setup_intent")
+        if session.get("status") != "complete" or not isinstance(intent, dict):
+            return None
+        method = intent.get("payment_method") or {}
+        method = {"id": method} if isinstance(method, str) else method  # not expanded
+        if intent.get("status") != "succeeded" or not method.get("id"):
+            return None
+        card = method.get("card") or {}
+        return Outcome(
+            "succeeded",
+            reference=intent.get("id", ""),
+            detail=f"SetupIntent {intent.get('id')} succeeded",
+            method=SavedMethod(
+                reference=method.get("id", ""),
+                processor_customer=session.get("customer") or intent.get("customer") or "",
+                brand=(card.get("brand") or "").title()[:20],
+                last4=(card.get("last4") or "")[:4],
+                details={"setup_intent": intent.get("id", "")},
+            ),
+        )
+
+    def cancel_setup(self, setup):
+        with contextlib.suppress(stripe.StripeError):
+            self.client().v1.checkout.sessions.expire(setup.checkout_session)
+        return self.refresh_setup(setup)
+
     # -- after payment -------------------------------------------------------------------
     def refund(self, payment, amount):
         """Stripe refunds asynchronously: its `charge.refunded` webhook reports the total.
@@ -229,6 +311,14 @@ def read_event(body):
         raise MalformedWebhook(problem, payload=payload, **readable)
     obj = payload["data"]["object"]
     metadata = obj.get("metadata") or {}
+    if metadata.get("kind") == "card_setup":
+        # Saving a card, not a payment: finished from Stripe's API (`CardSetup`).
+        return WebhookEvent(
+            id=event_id,
+            type=kind,
+            payload=payload,
+            card_setup_id=metadata.get("card_setup") or obj.get("client_reference_id") or "",
+        )
     try:
         outcome = _outcome(kind, obj, metadata)
     except (TypeError, ValueError, KeyError) as error:  # a shape _event_problem missed
@@ -276,6 +366,7 @@ def _event_problem(payload):
         "data.object.customer": obj.get("customer"),
         "data.object.metadata.payment": (metadata or {}).get("payment"),
         "data.object.metadata.kind": (metadata or {}).get("kind"),
+        "data.object.metadata.card_setup": (metadata or {}).get("card_setup"),
     }
     error = obj.get("last_payment_error")
     if error is not None and not isinstance(error, dict):
@@ -366,6 +457,16 @@ def _saved_method(session):
         processor_customer=session["customer"],
         details={"payment_intent": session["payment_intent"]},
     )
+
+
+def _setup_metadata(setup):
+    return {"card_setup": setup.public_id, "kind": "card_setup", "tenant": setup.tenant.slug}
+
+
+def setup_customer(setup):
+    """The Stripe customer of the card a setup replaces, so the new card joins it."""
+    current = setup.customer.saved_payment_methods.active().filter(processor="stripe").first()
+    return current.processor_customer if current is not None else ""
 
 
 def _metadata(payment):

@@ -58,6 +58,21 @@ class TestProcessor(Processor):
         number = next((n for n in TEST_CARDS if n.endswith(method.last4)), "")
         return self._charge(payment, number, saving=False)
 
+    def start_setup(self, setup, *, card=None, return_url="", cancel_url=""):
+        number = card.number if card else ""
+        if failure := TEST_CARDS.get(number, UNKNOWN_CARD):
+            code, message = failure
+            return Outcome("failed", failure_code=code, failure_message=message, detail=code)
+        saved = SavedMethod(
+            f"test_pm_{number[-4:]}_{secrets.token_hex(8)}", brand=brand(number), last4=number[-4:]
+        )
+        return Outcome(
+            "succeeded",
+            reference=f"test_seti_{secrets.token_hex(12)}",
+            detail="test card checked and saved",
+            method=saved,
+        )
+
     def refund(self, payment, amount):
         total = payment.refunded_amount + amount
         return Outcome("refunded", refunded=total, detail=f"{amount} refunded (test processor)")
