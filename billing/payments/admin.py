@@ -452,7 +452,8 @@ class SavedPaymentMethodAdmin(ReadOnlyTenantAdmin):
         ("reference", "processor_customer"),
         "consent_text",
         ("consented_at", "consent_email", "consent_ip"),
-        ("source_payment", "revoked"),
+        ("source_payment", "source_setup", "covers_from"),
+        "revoked",
     ]
     actions = ["revoke"]
 
