@@ -5,7 +5,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_GET
 
 from billing.accounts import links, views
-from billing.accounts.models import HALO_CLIENT_VARIABLE, AccountSettings
+from billing.accounts.models import HALO_CLIENT_VARIABLE, AccountSettings, unfilled
 from billing.models import Customer
 from portal.admin_base import SingletonSettingsAdmin, TenantScopedAdmin
 
@@ -41,9 +41,10 @@ class AccountSettingsAdmin(SingletonSettingsAdmin, TenantScopedAdmin):
             '<code class="once-secret">{}</code><div class="help">In Halo, add a custom button '
             "to the <strong>Client</strong> screen that opens a URL in a new tab "
             "(Configuration › Custom Objects › Custom Buttons) and paste this URL: Halo puts in "
-            "the client's ID for {}. An agent who clicks it logs in to the portal if needed and "
-            "sees that client's account page as the customer does; only staff of this tenant "
-            "can open it.</div>",
+            "the client's ID for {}. If the variable list in Halo's button editor names the "
+            "client's ID differently, use that name instead. An agent who clicks it logs in "
+            "to the portal if needed and sees that client's account page as the customer "
+            "does; only staff of this tenant can open it.</div>",
             obj.halo_button_url(),
             HALO_CLIENT_VARIABLE,
         )
@@ -79,8 +80,8 @@ class AccountSettingsAdmin(SingletonSettingsAdmin, TenantScopedAdmin):
         tenant = next((t for t in request.access.tenants if t.slug == tenant_code), None)
         if tenant is None or not self.has_view_permission(request):
             raise Http404("No such client.")
-        if client_id.startswith("$"):  # $CLIENTID itself: Halo did not fill it in
-            return self._unsubstituted(request, tenant)
+        if unfilled(client_id):  # the variable itself: Halo did not fill it in
+            return self._unsubstituted(request, tenant, client_id)
         is_id = client_id.isascii() and client_id.isdecimal()  # not other scripts' digits
         customer = (
             Customer.objects.select_related(
@@ -101,8 +102,15 @@ class AccountSettingsAdmin(SingletonSettingsAdmin, TenantScopedAdmin):
         token = links.make_token(customer)
         return views.show_account(request, customer, token, staff=request.user)
 
-    def _unsubstituted(self, request, tenant):
-        return self._staff_page(request, tenant, 404, unsubstituted=True)
+    def _unsubstituted(self, request, tenant, client_id):
+        return self._staff_page(
+            request,
+            tenant,
+            404,
+            unsubstituted=True,
+            client_id=client_id[:40],
+            variable=HALO_CLIENT_VARIABLE,
+        )
 
     def _staff_page(self, request, tenant, status, **context):
         def render(request):

@@ -15,8 +15,19 @@ _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 _HOST = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 #: Plain HTTP is allowed only for the machine itself (development, tests).
 _LOOPBACK = {"localhost", "127.0.0.1"}
-#: What Halo fills in on a client record's custom button.
-HALO_CLIENT_VARIABLE = "$CLIENTID"
+#: What Halo fills in on a client record's custom button: the record's ID. The project's
+#: choice, unverified against a live Halo: Halo's document has a `CustomButton` schema
+#: (url, usage, newtab) but lists no variables; the one public example of a custom-button
+#: URL found (the HaloAPI PowerShell module's CustomButton template, `…?thingid={$ID}`)
+#: and Halo users' buttons (`{$AZUREOID}`, CIPP issue 3863) use `{$NAME}`. `$CLIENTID`,
+#: used before, appears in no source. Whatever reaches the portal still holding `$`, `{`
+#: or `}` is taken as a variable Halo did not fill in (`unfilled`).
+HALO_CLIENT_VARIABLE = "{$ID}"
+
+
+def unfilled(value):
+    """A custom-button variable that reached the portal as written (Halo did not fill it)."""
+    return any(mark in value for mark in "${}")
 
 
 def origin_of(text):
