@@ -37,7 +37,7 @@ def replace_card(request, tenant_code, token):
     form = CardSetupForm(
         request.POST or None,
         account_token=token,
-        consent=card_setup.consent_text(customer, covers_from),
+        consent=card_setup.consent_text(customer.tenant, customer, covers_from),
         collects_card=processor.collects_card,
         initial={"email": customer.billing_email},
     )

@@ -34,20 +34,21 @@ class CannotSetUp(Exception):
         self.message = message
 
 
-def consent_text(customer, covers_from=None):
-    """What the customer agrees to by saving a card here. A card that replaces another
-    keeps covering what the replaced card's consent covered (`covers_from`)."""
-    tenant = customer.tenant
+def consent_text(tenant, customer=None, covers_from=None):
+    """What a customer agrees to by saving a card for auto-pay, here or on a pay page. A
+    card that replaces another keeps covering what the replaced card's consent covered
+    (`covers_from`); otherwise the consent covers invoices dated from today on."""
     contact = tenant.support_email or tenant.support_phone or tenant.brand_name
     dated = (
         f"dated from {display.day(covers_from, tenant)} (when auto-pay was first agreed)"
         if covers_from
         else "dated from today (not earlier ones)"
     )
+    whose = f"{customer.name}'s" if customer else "my organisation's"
     return (
-        f"I authorise {tenant.brand_name} to charge this card for {customer.name}'s invoices "
-        f"{dated} that are set to auto-pay, for the amount due on each, until I withdraw this "
-        f"consent by removing the card on my account page or by contacting {contact}."
+        f"I authorise {tenant.brand_name} to charge this card for {whose} invoices {dated} "
+        f"that are set to auto-pay, for the amount due on each, until I withdraw this consent "
+        f"by removing the card on my account page or by contacting {contact}."
     )
 
 
@@ -77,7 +78,7 @@ def start(customer, *, key, card=None, consent_email="", client_ip=None, urls):
                 customer=customer,
                 idempotency_key=key,
                 processor=processor.name,
-                consent_text=consent_text(customer, covers_from),
+                consent_text=consent_text(customer.tenant, customer, covers_from),
                 consent_email=consent_email,
                 client_ip=client_ip or None,
                 covers_from=covers_from,

@@ -483,6 +483,14 @@ class Payment(models.Model):
     def get_absolute_url(self):
         return reverse("payments:payment", args=[self.tenant.slug, self.public_id])
 
+    def customer(self):
+        """Who paid: the invoice's customer, or that of the invoices a payment for several
+        covers (one customer's); None for an invoice the portal does not know."""
+        if self.invoice_id is not None:
+            return self.invoice.customer
+        share = self.allocations.select_related("invoice__customer").first()
+        return share.invoice.customer if share is not None else None
+
     @property
     def is_in_flight(self):
         return self.status in self.IN_FLIGHT
@@ -1147,7 +1155,7 @@ class SavedPaymentMethod(models.Model):
     @classmethod
     def save_from(cls, payment, method):
         """Keep the method a payment with consent used; it replaces the customer's last."""
-        customer = payment.invoice.customer if payment.invoice else None
+        customer = payment.customer()
         if customer is None:
             return None
         return cls.replace(

@@ -38,7 +38,7 @@ from django.views.decorators.http import require_http_methods
 
 from billing.accounts.links import account_path, customer_for_token, make_token
 from billing.models import Invoice
-from billing.payments import checkout, display
+from billing.payments import card_setup, checkout, display
 from billing.payments.forms import (
     PaySeveralForm,
     SelectionForm,
@@ -245,6 +245,10 @@ def _pay_form(data, token, account, options, processor, selection=None):
         # A bound form takes the amount posted; the initial amount is the review's total.
         partial_up_to=initial.get("total", Decimal(0)) if options.allow_partial else None,
         collects_card=processor.collects_card,
+        # As on a pay page: the consent box when auto-pay could use the card.
+        consent=card_setup.consent_text(account.tenant, account.customer)
+        if any(invoice.autopay_rule_id for invoice in account.payable.values())
+        else "",
     )
 
 

@@ -405,14 +405,7 @@ def _back_from_checkout(pay_page, public_id):
 
 
 def consent_text(invoice):
-    tenant = invoice.tenant
-    customer = invoice.customer.name if invoice.customer else "my organisation"
-    contact = tenant.support_email or tenant.support_phone or tenant.brand_name
-    return (
-        f"I authorise {tenant.brand_name} to charge this card for {customer}'s invoices dated "
-        f"from today that are set to auto-pay (not earlier ones), for the amount due on each, "
-        f"until I withdraw this consent by contacting {contact}."
-    )
+    return card_setup.consent_text(invoice.tenant, invoice.customer)
 
 
 def _invoice_view(invoice, balance):

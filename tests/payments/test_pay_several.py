@@ -530,3 +530,41 @@ def test_through_a_real_wsgi_server(validated_server, account):
     assert again.headers["Location"] == paid.headers["Location"] and Payment.objects.count() == 1
     forged = http.post(url, data | {"form_token": "x"}, headers={"Origin": validated_server})
     assert forged.status_code == 400
+
+
+# -- saving the card for auto-pay from one payment for several ------------------------------
+
+
+def test_paying_several_can_save_the_card_for_auto_pay(client, tenant, account):
+    """As on a pay page: when auto-pay could use the card, the review offers the consent
+    box; ticked, the card that paid is saved for the customer (not for one invoice)."""
+    from billing.payments.models import SavedPaymentMethod
+
+    customer, invoices = account
+    url = several_url(customer)
+    assert "save_method" not in review(client, url).context["form"].fields  # no auto-pay yet
+    rule = factories.autopay_rule(tenant)
+    Invoice.objects.filter(pk=invoices[0].pk).update(autopay_rule=rule)
+    page = review(client, url)
+    body = page.content.decode()
+    assert "Save this card to pay future invoices automatically" in body
+    consent = page.context["form"].consent
+    assert f"charge this card for {customer.name}'s invoices dated from today" in consent
+
+    client.post(url, pay_data(page, save_method="on"))
+
+    payment = Payment.objects.get(kind=Payment.Kind.SEVERAL)
+    assert payment.status == "succeeded" and payment.save_method
+    card = SavedPaymentMethod.objects.get(customer=customer, active=True)
+    assert (card.source_payment, card.last4) == (payment, "4242")
+    assert card.consent_text == payment.consent_text and "dated from today" in card.consent_text
+
+
+def test_paying_several_without_ticking_saves_no_card(client, tenant, account):
+    from billing.payments.models import SavedPaymentMethod
+
+    customer, invoices = account
+    Invoice.objects.filter(pk=invoices[0].pk).update(autopay_rule=factories.autopay_rule(tenant))
+    pay(client, several_url(customer))
+    assert Payment.objects.get(kind=Payment.Kind.SEVERAL).status == "succeeded"
+    assert not SavedPaymentMethod.objects.filter(customer=customer).exists()

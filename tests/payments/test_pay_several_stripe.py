@@ -202,3 +202,24 @@ def test_refunds_at_stripe_reverse_the_newest_shares_first(
     assert payment.status == "refunded"
     shares = {a.invoice_id: a.refunded_amount for a in payment.allocations.all()}
     assert shares == {new.pk: Decimal("40.00"), old.pk: Decimal("80.00")}
+
+
+def test_consent_asks_stripe_to_keep_the_card_and_the_webhook_saves_it(client, account, stripe_api):
+    from billing.payments.models import SavedPaymentMethod
+
+    customer, invoices = account
+    rule = factories.autopay_rule(customer.tenant)
+    invoices[0].autopay_rule = rule
+    invoices[0].save(update_fields=["autopay_rule"])
+    url = several_url(customer)
+    client.post(url, pay_data(review(client, url), save_method="on"))
+    sent = parse_qs(stripe_api.calls[0].request.body)
+    assert sent["payment_intent_data[setup_future_usage]"] == ["off_session"]
+    assert sent["customer_creation"] == ["always"]
+    payment = Payment.objects.get()
+
+    deliver(client, customer.tenant, completed(payment, customer="cus_several"))
+
+    card = SavedPaymentMethod.objects.get(customer=customer, active=True)
+    assert (card.processor, card.processor_customer) == ("stripe", "cus_several")
+    assert card.source_payment == payment and card.details == {"payment_intent": "pi_test_1"}
