@@ -239,6 +239,7 @@ def sweep(now: datetime) -> int:
             )
             fields = {"status": RunStatus.ERROR, "finished": now, "worker": "", "error": note}
             if still.update(**fields) and (job := _jobs.get(row.job)) is not None:
+                row.refresh_from_db()  # `on_failure` sees the slot ended (status error)
                 _notify_once(job, row, note)
             continue
         note = f"Resumed at {now:%H:%M:%S} UTC: {died}"

@@ -666,10 +666,10 @@ def notify_owners(run, sync_settings, *, retrying=""):
     """Email the owners about failed or held pairs of a real run (when the tenant wants it);
     `retrying` says when the scheduled slot is tried again."""
     if run.dry_run or not (run.failed or run.held or run.status == Status.ERROR):
-        return
+        return False
     recipients = run.tenant.owner_emails() if sync_settings.email_owners else []
     if not recipients:
-        return
+        return False
     url = settings.PORTAL_BASE_URL + reverse(
         "admin:billing_sync_billingsyncrun_change", args=[run.pk]
     )
@@ -691,3 +691,30 @@ def notify_owners(run, sync_settings, *, retrying=""):
         recipients,
         fail_silently=True,
     )
+    return True
+
+
+def notify_slot_given_up(tenant, sync_settings, run, reason):
+    """Email the owners that a scheduled billing sync was given up (`reason`, the ledger's
+    note), when its run shows no failure of its own: say, it was interrupted each time its
+    worker died. Answers whether an email went out (False when nobody is to be told)."""
+    recipients = tenant.owner_emails() if sync_settings.email_owners else []
+    if not recipients:
+        return False
+    page = (
+        reverse("admin:billing_sync_billingsyncrun_change", args=[run.pk])
+        if run is not None
+        else reverse("admin:job_billing_sync")
+    )
+    where = settings.PORTAL_BASE_URL + page
+    send_mail(
+        f"Billing sync for {tenant.name}: not completed",
+        f"Today's scheduled billing sync did not complete. {reason}\n\n"
+        + (f"{run}: {run.get_status_display()}. {run.summary()}\n\n" if run else "")
+        + "Licences already written stay in Halo; the next run writes the rest. To run it "
+        f"now, use Sync now:\n{where}\n",
+        None,
+        recipients,
+        fail_silently=True,
+    )
+    return True

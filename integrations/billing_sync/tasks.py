@@ -88,13 +88,17 @@ def _transient(run):
 
 
 def tell_owners(row, text):
-    """The first failed attempt of a slot emails the owners (one email per incident); an
-    attempt that found the tenant busy ran nothing yet: False, the next failure tells."""
+    """The first failed attempt of a slot emails the owners (one email per incident). An
+    attempt with nothing to tell yet (it found the tenant busy, or its run failed nothing)
+    answers False and the next failure tells, unless the slot has ended: a slot the ledger
+    gave up (say, its worker died three times) always tells, whatever its run shows."""
+    sync_settings = BillingSyncSettings.for_tenant(row.tenant)
     run = BillingSyncRun.objects.filter(pk=row.checkpoint.get("run")).first()
-    if run is None:
+    if run is not None and runner.notify_owners(run, sync_settings, retrying=text):
+        return True
+    if row.status != ledger.RunStatus.ERROR:
         return False
-    runner.notify_owners(run, BillingSyncSettings.for_tenant(row.tenant), retrying=text)
-    return True
+    return runner.notify_slot_given_up(row.tenant, sync_settings, run, text)
 
 
 def refresh_halo(tenant_id):

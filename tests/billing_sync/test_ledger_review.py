@@ -94,3 +94,40 @@ def test_an_answer_lost_just_before_the_window_is_spent_is_looked_up_not_resent(
     run = BillingSyncRun.objects.get(tenant=world.tenant)
     assert run.results.count() == 40
     assert not run.results.filter(licence_id=None, action=SyncResult.Action.CREATE).exists()
+
+
+@pytest.mark.django_db
+def test_a_slot_given_up_after_its_worker_died_three_times_tells_the_owners(
+    mapped, owner, mailoutbox, settings
+):
+    """Each attempt's run was only interrupted (no pair failed): the owners still hear,
+    once, that today's sync did not complete, rather than nothing at all."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from portal.models import ScheduledRun
+
+    row = slot_now(mapped.tenant)
+    for _ in range(ledger.MAX_UNEXPECTED):
+        claimed = ledger.claim()  # a worker takes the slot and starts its run ...
+        assert claimed is not None and claimed.pk == row.pk
+        run, _ = BillingSyncRun.objects.claim(
+            mapped.tenant, trigger=BillingSyncRun.Trigger.SCHEDULE
+        )
+        run.start()
+        ledger.note(claimed, run=run.pk)
+        # ... and dies with it: neither the slot nor the run beats again.
+        silent = timezone.now() - timedelta(seconds=settings.RUN_STALE_SECONDS + 5)
+        ScheduledRun.objects.filter(pk=row.pk).update(heartbeat=silent)
+        BillingSyncRun.objects.filter(pk=run.pk).update(heartbeat=silent)
+        ledger.sweep(timezone.now())
+    row.refresh_from_db()
+    run.refresh_from_db()
+    assert row.status == "error" and "stopped 3 times" in row.error
+    assert run.status == BillingSyncRun.Status.INTERRUPTED and not run.failed
+    [mail] = mailoutbox
+    assert mail.to == ["owner@example.com"] and "not completed" in mail.subject
+    assert "stopped 3 times" in mail.body and f"/billingsyncrun/{run.pk}/" in mail.body
+    ledger.sweep(timezone.now())  # nothing more to tell
+    assert len(mailoutbox) == 1
