@@ -185,7 +185,7 @@ class AutoPayCover:
         method = self.methods.get(invoice.customer_id)
         if method is None or method.processor != self.settings.processor:
             return ""
-        agreed = timezone.localtime(method.consented_at, invoice.tenant.tz).date()
+        agreed = method.first_covered_day(invoice.tenant.tz)
         if invoice.invoice_date is not None and invoice.invoice_date < agreed:
             return ""
         if self.failures.get(invoice.pk, 0) >= self.settings.autopay_max_attempts:

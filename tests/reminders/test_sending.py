@@ -312,6 +312,24 @@ def test_auto_pay_customers_other_invoices_are_reminded(tenant, mailoutbox):
     assert [r.invoice for r in Reminder.objects.all()] == [other]
 
 
+def test_a_replacement_card_keeps_the_old_consents_invoices_free_of_reminders(tenant, mailoutbox):
+    """A card saved to replace another (account page, "Replace this card") covers the
+    invoices the old consent covered, so auto-pay charges them and no reminder goes."""
+    covered = autopay_invoice(tenant, consented_days_before=40)  # dated 35 days ago
+    from billing.payments.models import SavedPaymentMethod
+
+    card = SavedPaymentMethod.objects.get(customer=covered.customer)
+    card.consented_at = timezone.now()  # replaced today ...
+    card.covers_from = timezone.localdate() - timedelta(days=40)  # ... keeping the old cover
+    card.save()
+    dunning.send_due_reminders(tenant, at(1))
+    assert not Reminder.objects.exists()
+    card.covers_from = None  # a first consent given today: the older invoice is reminded
+    card.save()
+    dunning.send_due_reminders(tenant, at(1))
+    assert [r.invoice for r in Reminder.objects.all()] == [covered]
+
+
 def test_reminders_resume_when_auto_pay_will_not_charge(tenant, mailoutbox):
     """Staff took the invoice out of auto-pay, or auto-pay gave up after its attempts."""
     skipped = autopay_invoice(tenant)
