@@ -73,6 +73,24 @@ def purge(now=None):
     return SharedCounter.objects.filter(expires__lte=now or timezone.now()).delete()[0]
 
 
+def _stored(key):
+    if len(key) > KEY_LENGTH:
+        return key[: KEY_LENGTH - 65] + ":" + hashlib.sha256(key.encode()).hexdigest()
+    return key
+
+
+def values(keys, now=None):
+    """Several counters' current values at once ({key: value}, 0 when unset or expired):
+    one Redis MGET or one query."""
+    stored = {_stored(key): key for key in keys}
+    if _on_redis():
+        found = cache.get_many(list(stored))
+    else:
+        rows = SharedCounter.objects.filter(key__in=list(stored), expires__gt=now or timezone.now())
+        found = dict(rows.values_list("key", "value"))
+    return {key: found.get(name) or 0 for name, key in stored.items()}
+
+
 def value(key, now=None):
     """A counter's current value (0 when unset or expired), without changing it."""
     if len(key) > KEY_LENGTH:

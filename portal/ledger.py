@@ -238,7 +238,10 @@ def sweep(now: datetime) -> int:
                 f"the last, {died} The next slot runs as usual."
             )
             fields = {"status": RunStatus.ERROR, "finished": now, "worker": "", "error": note}
-            if still.update(**fields) and (job := _jobs.get(row.job)) is not None:
+            if not still.update(**fields):
+                continue
+            count_finished(row.job, RunStatus.ERROR, row.started, now)
+            if (job := _jobs.get(row.job)) is not None:
                 row.refresh_from_db()  # `on_failure` sees the slot ended (status error)
                 _notify_once(job, row, note)
             continue
@@ -381,6 +384,19 @@ def _end(row: ScheduledRun, status: str, *, summary: str = "", error: str = "") 
     if _mine(row).update(**fields):
         for name, value in fields.items():
             setattr(row, name, value)
+        count_finished(row.job, status, row.started, now)
+
+
+def count_finished(job: str, status: str, started: datetime | None, finished: datetime) -> None:
+    """Count a run that ended, for `/metrics` (`portal.metrics`): fleet-wide counters read
+    in one query at scrape time, rather than counting millions of kept rows."""
+    from portal import metrics
+
+    metrics.count(metrics.finished_key(job, status))
+    if started is not None:
+        metrics.count(metrics.timed_key(job))
+        millis = max(int((finished - started).total_seconds() * 1000), 0)
+        metrics.count(metrics.duration_key(job), millis)
 
 
 def _continue(row: ScheduledRun, pause: ContinueAt) -> None:

@@ -19,7 +19,7 @@ import ipaddress
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Sum
+from django.db.models import Count
 from django.http import HttpResponse, HttpResponseForbidden
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -35,6 +35,18 @@ HALO_REQUESTS, HALO_429S, HALO_BUDGET_WAITS = (
     "metrics:halo_budget_waits",
 )
 COUNTER_TTL = 400 * 24 * 3600  # a counter lives a year and more; Prometheus handles resets
+
+
+def finished_key(job: str, status: str) -> str:
+    return f"metrics:ledger_finished:{job}:{status}"
+
+
+def timed_key(job: str) -> str:
+    return f"metrics:ledger_timed:{job}"
+
+
+def duration_key(job: str) -> str:
+    return f"metrics:ledger_duration_ms:{job}"
 
 
 def count(key: str, amount: int = 1) -> None:
@@ -53,35 +65,49 @@ class PortalCollector:
         from django_q.brokers import get_broker
 
         from billing.payments.models import HaloOutbox
-        from portal import counters
+        from portal import counters, ledger
         from portal.models import ScheduledRun, WorkerHeartbeat
+        from portal.runs import RunStatus
 
         now = timezone.now()
         per_tenant = settings.METRICS_PER_TENANT
         labels = ["job", "status", *(["tenant"] if per_tenant else [])]
         runs = GaugeMetricFamily(
             "portal_ledger_runs",
-            "Scheduled runs kept in the ledger, by job and status",
+            "Scheduled runs waiting or running, by job and status",
             labels=labels,
         )
         group = ["job", "status", *(["tenant__slug"] if per_tenant else [])]
-        for row in ScheduledRun.objects.values(*group).annotate(n=Count("pk")).order_by(*group):
+        active = ScheduledRun.objects.filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING])
+        for row in active.values(*group).annotate(n=Count("pk")).order_by(*group):
             runs.add_metric([str(row[k] or "") for k in group], row["n"])
         yield runs
 
+        # Finished runs: fleet-wide counters kept as they end (`ledger.count_finished`), not
+        # a count of the rows kept (millions at fleet scale, pruned over time).
+        jobs = sorted(ledger.jobs())
+        ended = [s for s in RunStatus.values if s not in (RunStatus.QUEUED, RunStatus.RUNNING)]
+        keys = [finished_key(job, status) for job in jobs for status in ended]
+        keys += [k for job in jobs for k in (timed_key(job), duration_key(job))]
+        counted = counters.values(keys)
+        done = GaugeMetricFamily(
+            "portal_ledger_runs_finished_total",
+            "Scheduled runs that ended, by job and how",
+            labels=["job", "status"],
+        )
+        done.type = "counter"
+        for job in jobs:
+            for status in ended:
+                if value := counted[finished_key(job, status)]:
+                    done.add_metric([job, status], float(value))
+        yield done
         duration = SummaryMetricFamily(
             "portal_ledger_run_duration_seconds", "Duration of finished runs", labels=["job"]
         )
-        finished = (
-            ScheduledRun.objects.finished()
-            .exclude(started=None)
-            .values("job")
-            .annotate(n=Count("pk"), total=Sum(F("finished") - F("started")))
-            .order_by("job")
-        )
-        for row in finished:
-            total = row["total"].total_seconds() if row["total"] else 0.0
-            duration.add_metric([row["job"]], count_value=row["n"], sum_value=total)
+        for job in jobs:
+            if timed := counted[timed_key(job)]:
+                seconds = counted[duration_key(job)] / 1000
+                duration.add_metric([job], count_value=timed, sum_value=seconds)
         yield duration
 
         retries = GaugeMetricFamily(

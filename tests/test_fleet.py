@@ -124,8 +124,10 @@ def test_metrics_describe_the_ledger_workers_and_halo_through_a_real_server(
 ):
     settings.METRICS_ALLOWED_IPS = ["127.0.0.1/32"]
     tenant = factories.tenant("alpha")
-    row(tenant, status="succeeded", started=timezone.now() - timedelta(seconds=3),
-        finished=timezone.now())  # fmt: skip
+    row(tenant, status="running", started=timezone.now(), heartbeat=timezone.now())
+    row(tenant, status="succeeded", finished=timezone.now())  # kept, not counted again
+    finished = timezone.now()
+    ledger.count_finished("billing_sync", "succeeded", finished - timedelta(seconds=3), finished)
     row(tenant, job="autopay", attempts=2, error="Will retry at 10:00.")
     WorkerHeartbeat.beat("portal@web-1:10", host="web-1", pid=10)
     from portal import metrics
@@ -133,9 +135,13 @@ def test_metrics_describe_the_ledger_workers_and_halo_through_a_real_server(
     metrics.count(metrics.HALO_REQUESTS, 7)
     metrics.count(metrics.HALO_429S)
     text = requests.get(f"{validated_server}/metrics", timeout=10).text
-    assert 'portal_ledger_runs{job="billing_sync",status="succeeded"} 1.0' in text
+    assert 'portal_ledger_runs{job="billing_sync",status="running"} 1.0' in text
+    assert 'portal_ledger_runs{job="autopay",status="queued"} 1.0' in text
+    assert 'status="succeeded"} 1.0' not in text.split("portal_ledger_runs_finished")[0]
+    assert 'portal_ledger_runs_finished_total{job="billing_sync",status="succeeded"} 1.0' in text
     assert 'portal_ledger_retrying_runs{job="autopay"} 1.0' in text
     assert 'portal_ledger_run_duration_seconds_count{job="billing_sync"} 1.0' in text
+    assert 'portal_ledger_run_duration_seconds_sum{job="billing_sync"} 3.0' in text
     assert "portal_ledger_oldest_due_seconds" in text
     assert "portal_halo_requests_total 7.0" in text and "portal_halo_rate_limited_total 1.0" in text
     assert 'portal_worker_heartbeat_age_seconds{worker="web-1:10"}' in text

@@ -150,3 +150,28 @@ def test_the_fleet_survey_picks_each_tenant_jobs_latest_and_next_slot_among_its_
         ("alpha", "billing_sync"),
         ("bravo", "billing_sync"),
     }
+
+
+@pytest.mark.django_db
+def test_ended_runs_are_counted_for_metrics_as_they_end(clock, only, queued, settings):
+    """`/metrics` reads counters kept as runs end (a succeeded slot, a failed one, a slot
+    given up by the sweeper), not a count of millions of kept rows."""
+    from portal import counters, metrics
+
+    tenant = factories.tenant("alpha")
+    only(hourly_job(Recorder("done", ("failed", "2 pairs failed")), [tenant]))
+    for _ in range(2):
+        ledger.tick()
+        clock.move(hours=1)
+        ledger.tick()
+        ledger.execute(ledger.claim())
+    ledger.tick()
+    clock.move(hours=1)
+    ledger.tick()
+    for _ in range(ledger.MAX_UNEXPECTED):  # a third slot whose worker keeps dying
+        ledger.claim()
+        clock.move(seconds=settings.RUN_STALE_SECONDS + 1)
+        ledger.sweep(clock.now)
+    keys = [metrics.finished_key("test_hourly", s) for s in ("succeeded", "failed", "error")]
+    assert list(counters.values(keys).values()) == [1, 1, 1]
+    assert counters.value(metrics.timed_key("test_hourly")) == 3
