@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from portal import ledger
 
 FETCH_NEW, FETCH_UNPAID = "invoice_fetch_new", "invoice_fetch_unpaid"
+#: How a slot ends without completing.
+FAILING = (ledger.RunStatus.ERROR, ledger.RunStatus.FAILED)
 #: A slot that finds the tenant's previous sync still going waits this long.
 BUSY_RETRY = timedelta(minutes=2)
 
@@ -57,6 +59,46 @@ def run_slot(kind):
     return run
 
 
+def tell_owners(row, text):
+    """A scheduled fetch that ended without completing (a permanent cause, or retried until
+    its deadline) emails the tenant's owners, once per incident: while the slots before it
+    failed too, they were told already. A slot still retrying tells nothing yet (False):
+    one blip in an hourly fetch is not worth an email."""
+    from django.conf import settings
+    from django.core.mail import send_mail
+    from django.urls import reverse
+
+    from portal.models import ScheduledRun
+
+    if row.status not in FAILING:
+        return False
+    before = (
+        ScheduledRun.objects.finished()
+        .filter(tenant=row.tenant_id, job=row.job, slot__lt=row.slot)
+        .order_by("-slot")
+        .first()
+    )
+    if before is not None and before.status in FAILING and before.notified:
+        return True  # the same incident goes on: told when it began
+    recipients = row.tenant.owner_emails()
+    if not recipients:
+        return False
+    label = ledger.jobs()[row.job].label
+    page = settings.PORTAL_BASE_URL + reverse("admin:job_invoice_sync")
+    send_mail(
+        f"{label} for {row.tenant.name}: not completed",
+        f"The scheduled run did not complete. {text}\n\n"
+        "Until it does, invoices, customers and what is owed in the portal may be out of "
+        "date, and so are pay pages, reminders and auto-pay, which work from them. The next "
+        f"slot tries again as usual; you will not get another email while it keeps failing.\n\n"
+        f"See the runs, and start one now, at:\n{page}\n",
+        None,
+        recipients,
+        fail_silently=True,
+    )
+    return True
+
+
 def requeue_stuck(row):
     from integrations.invoice_sync import tasks
 
@@ -78,6 +120,7 @@ ledger.register(
         next_slot=every_hours(1),
         subjects=subjects,
         retry_for=timedelta(hours=1),
+        on_failure=tell_owners,
     )
 )
 ledger.register(
@@ -87,6 +130,7 @@ ledger.register(
         run=run_slot("unpaid"),
         next_slot=every_hours(12),
         subjects=subjects,
+        on_failure=tell_owners,
     )
 )
 ledger.register(
