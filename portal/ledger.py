@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -151,8 +152,16 @@ def daily_at(hour: int, zone: Any, after: datetime) -> datetime:
         day += timedelta(days=1)
 
 
+_process_tokens: dict[int, str] = {}
+
+
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Who claimed a run: host and pid, which people read, and a token of this process's
+    own, so two processes never share a name (containers often share both a hostname and
+    pid 7): a claim's `worker` is what proves the run is still its claimer's (`_mine`)."""
+    pid = os.getpid()
+    token = _process_tokens.setdefault(pid, secrets.token_hex(3))  # a forked child: its own
+    return f"{socket.gethostname()[:100]}:{pid}:{token}"
 
 
 # -- the tick -------------------------------------------------------------------------------

@@ -175,3 +175,17 @@ def test_ended_runs_are_counted_for_metrics_as_they_end(clock, only, queued, set
     keys = [metrics.finished_key("test_hourly", s) for s in ("succeeded", "failed", "error")]
     assert list(counters.values(keys).values()) == [1, 1, 1]
     assert counters.value(metrics.timed_key("test_hourly")) == 3
+
+
+def test_two_processes_never_share_a_worker_name(monkeypatch):
+    """Containers often share a hostname and a pid: the claim's `worker`, which proves a
+    run is still its claimer's, must still tell them apart."""
+    import socket
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "portal-worker")
+    monkeypatch.setattr(ledger.os, "getpid", lambda: 7)
+    monkeypatch.setattr(ledger, "_process_tokens", {})
+    here = ledger.worker_name()
+    assert here.startswith("portal-worker:7:") and ledger.worker_name() == here
+    monkeypatch.setattr(ledger, "_process_tokens", {})  # another container, same host and pid
+    assert ledger.worker_name() != here
