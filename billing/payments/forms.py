@@ -5,14 +5,12 @@ import secrets
 from decimal import Decimal
 
 from django import forms
-from django.core import signing
 from django.utils import timezone
-from django.utils.crypto import constant_time_compare
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
+from billing.accounts import links
 from billing.payments.processors import CardDetails
-from portal.crypto import token_digest
 
 EXPIRY = re.compile(r"^\s*(\d{1,2})\s*/\s*(\d{2}|\d{4})\s*$")
 
@@ -242,24 +240,36 @@ class LinkCheckForm(forms.Form):
 
 #: Most invoices one payment may cover (a page of a customer's open invoices).
 MAX_SELECTED = 200
-#: How long a rendered pay-several form may be submitted (its signed token's lifetime).
-FORM_MAX_AGE = 24 * 3600
-FORM_SALT = "billing.payments.pay_several.form"
 
 
-def account_form_token(account_token):
-    """The signed form token of a pay-several form: bound to the account link it was shown
-    under (its SHA-256) and to when it was made (`django.core.signing`), see
-    `billing.payments.several`."""
-    return signing.dumps(token_digest(account_token), salt=FORM_SALT)
+class AccountFormMixin(forms.Form):
+    """A form reached from the customer's account page, authorised without cookies: its
+    signed form token (`links.form_token`, the account page's own) names `action` and the
+    account link it was shown under (see `billing.payments.several`)."""
+
+    action = ""
+    expired = "This form has expired. Nothing changed: reload the page."
+    form_token = forms.CharField(widget=HiddenInput, max_length=500)
+
+    def __init__(self, *args, account_token, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.account_token = account_token
+        self.fields["form_token"].initial = account_form_token(account_token, self.action)
+        self.fields["form_token"].error_messages["required"] = self.expired
+
+    def clean_form_token(self):
+        token = self.cleaned_data["form_token"]
+        if not account_form_token_ok(token, self.account_token, self.action):
+            raise forms.ValidationError(self.expired)
+        return token
 
 
-def account_form_token_ok(value, account_token):
-    try:
-        signed = signing.loads(value or "", salt=FORM_SALT, max_age=FORM_MAX_AGE)
-    except signing.BadSignature:  # also SignatureExpired
-        return False
-    return isinstance(signed, str) and constant_time_compare(signed, token_digest(account_token))
+def account_form_token(account_token, action):
+    return links.form_token(account_token, action)
+
+
+def account_form_token_ok(value, account_token, action):
+    return links.form_token_ok(value or "", account_token, action)
 
 
 class InvoiceIdsField(forms.Field):
@@ -338,54 +348,32 @@ class SelectionForm(forms.Form):
         return [self.payable[pk] for pk in ids]
 
 
-class PaySeveralForm(PayForm, SelectionForm):
+class PaySeveralForm(AccountFormMixin, PayForm, SelectionForm):
     """The pay step: the selection again (hidden), the total the customer was shown, the
-    signed form token (`account_form_token`) and the pay form's own fields."""
+    signed form token and the pay form's own fields."""
 
+    action = "pay_several"
+    expired = "This payment form has expired. Nothing was charged: reload the page."
     total = forms.DecimalField(widget=HiddenInput, max_digits=14, decimal_places=2)
-    form_token = forms.CharField(
-        widget=HiddenInput,
-        max_length=500,
-        error_messages={
-            "required": "This payment form has expired. Nothing was charged: reload the page."
-        },
-    )
 
-    def __init__(self, *args, account_token, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.account_token = account_token
-        self.fields["form_token"].initial = account_form_token(account_token)
         if "amount" in self.fields:
             self.fields["amount"].help_text = (
                 "Pay the total, or part of it: it pays the oldest invoices first, and an "
                 "invoice paid in part keeps the rest due."
             )
 
-    def clean_form_token(self):
-        token = self.cleaned_data["form_token"]
-        if not account_form_token_ok(token, self.account_token):
-            raise forms.ValidationError(
-                "This payment form has expired. Nothing was charged: reload the page."
-            )
-        return token
 
-
-class CardSetupForm(PayForm):
+class CardSetupForm(AccountFormMixin, PayForm):
     """The account page's "Replace card": the card (the built-in form's processor only), the
-    payer's email, the consent ticked, and the signed form token (`account_form_token`) the
-    pay-several form uses, for the same reasons (see `billing.payments.several`)."""
+    payer's email, the consent ticked, and the signed form token."""
 
-    form_token = forms.CharField(
-        widget=HiddenInput,
-        max_length=500,
-        error_messages={"required": "This form has expired. Nothing changed: reload the page."},
-    )
+    action = "card_setup"
 
-    def __init__(self, *args, account_token, consent, **kwargs):
+    def __init__(self, *args, consent, **kwargs):
         super().__init__(*args, **kwargs)
-        self.account_token = account_token
         self.consent = consent
-        self.fields["form_token"].initial = account_form_token(account_token)
         self.fields["email"].label = "Your email"
         self.fields[
             "email"
@@ -395,9 +383,3 @@ class CardSetupForm(PayForm):
             error_messages={"required": "Tick the box to agree, or leave this page."},
             widget=CheckboxInput,
         )
-
-    def clean_form_token(self):
-        token = self.cleaned_data["form_token"]
-        if not account_form_token_ok(token, self.account_token):
-            raise forms.ValidationError("This form has expired. Nothing changed: reload the page.")
-        return token

@@ -11,9 +11,9 @@ frame inside Halo's self-service portal, where browsers withhold the portal's co
 * Django's CSRF protection needs its cookie, so the view is `csrf_exempt` and protects
   its POST itself. There is no ambient credential a forged request could ride on: a POST
   must name the account token, which only the customer's links carry. On top of that the
-  form carries a signed, expiring form token bound to that account token
-  (`forms.account_form_token`: `django.core.signing` over the token's SHA-256), so only a
-  form the portal rendered for this account within `FORM_MAX_AGE` is accepted; and a
+  form carries a signed, expiring form token bound to that account token and to the form's
+  action (`links.form_token`, the account page's own), so only a form the portal rendered
+  for this account within `links.FORM_MAX_AGE` is accepted; and a
   browser's `Origin` header, when sent, must be the portal's own origin (what a form in
   the portal's own page sends, framed or not), so a cross-site page posting to this URL is
   refused even if it learnt the token.
@@ -213,7 +213,7 @@ def _pay(request, token, account, options, processor, context):
 def _replayed(request, token, account):
     """The payment this posted form already made, if its form token is good."""
     key = request.POST.get("attempt", "")
-    if not key or not account_form_token_ok(request.POST.get("form_token"), token):
+    if not key or not account_form_token_ok(request.POST.get("form_token"), token, "pay_several"):
         return None
     return (
         Payment.objects.filter(
@@ -255,7 +255,7 @@ def _pay_form(data, token, account, options, processor, selection=None):
 def _fresh(form, token):
     """A form shown again carries a new form token (the one posted may have expired)."""
     form.data = form.data.copy()
-    form.data["form_token"] = account_form_token(token)
+    form.data["form_token"] = account_form_token(token, form.action)
     return form
 
 

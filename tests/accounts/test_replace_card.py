@@ -11,6 +11,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from billing.accounts import links
 from billing.payments import autopay
 from billing.payments.models import CardSetup, SavedPaymentMethod
 from tests import factories
@@ -154,6 +155,9 @@ def test_refused_without_the_pages_own_form(personas, customer, old_card):
     assert cross_site.status_code == 403
     forged = client.post(url, form_of(body, form_token="forged"))
     assert forged.status_code == 400 and "This form has expired" in forged.content.decode()
+    token = url.split("/account/")[1].split("/")[0]
+    other_form = links.form_token(token, "pay_several")  # the same link's pay-several form
+    assert client.post(url, form_of(body, form_token=other_form)).status_code == 400
     other = factories.customer(personas.tenant_a, name="Other Ltd")
     elsewhere = reverse(
         "payments:replace_card", args=["alpha", account_url(other).rstrip("/").split("/")[-1]]
