@@ -337,3 +337,17 @@ def test_the_running_portal_does_not_import_the_simulator():
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_from_another_site_reads_what_browsers_say(rf, settings):
+    from portal.http import from_another_site
+
+    settings.PORTAL_BASE_URL = "https://portal.example.com"
+    settings.ALLOWED_HOSTS = ["internal", "portal.example.com"]
+    own = {"HTTP_HOST": "internal:8000"}
+    assert not from_another_site(rf.post("/", **own))  # no browser headers: not a browser
+    assert not from_another_site(rf.post("/", HTTP_ORIGIN="http://internal:8000", **own))
+    assert not from_another_site(rf.post("/", HTTP_ORIGIN="https://portal.example.com", **own))
+    assert from_another_site(rf.post("/", HTTP_ORIGIN="https://evil.example", **own))
+    assert from_another_site(rf.post("/", HTTP_SEC_FETCH_SITE="cross-site", **own))
+    assert not from_another_site(rf.post("/", HTTP_SEC_FETCH_SITE="same-origin", **own))

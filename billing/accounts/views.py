@@ -25,8 +25,9 @@ replaced by what does matter here:
   `links.FORM_MAX_AGE`: a form cannot be replayed against another link or another card (a
   revoke form left open never revokes the card saved after it), and a bare POST with only
   the URL (say, from a link that ended up in a log) does nothing;
-- a POST the browser marks as cross-site (`Sec-Fetch-Site: cross-site`) is refused: the
-  portal's own forms, framed or not, post same-origin;
+- a POST the browser marks as coming from another site (`Sec-Fetch-Site: cross-site`, or
+  another site's `Origin`: `portal.http.from_another_site`) is refused: the portal's own
+  forms, framed or not, post same-origin;
 - answers are 303 redirects (post/redirect/get), so reloading repeats nothing.
 
 The "send me a link" form changes nothing and reveals nothing (same answer and the same work
@@ -55,7 +56,7 @@ from billing.accounts.statement import Statement
 from billing.payments import display
 from billing.payments.views import harden
 from portal.api import WindowThrottle
-from portal.http import client_address
+from portal.http import client_address, from_another_site
 from portal.jobs import enqueue
 from portal.models import Tenant
 
@@ -99,10 +100,6 @@ def framed(request):
     """Shown inside a frame (Halo's portal): pay pages and PDFs then open in a new tab, since
     pay pages and the card processor refuse to be framed."""
     return request.headers.get("Sec-Fetch-Dest") == "iframe"
-
-
-def cross_site(request):
-    return request.headers.get("Sec-Fetch-Site") == "cross-site"
 
 
 def show(request, template, tenant, status=200, **context):
@@ -164,7 +161,7 @@ def act(request, customer, token):
     action = request.POST.get("action", "")
     subject = request.POST.get("card", "")[:20]
     path = request.path
-    if cross_site(request) or not links.form_token_ok(
+    if from_another_site(request) or not links.form_token_ok(
         request.POST.get("form_token", ""), token, action, subject
     ):
         return HttpResponseRedirect(f"{path}?refused=form#notice", status=303)
@@ -252,7 +249,7 @@ def request_link(request, tenant_code):
             validate_email(email)
         except ValidationError:
             error = "Enter your billing email address, like name@example.com."
-        if cross_site(request) or not links.form_token_ok(
+        if from_another_site(request) or not links.form_token_ok(
             request.POST.get("form_token", ""), tenant.slug, "request"
         ):
             error = "This form has expired. Please enter your email address again."

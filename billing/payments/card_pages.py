@@ -19,9 +19,9 @@ from billing.accounts.links import account_path, customer_for_token
 from billing.payments import card_setup, display
 from billing.payments.forms import CardSetupForm
 from billing.payments.models import CardSetup, PaymentSettings
-from billing.payments.several import CROSS_SITE, allow_framing, same_origin
+from billing.payments.several import CROSS_SITE, allow_framing
 from billing.payments.views import customer_page, not_found, page
-from portal.http import client_address
+from portal.http import client_address, from_another_site
 from portal.models import Tenant
 
 
@@ -44,7 +44,7 @@ def replace_card(request, tenant_code, token):
     error, status = "", 200
     if request.method == "POST":
         status = 400
-        if not same_origin(request):
+        if from_another_site(request):
             error, status = CROSS_SITE, 403
         elif form.is_valid():
             try:

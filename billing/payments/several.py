@@ -28,9 +28,8 @@ row locks and charges nothing if the amounts due changed since the review.
 """
 
 from decimal import Decimal
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
-from django.conf import settings
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -47,7 +46,7 @@ from billing.payments.forms import (
 )
 from billing.payments.models import Balance, Payment, PaymentAllocation, PaymentSettings
 from billing.payments.views import after_start, customer_page, not_found, page
-from portal.http import client_address
+from portal.http import client_address, from_another_site
 from portal.models import Tenant
 
 CROSS_SITE = (
@@ -68,18 +67,6 @@ def allow_framing(response, tenant):
     response.frame_ancestors = frame_ancestors(tenant)
     response.xframe_options_exempt = True
     return response
-
-
-def same_origin(request):
-    """False only for a browser POST that says it comes from another site."""
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return True  # not a browser that sends it; the form token still applies
-    own = {f"{request.scheme}://{request.get_host()}"}
-    base = urlsplit(settings.PORTAL_BASE_URL)
-    if base.scheme and base.netloc:
-        own.add(f"{base.scheme}://{base.netloc}")
-    return origin in own
 
 
 class Account:
@@ -174,7 +161,7 @@ def pay_several(request, tenant_code, token):
 
 
 def _pay(request, token, account, options, processor, context):
-    if not same_origin(request):
+    if from_another_site(request):
         return _refuse(request, account, context, CROSS_SITE, status=403)
     if (replay := _replayed(request, token, account)) is not None:
         # The same form again (a double click, a reload): the payment it made, before the
