@@ -1,5 +1,5 @@
-"""Emails: the payer's receipt, and the tenant's notices of a failed auto-pay charge and of
-pay links that look walked."""
+"""Emails: the payer's receipt, a failed auto-pay charge (to staff and to the customer), a
+card saved for auto-pay, and the tenant's notice of pay links that look walked."""
 
 from email.utils import formataddr, parseaddr
 
@@ -8,8 +8,9 @@ from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.urls import reverse
 
+from billing.accounts.links import account_url
 from billing.payments import display
-from billing.payments.models import Balance, PaymentSettings
+from billing.payments.models import Balance, PaymentSettings, PayPage
 
 
 def _send(tenant, to, subject, template, context):
@@ -85,25 +86,64 @@ def send_several_receipt(payment):
 
 
 def send_autopay_failure(payment):
-    """To the tenant's owners and support address: a customer's card was not charged."""
+    """To the tenant's owners and support address: a customer's card was not charged; and
+    to the customer's billing contact, with the invoice's pay page and their account page
+    (where *Replace this card* saves another card). Answers whether anyone was told."""
     tenant = payment.tenant
-    to = set(tenant.owner_emails())
-    if tenant.support_email:
-        to.add(tenant.support_email)
-    if not to:
-        return False
     invoice = payment.invoice
+    customer = invoice.customer if invoice else None
+    context = {
+        "payment": payment,
+        "invoice": invoice,
+        "amount": display.money(payment.amount, payment.currency, tenant),
+        "retry_days": tenant.payment_settings.autopay_retry_days,
+        "max_attempts": tenant.payment_settings.autopay_max_attempts,
+        "account_url": account_url(customer) if customer else "",
+        "pay_url": PayPage.for_invoice(invoice).public_url() if invoice else "",
+        "customer_told": bool(customer and customer.billing_email),
+    }
+    staff = set(tenant.owner_emails())
+    if tenant.support_email:
+        staff.add(tenant.support_email)
+    if staff:
+        _send(
+            tenant,
+            sorted(staff),
+            f"Auto-pay failed: invoice {payment.invoice_ref} ({customer or 'no customer'})",
+            "autopay_failed",
+            context,
+        )
+    if context["customer_told"]:
+        _send(
+            tenant,
+            [customer.billing_email],
+            f"We could not charge your card for invoice {payment.invoice_ref} – "
+            f"{tenant.brand_name}",
+            "autopay_failed_customer",
+            context,
+        )
+    return bool(staff) or context["customer_told"]
+
+
+def send_card_saved(setup):
+    """To the customer: the card auto-pay charges changed (or was set up), from their
+    account page. Sent to whoever agreed and to the billing contact, so a card saved by
+    someone else with a forwarded link does not go unnoticed."""
+    to = sorted({a for a in (setup.consent_email, setup.customer.billing_email) if a})
+    if not to or setup.saved is None:
+        return False
+    tenant = setup.tenant
+    setup.customer.tenant = tenant
     _send(
         tenant,
-        sorted(to),
-        f"Auto-pay failed: invoice {payment.invoice_ref} ({invoice.customer or 'no customer'})",
-        "autopay_failed",
+        to,
+        f"Your card for auto-pay was saved – {tenant.brand_name}",
+        "card_saved",
         {
-            "payment": payment,
-            "invoice": invoice,
-            "amount": display.money(payment.amount, payment.currency, tenant),
-            "retry_days": tenant.payment_settings.autopay_retry_days,
-            "max_attempts": tenant.payment_settings.autopay_max_attempts,
+            "setup": setup,
+            "card": setup.saved,
+            "when": display.moment(setup.finished or setup.created, tenant),
+            "account_url": account_url(setup.customer),
         },
     )
     return True

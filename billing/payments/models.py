@@ -1278,6 +1278,7 @@ class CardSetup(models.Model):
                     source_setup=current,
                 )
                 current.status = self.Status.SUCCEEDED
+                signals.card_saved.send(CardSetup, setup=current)
             else:
                 current.status = self.Status.FAILED
                 current.failure_message = (outcome.failure_message or "The card was refused.")[:500]

@@ -9,8 +9,12 @@ from django.dispatch import Signal
 #: transaction commits (billing.reminders emails staff).
 payment_succeeded = Signal()
 
-#: Sent with `payment=` when an auto-pay charge fails (`tasks` emails the customer).
+#: Sent with `payment=` when an auto-pay charge fails (`tasks` emails staff and the customer).
 autopay_failed = Signal()
+
+#: Sent with `setup=` inside the transaction that saves a card from a `CardSetup` (`tasks`
+#: emails the customer that their card for auto-pay changed).
+card_saved = Signal()
 
 #: Sent with `row_id=` when a Halo outbox row is written, inside its transaction (`tasks`
 #: queues its delivery; a lost task costs nothing, the ledger's outbox job delivers due rows).

@@ -35,6 +35,17 @@ def _tell_autopay_failure(sender, payment, **kwargs):
     enqueue(send_autopay_failure, payment.pk)
 
 
+@receiver(signals.card_saved, dispatch_uid="payments.send_card_saved")
+def _tell_card_saved(sender, setup, **kwargs):
+    enqueue(send_card_saved, setup.pk)
+
+
+def send_card_saved(setup_id):
+    emails.send_card_saved(
+        CardSetup.objects.select_related("tenant", "customer", "saved").get(pk=setup_id)
+    )
+
+
 def send_receipt(payment_id):
     payment = Payment.objects.select_related("tenant", "invoice").get(pk=payment_id)
     payment.learn_card()

@@ -193,3 +193,22 @@ def test_through_a_real_wsgi_server(validated_server, personas, customer, old_ca
     result = session.get(validated_server + response.headers["Location"], timeout=10)
     assert "Card saved for auto-pay" in result.text
     assert SavedPaymentMethod.objects.get(customer=customer, active=True).last4 == "4242"
+
+
+def test_the_customer_is_told_their_card_changed(
+    personas, customer, old_card, mailoutbox, requests_commit
+):
+    """Whoever agreed and the billing contact: a card saved by someone else with a
+    forwarded link does not go unnoticed."""
+    client = Client()
+    url, body = open_form(client, customer)
+    client.post(url, form_of(body, email="dana@northwind.example"))
+    [mail] = mailoutbox
+    assert sorted(mail.to) == ["ap@northwind.example", "dana@northwind.example"]
+    assert mail.subject.startswith("Your card for auto-pay was saved")
+    assert "Visa ending 4242" in mail.body and "If you did not do this" in mail.body
+    assert "https://portal.example.com/account/alpha/" in mail.body
+    html = mail.alternatives[0][0]
+    assert "Visa •••• 4242" in html and "Open your account page" in html
+    client.post(url, form_of(client.get(url).content.decode(), card=DECLINED))
+    assert len(mailoutbox) == 1  # a refused card changed nothing: nothing to tell

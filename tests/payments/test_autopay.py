@@ -66,9 +66,18 @@ def test_failed_charges_retry_per_settings_and_email_the_tenant(personas, rule, 
     [first] = autopay.run(tenant, TODAY)
 
     assert first.payment.status == "failed"
-    [mail] = mailoutbox
-    assert mail.to == [personas.owner_a.email]
-    assert "declined" in mail.body and invoice.display_number() in mail.subject
+    staff, customer = mailoutbox
+    assert staff.to == [personas.owner_a.email]
+    assert "declined" in staff.body and invoice.display_number() in staff.subject
+    assert "The customer was emailed too" in staff.body and "/account/" in staff.body
+    # The customer hears too: pay now, or replace the card on the account page.
+    assert customer.to == [invoice.customer.billing_email]
+    assert customer.subject.startswith(
+        f"We could not charge your card for invoice {invoice.display_number()}"
+    )
+    assert "Nothing was charged" in customer.body and "declined" in customer.body
+    assert "/pay/" in customer.body and "/account/" in customer.body
+    assert personas.owner_a.email not in customer.to  # staff addresses stay staff's
 
     def reason(day):
         [plan] = autopay.plan(tenant, day)
@@ -80,7 +89,7 @@ def test_failed_charges_retry_per_settings_and_email_the_tenant(personas, rule, 
     [second] = autopay.run(tenant, TODAY + timedelta(days=2))
     assert second.payment.status == "failed"
     assert reason(TODAY + timedelta(days=9)) == "Gave up after 2 failed charges"
-    assert AutoPayAttempt.objects.count() == 2 and len(mailoutbox) == 2
+    assert AutoPayAttempt.objects.count() == 2 and len(mailoutbox) == 4
 
 
 def test_at_most_one_attempt_per_invoice_per_day_in_the_database(personas, rule):

@@ -322,8 +322,10 @@ def test_autopay_charges_the_saved_card_off_session(stripe_tenant, mailoutbox, d
     assert "off_session=true" in create.body and "payment_method=pm_1" in create.body
     if declined:
         assert (payment.status, payment.failure_code) == ("failed", "card_declined")
+        number = invoice.display_number()
         assert [m.subject for m in mailoutbox] == [
-            f"Auto-pay failed: invoice {invoice.display_number()} ({invoice.customer})"
+            f"Auto-pay failed: invoice {number} ({invoice.customer})",
+            f"We could not charge your card for invoice {number} – {stripe_tenant.brand_name}",
         ]
     else:
         assert (payment.status, payment.reference) == ("succeeded", "pi_auto")
