@@ -40,7 +40,7 @@ INVOICE_FIELDS = (
 PAYMENT_STATUS = dict(Invoice.PaymentStatus.choices)
 PAYMENT_FIELDS = (
     *("succeeded_at", "created", "invoice_ref", "amount", "currency", "refunded_amount"),
-    *("card_brand", "card_last4", "kind", "public_id"),
+    *("card_brand", "card_last4", "kind", "public_id", "status", "failure_message"),
 )
 #: How far back the statement lists payments received, and invoices already settled (all
 #: of them on request).
@@ -208,12 +208,16 @@ class Statement:
         return balances
 
     def _payments(self):
+        """Payments received in the last `PAYMENTS_SHOWN`; and, read with them, the newest
+        auto-pay charge (`self._last_autopay`), which the saved card's section reports when
+        it failed."""
         since = datetime.combine(self.today - PAYMENTS_SHOWN, time(), tzinfo=self.tenant.tz)
         shares = PaymentAllocation.objects.all()
+        received = [Payment.Status.SUCCEEDED, Payment.Status.REFUNDED]
         found = (
-            Payment.objects.filter(
-                tenant=self.tenant,
-                status__in=[Payment.Status.SUCCEEDED, Payment.Status.REFUNDED],
+            Payment.objects.filter(tenant=self.tenant)
+            .filter(
+                Q(status__in=received) | Q(status=Payment.Status.FAILED, kind=Payment.Kind.AUTOPAY)
             )
             # One invoice's payments, and payments for several of the customer's invoices.
             .filter(
@@ -225,20 +229,27 @@ class Statement:
             .values(*PAYMENT_FIELDS)  # shown, not acted on: no models to build
         )
         tz = self.tenant.tz
-        return [
-            {
-                "when": self.day(timezone.localdate(p["succeeded_at"] or p["created"], tz)),
-                "invoice": p["invoice_ref"],
-                "amount": self.money(p["amount"], p["currency"]),
-                "card": f"{p['card_brand']} •••• {p['card_last4']}" if p["card_last4"] else "",
-                "refunded": self.money(p["refunded_amount"], p["currency"])
-                if p["refunded_amount"]
-                else "",
-                "automatic": p["kind"] == Payment.Kind.AUTOPAY,
-                "receipt_url": self._receipt_prefix + p["public_id"],
-            }
-            for p in found
-        ]
+        rows, automatic = [], []
+        for p in found:
+            if p["kind"] == Payment.Kind.AUTOPAY:
+                automatic.append(p)
+            if p["status"] not in received:
+                continue
+            rows.append(
+                {
+                    "when": self.day(timezone.localdate(p["succeeded_at"] or p["created"], tz)),
+                    "invoice": p["invoice_ref"],
+                    "amount": self.money(p["amount"], p["currency"]),
+                    "card": f"{p['card_brand']} •••• {p['card_last4']}" if p["card_last4"] else "",
+                    "refunded": self.money(p["refunded_amount"], p["currency"])
+                    if p["refunded_amount"]
+                    else "",
+                    "automatic": p["kind"] == Payment.Kind.AUTOPAY,
+                    "receipt_url": self._receipt_prefix + p["public_id"],
+                }
+            )
+        self._last_autopay = max(automatic, key=lambda p: p["created"], default=None)
+        return rows
 
     def _cards(self):
         methods = list(
@@ -248,8 +259,19 @@ class Statement:
         )
         self.card = methods[0] if methods and methods[0].active else None
         self.last_revoked = next((m for m in methods if not m.active and m.revoked), None)
+        self.autopay_failed = None
         if self.card is not None:
             self.card_consented = display.moment(self.card.consented_at, self.tenant)
+            last = self._last_autopay
+            # The newest auto-pay charge failed, and on this card (not one since replaced).
+            if last and last["status"] == Payment.Status.FAILED:
+                if last["created"] >= self.card.consented_at:
+                    self.autopay_failed = {
+                        "when": display.moment(last["created"], self.tenant),
+                        "invoice": last["invoice_ref"],
+                        "amount": self.money(last["amount"], last["currency"]),
+                        "reason": last["failure_message"] or "The card was declined.",
+                    }
         if self.last_revoked is not None:
             self.revoked_on = display.moment(self.last_revoked.revoked, self.tenant)
         self.has_autopay = self.card is not None or any(

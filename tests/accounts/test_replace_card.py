@@ -212,3 +212,26 @@ def test_the_customer_is_told_their_card_changed(
     assert "Visa •••• 4242" in html and "Open your account page" in html
     client.post(url, form_of(client.get(url).content.decode(), card=DECLINED))
     assert len(mailoutbox) == 1  # a refused card changed nothing: nothing to tell
+
+
+def test_the_account_page_says_when_auto_pay_could_not_charge_the_card(
+    personas, customer, rule, old_card
+):
+    tenant = personas.tenant_a
+    due = invoice(tenant, customer, days_overdue=0, autopay_rule=rule)
+    factories.payment(
+        tenant,
+        invoice=due,
+        kind="autopay",
+        status="failed",
+        failure_message="Your card has insufficient funds.",
+    )
+    client = Client()
+    section = client.get(account_url(customer)).content.decode().split('id="autopay"')[1]
+    assert "Auto-pay could not charge this card" in section
+    assert "Your card has insufficient funds." in section
+    # Replaced since: the failure was the old card's.
+    url, body = open_form(client, customer)
+    client.post(url, form_of(body))
+    section = client.get(account_url(customer)).content.decode().split('id="autopay"')[1]
+    assert "Auto-pay could not charge" not in section
