@@ -166,7 +166,9 @@ class PortalCollector:
             labels=["worker"],
         )
         for beat in WorkerHeartbeat.objects.processes().order_by("host", "pid"):
-            beats.add_metric([f"{beat.host}:{beat.pid}"], (now - beat.seen).total_seconds())
+            # The cluster's name ends with host:pid:token, unique even where hosts repeat.
+            worker = beat.cluster.rsplit("@", 1)[-1]
+            beats.add_metric([worker], (now - beat.seen).total_seconds())
         yield beats
 
 

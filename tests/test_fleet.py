@@ -144,7 +144,7 @@ def test_metrics_describe_the_ledger_workers_and_halo_through_a_real_server(
     assert 'portal_ledger_run_duration_seconds_sum{job="billing_sync"} 3.0' in text
     assert "portal_ledger_oldest_due_seconds" in text
     assert "portal_halo_requests_total 7.0" in text and "portal_halo_rate_limited_total 1.0" in text
-    assert 'portal_worker_heartbeat_age_seconds{worker="web-1:10"}' in text
+    assert 'portal_worker_heartbeat_age_seconds{worker="web-1:10"}' in text  # after the @
     assert "alpha" not in text  # no tenant label unless switched on
 
 

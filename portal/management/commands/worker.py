@@ -25,6 +25,7 @@ from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.cluster import Cluster
 
+from portal import ledger
 from portal.models import WorkerHeartbeat
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,9 @@ class Command(BaseCommand):
         if not wait_for_broker(options["broker_wait"], out=self.stderr):
             raise CommandError("The broker did not answer: not starting.", returncode=1)
         host, pid = socket.gethostname(), os.getpid()
-        name = f"{settings.Q_CLUSTER['name']}@{host}:{pid}"[:100]
+        # host:pid:token (`ledger.worker_name`): containers may share a hostname and a pid,
+        # and each process needs a heartbeat row of its own.
+        name = f"{settings.Q_CLUSTER['name']}@{ledger.worker_name()}"[:100]
         started = timezone.now()
         WorkerHeartbeat.objects.forget_dead(host, alive=process_exists)
         cluster = Cluster()
