@@ -422,10 +422,7 @@ def due_now(tenants):
 
 
 def worker_pid(row_worker):
-    try:
-        return int(row_worker.rsplit(":", 1)[1])
-    except (IndexError, ValueError):
-        return None
+    return ledger.pid_of(row_worker)
 
 
 # -- a phase ------------------------------------------------------------------------------

@@ -164,6 +164,12 @@ def worker_name() -> str:
     return f"{socket.gethostname()[:100]}:{pid}:{token}"
 
 
+def pid_of(worker: str) -> int | None:
+    """The process id in a `worker_name` (None for a name of another shape)."""
+    parts = worker.rsplit(":", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
 # -- the tick -------------------------------------------------------------------------------
 
 

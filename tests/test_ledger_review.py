@@ -187,5 +187,6 @@ def test_two_processes_never_share_a_worker_name(monkeypatch):
     monkeypatch.setattr(ledger, "_process_tokens", {})
     here = ledger.worker_name()
     assert here.startswith("portal-worker:7:") and ledger.worker_name() == here
+    assert ledger.pid_of(here) == 7 and ledger.pid_of("web-2:4242") is None
     monkeypatch.setattr(ledger, "_process_tokens", {})  # another container, same host and pid
     assert ledger.worker_name() != here

@@ -129,7 +129,7 @@ def test_a_worker_killed_mid_run_loses_nothing(slow_world):
             row.refresh_from_db()
             return row.status == "running" and row.worker
 
-        holder = int(wait_for(running, what="a worker to claim the slot").rsplit(":", 1)[1])
+        holder = ledger.pid_of(wait_for(running, what="a worker to claim the slot"))
         # The run is in one of the cluster's worker processes, in its master's group.
         victim = first if os.getpgid(holder) == first.pid else second
         kill(victim)  # SIGKILL mid-run: no finish, no goodbye
