@@ -69,13 +69,14 @@ class ListedInvoice(InvoiceFacts):
     amount_due: Decimal
     payment_status: str
     voided: bool
-    deleted_in_halo: bool
-    posted: bool
     autopay_rule_id: int | None
     pay_token: str | None
     credits_number: str | None
     credited_by_number: str | None
     __slots__ = tuple(__annotations__)
+    #: What the statement's query already decided (it lists neither invoices deleted in
+    #: Halo nor portal drafts), so not read per row.
+    deleted_in_halo, posted = False, True
 
     def __init__(self, tenant, values):
         self.tenant = tenant
