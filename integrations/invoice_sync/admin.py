@@ -2,6 +2,7 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
+from django.template.response import TemplateResponse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
@@ -179,6 +180,23 @@ class InvoiceSyncSettingsAdmin(SingletonSettingsAdmin, TenantScopedAdmin):
 
     @admin.action(description="Register webhook in Halo", permissions=["change"])
     def register_webhook(self, request, queryset):
+        """Registering again replaces the webhook's credentials in Halo and here: asked
+        first, saying so (a first registration replaces nothing and goes at once)."""
+        registered = [s for s in queryset.select_related("tenant") if s.webhook_registered]
+        if registered and request.POST.get("post") != "yes":
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": "Register the webhook in Halo again?",
+                "rows": [
+                    {"settings": s, "url": webhooks.webhook_url(s.tenant)} for s in registered
+                ],
+                "queryset": list(queryset),
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            }
+            return TemplateResponse(
+                request, "admin/invoice_sync/register_webhook_confirmation.html", context
+            )
         budget = web_budget()  # a few Halo calls per tenant, all within the page's budget
         for sync_settings in queryset.select_related("tenant"):
             level, text = register_webhook_in_halo(sync_settings, budget)

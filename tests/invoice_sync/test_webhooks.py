@@ -281,6 +281,32 @@ def test_registering_again_updates_the_webhook_and_rotates_credentials(
     assert InvoiceSyncSettings.objects.get(tenant=halo_hooked).webhook_password_digest != old
 
 
+def test_registering_again_from_the_admin_asks_first(halo_hooked, hooked_sim, personas):
+    """It replaces the webhook's credentials: the page says so, and nothing changes until
+    the owner confirms."""
+    before = InvoiceSyncSettings.objects.get(tenant=halo_hooked)
+    [hook] = hooked_sim.control.state("Webhook")
+    admin = personas.client(personas.owner_a)
+    url = reverse("admin:invoice_sync_invoicesyncsettings_changelist")
+    data = {"action": "register_webhook", "_selected_action": [before.pk]}
+
+    asked = admin.post(url, data)
+
+    assert asked.status_code == 200
+    page = asked.content.decode()
+    assert "Register the webhook in Halo again?" in page and "new credentials" in page
+    assert hooked_sim.control.state("Webhook")[0]["basic_username"] == hook["basic_username"]
+    after = InvoiceSyncSettings.objects.get(tenant=halo_hooked)
+    assert after.webhook_password_digest == before.webhook_password_digest
+
+    done = admin.post(url, data | {"post": "yes"}, follow=True)
+
+    assert "webhook registered in Halo" in done.content.decode()
+    rotated = InvoiceSyncSettings.objects.get(tenant=halo_hooked)
+    assert rotated.webhook_password_digest != before.webhook_password_digest
+    assert len(hooked_sim.control.state("Webhook")) == 1
+
+
 def test_register_webhook_needs_admin_webhooks(personas, sim):
     app = sim.control.add_application(permissions="read:invoices read:customers")
     make_connection(sim, personas.tenant_a, client_id=app["client_id"], secret=app["client_secret"])
