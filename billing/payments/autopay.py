@@ -59,6 +59,31 @@ def plan(tenant, day):
     ]
 
 
+def why_not_covered(settings, invoice, method, *, skipped, failures):
+    """Why auto-pay will never charge `invoice` (flagged by a rule), whatever the day, or ""
+    when it will: staff took it out (`skipped`), no saved card or one of another processor,
+    dated before the card's consent covers, or given up after `failures` failed charges.
+    The run (`_plan`) and reminders (`billing.reminders`, which send none for what auto-pay
+    will charge) both ask this."""
+    tenant = settings.tenant
+    if method is None:
+        return "No saved card: the customer has not agreed to auto-pay"
+    if method.processor != settings.processor:
+        return "The saved card belongs to another processor than today's"
+    agreed = method.first_covered_day(tenant.tz)
+    if invoice.invoice_date is not None and invoice.invoice_date < agreed:
+        # The consent covers invoices from the day it was given on, never older ones.
+        return (
+            f"Dated before the customer agreed to auto-pay ({display.day(agreed, tenant)}):"
+            " not charged; the pay link still works"
+        )
+    if failures >= settings.autopay_max_attempts:
+        return f"Gave up after {failures} failed charges"
+    if skipped:
+        return "Skipped by staff"
+    return ""
+
+
 def _plan(settings, invoice, day, method, attempts):
     tenant = settings.tenant
     skipped = getattr(invoice, "autopay_skip", None)
@@ -72,23 +97,11 @@ def _plan(settings, invoice, day, method, attempts):
     )
     if charge_day and charge_day > day:
         return Plan(invoice, skip=f"Not due for auto-pay until {display.day(charge_day, tenant)}")
-    if method is None:
-        return Plan(invoice, skip="No saved card: the customer has not agreed to auto-pay")
-    if method.processor != settings.processor:
-        return Plan(invoice, skip="The saved card belongs to another processor than today's")
-    agreed = method.first_covered_day(tenant.tz)
-    if invoice.invoice_date is not None and invoice.invoice_date < agreed:
-        # The consent covers invoices from the day it was given on, never older ones.
-        return Plan(
-            invoice,
-            skip=f"Dated before the customer agreed to auto-pay ({display.day(agreed, tenant)}):"
-            " not charged; the pay link still works",
-        )
+    failures = [a.day for a in attempts if a.payment and a.payment.status == Payment.Status.FAILED]
+    if reason := why_not_covered(settings, invoice, method, skipped=False, failures=len(failures)):
+        return Plan(invoice, skip=reason)
     if any(attempt.day == day for attempt in attempts):
         return Plan(invoice, skip="Already tried today")
-    failures = [a.day for a in attempts if a.payment and a.payment.status == Payment.Status.FAILED]
-    if len(failures) >= settings.autopay_max_attempts:
-        return Plan(invoice, skip=f"Gave up after {len(failures)} failed charges")
     if failures:
         retry = max(failures) + timedelta(days=settings.autopay_retry_days)
         if retry > day:

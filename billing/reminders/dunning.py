@@ -20,6 +20,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from billing.models import Invoice
+from billing.payments import autopay
 from billing.payments.models import (
     AutoPayAttempt,
     Balance,
@@ -180,15 +181,15 @@ class AutoPayCover:
 
     def covers(self, invoice):
         """Why no reminder goes because auto-pay will charge it, or ""."""
-        if self.settings is None or invoice.autopay_rule_id is None or invoice.pk in self.skipped:
+        if self.settings is None or invoice.autopay_rule_id is None:
             return ""
-        method = self.methods.get(invoice.customer_id)
-        if method is None or method.processor != self.settings.processor:
-            return ""
-        agreed = method.first_covered_day(invoice.tenant.tz)
-        if invoice.invoice_date is not None and invoice.invoice_date < agreed:
-            return ""
-        if self.failures.get(invoice.pk, 0) >= self.settings.autopay_max_attempts:
+        if autopay.why_not_covered(
+            self.settings,
+            invoice,
+            self.methods.get(invoice.customer_id),
+            skipped=invoice.pk in self.skipped,
+            failures=self.failures.get(invoice.pk, 0),
+        ):
             return ""
         return "Auto-pay will charge it (the customer's saved card)"
 
