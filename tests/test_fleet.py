@@ -89,6 +89,11 @@ def test_a_silent_worker_process_fails_the_fleet(capsys, settings):
     with pytest.raises(CommandError, match="1 worker process"):
         call_command("fleet_status")
     assert "worker web-2:20" in capsys.readouterr().out
+    # Machine web-2 was replaced for good: the operator forgets it, and the fleet is whole.
+    call_command("fleet_status", "--forget-silent")
+    out = capsys.readouterr().out
+    assert "forgot worker portal@web-2:20" in out and "web-1" not in out.split("TENANT")[0]
+    assert list(WorkerHeartbeat.objects.values_list("pid", flat=True)) == [10]
 
 
 def test_the_fleet_page_is_for_operators_only(fleet_of_five, client, django_user_model):

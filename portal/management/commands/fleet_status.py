@@ -3,6 +3,10 @@
 One line per tenant and job (last slot, its state, next slot) and one per worker process.
 Exit codes: 0 the fleet is whole; 1 something is stale, missed or failing, or a worker
 process went silent (each listed); 2 usage error.
+
+`--forget-silent`: a machine or container replaced for good leaves its processes' heartbeat
+rows silent (a restart on the same machine clears them by itself); this deletes them once
+an operator has checked that they are gone, so the fleet reads whole again.
 """
 
 from django.core.management.base import BaseCommand, CommandError
@@ -24,6 +28,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--problems", action="store_true", help="List only what is stale, missed or failing."
         )
+        parser.add_argument(
+            "--forget-silent",
+            action="store_true",
+            help="Delete the heartbeat rows of silent worker processes (machines gone for good).",
+        )
 
     def handle(self, *args, **options):
         from portal import ledger
@@ -31,6 +40,14 @@ class Command(BaseCommand):
         if options["job"] and options["job"] not in ledger.jobs():
             known = ", ".join(sorted(ledger.jobs()))
             raise CommandError(f"No job named {options['job']!r}. Jobs: {known}.", returncode=2)
+        if options["forget_silent"]:
+            from portal.models import WorkerHeartbeat
+
+            for beat in WorkerHeartbeat.objects.silent().order_by("host", "pid"):
+                beat.delete()
+                self.stdout.write(
+                    f"forgot worker {beat.cluster} (last beat {beat.seen:%Y-%m-%d %H:%M} UTC)"
+                )
         survey = fleet.survey(job=options["job"])
         shown = survey.problems if options["problems"] else survey.jobs
         self.stdout.write(f"{'TENANT':<24} {'JOB':<22} {'LAST SLOT':<17} {'STATE':<9} NEXT SLOT")
