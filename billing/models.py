@@ -197,9 +197,10 @@ class InvoiceQuerySet(models.QuerySet):
             .exclude(source=Invoice.Source.PORTAL, posted=False)  # drafts
         )
 
-    def overdue(self):
-        """Unpaid and past the due date (today's date decides, not Halo's last status)."""
-        return self.unpaid().filter(due_date__lt=timezone.localdate())
+    def overdue(self, today: date | None = None):
+        """Unpaid and past the due date on `today`, the tenant's date (as the ageing takes
+        it; the server's when not given): the date decides, not Halo's last status."""
+        return self.unpaid().filter(due_date__lt=today or timezone.localdate())
 
     def paid(self):
         return self.filter(payment_status=Invoice.PaymentStatus.PAID, voided=False)
@@ -384,7 +385,8 @@ class Invoice(InvoiceFacts, models.Model):
             return "Draft"
         if self.voided:
             return "Voided"
-        if self.is_open and self.due_date and self.due_date < timezone.localdate():
+        today = timezone.localdate(timezone=self.tenant.tz)  # the tenant's, as the ageing
+        if self.is_open and self.due_date and self.due_date < today:
             return self.PaymentStatus.OVERDUE.label
         return self.get_payment_status_display()
 
