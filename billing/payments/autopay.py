@@ -84,6 +84,19 @@ def why_not_covered(settings, invoice, method, *, skipped, failures):
     return ""
 
 
+def failed_days(attempts, method):
+    """The days an invoice's charges failed on `method`, the saved card: a card saved since
+    (replacing one that kept failing) starts afresh, with its own number of attempts."""
+    since = method.consented_at if method is not None else None
+    return [
+        a.day
+        for a in attempts
+        if a.payment
+        and a.payment.status == Payment.Status.FAILED
+        and (since is None or a.payment.created >= since)
+    ]
+
+
 def _plan(settings, invoice, day, method, attempts):
     tenant = settings.tenant
     skipped = getattr(invoice, "autopay_skip", None)
@@ -97,7 +110,7 @@ def _plan(settings, invoice, day, method, attempts):
     )
     if charge_day and charge_day > day:
         return Plan(invoice, skip=f"Not due for auto-pay until {display.day(charge_day, tenant)}")
-    failures = [a.day for a in attempts if a.payment and a.payment.status == Payment.Status.FAILED]
+    failures = failed_days(attempts, method)
     if reason := why_not_covered(settings, invoice, method, skipped=False, failures=len(failures)):
         return Plan(invoice, skip=reason)
     if any(attempt.day == day for attempt in attempts):

@@ -8,13 +8,17 @@ in the URL, a signed form token, no cookies (it works inside Halo's portal frame
 browser `Origin` from another site refused.
 """
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.http import HttpResponseRedirect
 from django.shortcuts import redirect
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
+from billing.accounts import links
 from billing.accounts.links import account_path, customer_for_token
 from billing.payments import card_setup, display
 from billing.payments.forms import CardSetupForm
@@ -118,13 +122,18 @@ def result(request, tenant_code, public_id):
     card_setup.refresh(setup)
     tenant = setup.tenant
     setup.customer.tenant = tenant
-    saved = setup.saved
+    # This address outlives the account link it was reached from (the processor keeps it as
+    # its return address): for a day it links to a fresh account page, then to the form
+    # that mails one.
+    recent = timezone.now() - setup.created < timedelta(seconds=links.FORM_MAX_AGE)
     return page(
         request,
         "payments/card_setup_result.html",
         tenant,
         setup=setup,
-        saved=saved,
+        saved=setup.saved,
         saved_on=display.moment(setup.finished, tenant) if setup.finished else "",
-        account_url=account_path(setup.customer),
+        account_url=account_path(setup.customer)
+        if recent
+        else reverse("accounts:request-link", args=[tenant.slug]),
     )

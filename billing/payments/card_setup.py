@@ -118,8 +118,8 @@ def refresh(setup):
 
 
 def cancel(setup, message=CANCELLED):
-    """The customer backed out of the hosted form (or it expired): close it; nothing is
-    saved, unless the processor answers that the card was saved meanwhile."""
+    """The customer backed out of the hosted form: close it; nothing is saved, unless the
+    processor answers that the card was saved meanwhile."""
     if setup.status != CardSetup.Status.PENDING:
         return setup
     processor = PaymentSettings.for_tenant(setup.tenant).processor_impl(setup.processor)
@@ -127,6 +127,25 @@ def cancel(setup, message=CANCELLED):
     if outcome is None or outcome.status == "failed":
         outcome = Outcome("failed", failure_code="cancelled", failure_message=message)
     setup.finish(outcome)
+    return setup
+
+
+def close_stale(setup):
+    """The stale sweep: a setup past its form's expiry that neither the customer's return
+    nor the webhook finished. Closed only on the processor's own answer (saved after all,
+    or expired): while it cannot be asked, the setup stays pending for the next sweep, so
+    a card the customer did save is never recorded as refused. One that never reached the
+    processor (no hosted form) is closed at once."""
+    if setup.status != CardSetup.Status.PENDING:
+        return setup
+    if not setup.checkout_session:
+        setup.finish(Outcome("failed", failure_code="abandoned", failure_message=EXPIRED))
+        return setup
+    processor = PaymentSettings.for_tenant(setup.tenant).processor_impl(setup.processor)
+    outcome = processor.cancel_setup(setup)
+    if outcome is not None and outcome.status == "failed":
+        outcome = Outcome("failed", failure_code="expired", failure_message=EXPIRED)
+    setup.finish(outcome)  # None (no answer): nothing changes
     return setup
 
 

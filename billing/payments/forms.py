@@ -63,6 +63,7 @@ class PayForm(forms.Form):
     email = forms.EmailField(
         label="Email for your receipt",
         required=False,
+        max_length=254,  # the payment's column (a form's EmailField takes up to 320)
         help_text="Without it, the receipt goes to the billing contact we hold.",
         widget=EmailInput(attrs={"autocomplete": "email"}),
     )

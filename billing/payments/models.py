@@ -1177,6 +1177,9 @@ class SavedPaymentMethod(models.Model):
         revoking the one it replaces (one is active per customer). `fields`: the consent
         and where it came from."""
         with transaction.atomic():
+            # Serialises every save for this customer (a setup and a pay page finishing
+            # together): the one-active-card constraint is never raced into an error.
+            Customer.objects.select_for_update().filter(pk=customer.pk).first()
             cls.objects.filter(customer=customer, active=True).update(
                 active=False, revoked=timezone.now()
             )
@@ -1278,13 +1281,14 @@ class CardSetup(models.Model):
                     source_setup=current,
                 )
                 current.status = self.Status.SUCCEEDED
-                signals.card_saved.send(CardSetup, setup=current)
             else:
                 current.status = self.Status.FAILED
                 current.failure_message = (outcome.failure_message or "The card was refused.")[:500]
             current.detail = outcome.detail[:500]
             current.finished = timezone.now()
             current.save()
+            if current.status == self.Status.SUCCEEDED:
+                signals.card_saved.send(CardSetup, setup=current)
         self.refresh_from_db()
         return True
 

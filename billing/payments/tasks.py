@@ -117,8 +117,10 @@ def close_stale_payments():
     for payment in Payment.objects.stale_checkouts().select_related("tenant"):
         checkout.close_checkout(payment)
     for setup in CardSetup.objects.stale().select_related("tenant"):
-        # Saved if the processor says the card was saved after all, else closed.
-        card_setup.cancel(setup, message=card_setup.EXPIRED)
+        try:  # one that cannot be closed (say, a key that no longer decrypts) stops no other
+            card_setup.close_stale(setup)
+        except Exception:
+            log.exception("Card setup %s could not be closed", setup.pk)
 
 
 ledger.register(

@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from django.db.models import Count, Q
 from django.utils import timezone
 
 from billing.models import Invoice
@@ -169,10 +168,16 @@ class AutoPayCover:
                 tenant=tenant, customer__in={i.customer_id for i in flagged}
             )
         }
-        failed = Count("pk", filter=Q(payment__status=Payment.Status.FAILED))
-        attempts = AutoPayAttempt.objects.filter(invoice__in=flagged).order_by()
-        counts = attempts.values("invoice_id").annotate(failed=failed)
-        self.failures = dict(counts.values_list("invoice_id", "failed"))
+        # Failed charges on the customer's current card (`autopay.failed_days`): a card
+        # saved since starts afresh.
+        by_customer = {i.pk: i.customer_id for i in flagged}
+        failed = AutoPayAttempt.objects.filter(
+            invoice__in=flagged, payment__status=Payment.Status.FAILED
+        ).values_list("invoice_id", "payment__created")
+        for invoice_id, created in failed:
+            method = self.methods.get(by_customer[invoice_id])
+            if method is None or created >= method.consented_at:
+                self.failures[invoice_id] = self.failures.get(invoice_id, 0) + 1
         self.skipped = set(
             Invoice.objects.filter(
                 pk__in=[i.pk for i in flagged], autopay_skip__isnull=False

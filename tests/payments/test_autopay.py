@@ -92,6 +92,31 @@ def test_failed_charges_retry_per_settings_and_email_the_tenant(personas, rule, 
     assert AutoPayAttempt.objects.count() == 2 and len(mailoutbox) == 4
 
 
+def test_a_card_saved_after_auto_pay_gave_up_is_tried_afresh(personas, rule):
+    """The emails tell the customer to replace the card: the new card gets its own number of
+    attempts, not the old card's spent ones."""
+    from billing.payments.models import SavedPaymentMethod
+
+    tenant = personas.tenant_a
+    settings_for(tenant, autopay_retry_days=1, autopay_max_attempts=1)
+    invoice = flagged(tenant, rule, card=DECLINE[-4:])
+    [failed] = autopay.run(tenant, TODAY)
+    assert failed.payment.status == "failed"
+    [plan] = autopay.plan(tenant, TODAY + timedelta(days=3))
+    assert plan.skip == "Gave up after 1 failed charges"
+    old = SavedPaymentMethod.objects.get(customer=invoice.customer, active=True)
+    old.revoke()
+    factories.saved_payment_method(
+        tenant,
+        customer=invoice.customer,
+        reference="test_pm_4242_new",
+        consented_at=timezone.now(),
+        covers_from=old.first_covered_day(tenant.tz),
+    )
+    [plan] = autopay.plan(tenant, TODAY + timedelta(days=3))
+    assert plan.charges and plan.method.last4 == "4242"
+
+
 def test_at_most_one_attempt_per_invoice_per_day_in_the_database(personas, rule):
     invoice = flagged(personas.tenant_a, rule)
     factories.autopay_attempt(personas.tenant_a, invoice=invoice, day=TODAY)

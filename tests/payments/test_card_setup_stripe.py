@@ -208,3 +208,42 @@ def test_a_setup_left_pending_is_finished_by_the_sweep(customer, old_card, strip
 
     setup.refresh_from_db()
     assert setup.status == "succeeded" and setup.saved.reference == "pm_new"
+
+
+def test_the_sweep_leaves_a_setup_pending_while_stripe_cannot_be_asked(
+    customer, old_card, stripe_api
+):
+    """A card the customer did save is never recorded as refused because Stripe was down
+    when the sweep asked."""
+    from billing.payments.tasks import close_stale_payments
+
+    start(Client(), customer)
+    setup = CardSetup.objects.get()
+    stripe_api.post(f"{API}/checkout/sessions/cs_setup_1/expire", status=500, json={})
+    stripe_api.upsert(
+        responses.GET, re.compile(rf"{API}/checkout/sessions/cs_setup_1.*"), status=500, json={}
+    )
+    CardSetup.objects.update(created=timezone.now() - timedelta(hours=2))
+    close_stale_payments()
+    setup.refresh_from_db()
+    assert setup.status == "pending"
+    answer_session(stripe_api, SESSION | {"status": "expired"})  # Stripe answers again
+    close_stale_payments()
+    setup.refresh_from_db()
+    assert setup.status == "failed" and "expired" in setup.failure_message
+    assert SavedPaymentMethod.objects.get(active=True) == old_card
+
+
+def test_a_day_on_the_result_page_no_longer_hands_out_an_account_link(
+    customer, old_card, stripe_api
+):
+    start(Client(), customer)
+    setup = CardSetup.objects.get()
+    answer_session(stripe_api, SESSION)
+    url = f"/pay/alpha/-/card/{setup.public_id}"
+    fresh = Client().get(url).content.decode()
+    assert re.search(r'href="/account/alpha/[^"]+"', fresh)
+    CardSetup.objects.update(created=timezone.now() - timedelta(days=2))
+    old = Client().get(url).content.decode()
+    assert not re.search(r'href="/account/alpha/[^"/]+"', old)
+    assert 'href="/account/alpha/"' in old  # the form that mails a link instead

@@ -89,6 +89,16 @@ def test_invalid_card_details_are_form_errors(client, tenant):
     assert not Payment.objects.exists()
 
 
+def test_an_email_longer_than_its_column_is_a_form_error(client, tenant):
+    """A form's EmailField takes up to 320 characters, the column 254: on PostgreSQL the
+    longer one was a 500 inside the payment's transaction."""
+    invoice = open_invoice(tenant)
+    long = "a" * 64 + "@" + ".".join(["b" * 60] * 4) + ".example"  # 318 characters, valid
+    response = pay(client, invoice, email=long)
+    assert response.status_code == 400 and "email" in response.context["form"].errors
+    assert not Payment.objects.exists()
+
+
 def test_posted_amount_is_ignored_unless_partial_payments_are_on(client, tenant):
     invoice = open_invoice(tenant, amount="300.00")
     pay(client, invoice, amount="1.00", currency="USD")
