@@ -3,6 +3,7 @@ from Stripe's API (on the customer's return or on the signed webhook, whichever 
 first), applied once; a customer backing out changes nothing. Stripe's API is never called:
 `responses` answers the SDK."""
 
+import json
 import re
 from datetime import timedelta
 from urllib.parse import parse_qs
@@ -247,3 +248,33 @@ def test_a_day_on_the_result_page_no_longer_hands_out_an_account_link(
     old = Client().get(url).content.decode()
     assert not re.search(r'href="/account/alpha/[^"/]+"', old)
     assert 'href="/account/alpha/"' in old  # the form that mails a link instead
+
+
+def test_a_stripe_customer_gone_from_stripe_is_replaced_by_a_new_one(customer, old_card):
+    """The tenant moved to another Stripe account: the old card's customer is unknown there.
+    The setup goes on with a new Stripe customer instead of saying Stripe is unreachable."""
+    missing = {
+        "error": {
+            "type": "invalid_request_error",
+            "code": "resource_missing",
+            "param": "customer",
+            "message": "No such customer: 'cus_old'",
+        }
+    }
+    with responses.RequestsMock() as mock:
+        calls = []
+
+        def session(request):
+            sent = parse_qs(request.body)
+            calls.append(sent["customer"][0])
+            if sent["customer"] == ["cus_old"]:
+                return (400, {}, json.dumps(missing))
+            return (200, {}, json.dumps(SESSION))
+
+        mock.add_callback(responses.POST, f"{API}/checkout/sessions", callback=session)
+        mock.post(f"{API}/customers", json={"id": "cus_new", "object": "customer"})
+        response, _, _ = start(Client(), customer)
+
+    assert response.status_code == 302 and response["Location"] == SESSION["url"]
+    assert calls == ["cus_old", "cus_new"]
+    assert CardSetup.objects.get().status == "pending"

@@ -163,30 +163,23 @@ class StripeProcessor(Processor):
     # -- saving a card without paying ----------------------------------------------------
     def start_setup(self, setup, *, card=None, return_url="", cancel_url=""):
         """Checkout in setup mode: Stripe checks the card and attaches it to a Stripe
-        customer (the one of the card it replaces, or a new one) for off-session charges."""
+        customer (the one of the card it replaces, or a new one) for off-session charges.
+        A replaced card's customer Stripe no longer has (the tenant moved to another Stripe
+        account) is replaced by a new one, not reported as Stripe being unreachable."""
         client = self.client()
         metadata = _setup_metadata(setup)
+        urls = (return_url, cancel_url)
         try:
-            customer = setup_customer(setup) or self._new_customer(client, setup, metadata)
-            session = client.v1.checkout.sessions.create(
-                {
-                    "mode": "setup",
-                    "payment_method_types": ["card"],
-                    "currency": (setup.customer.tenant.currency or "GBP").lower(),
-                    "customer": customer,
-                    "client_reference_id": setup.public_id,
-                    "metadata": metadata,
-                    "setup_intent_data": {
-                        "metadata": metadata,
-                        "description": f"{setup.tenant.brand_name}: card for auto-pay",
-                    },
-                    "success_url": return_url,
-                    "cancel_url": cancel_url,
-                    "expires_at": int(time.time())
-                    + 60 * django_settings.PAYMENTS_STRIPE_SESSION_MINUTES,
-                },
-                {"idempotency_key": f"setup-{setup.idempotency_key}"},
-            )
+            if reused := setup_customer(setup):
+                try:
+                    session = self._setup_session(client, setup, reused, metadata, urls, "")
+                except stripe.InvalidRequestError as error:
+                    if error.code != "resource_missing" or error.param != "customer":
+                        raise
+                    reused = ""
+            if not reused:
+                customer = self._new_customer(client, setup, metadata)
+                session = self._setup_session(client, setup, customer, metadata, urls, "-new")
         except stripe.StripeError as error:
             raise ProcessorError(f"Stripe refused the setup Checkout Session: {error}") from error
         return Outcome(
@@ -194,6 +187,27 @@ class StripeProcessor(Processor):
             checkout_session=session.id,
             checkout_url=session.url,
             detail=f"Checkout Session {session.id} (setup) created",
+        )
+
+    def _setup_session(self, client, setup, customer, metadata, urls, key_suffix):
+        return client.v1.checkout.sessions.create(
+            {
+                "mode": "setup",
+                "payment_method_types": ["card"],
+                "currency": (setup.customer.tenant.currency or "GBP").lower(),
+                "customer": customer,
+                "client_reference_id": setup.public_id,
+                "metadata": metadata,
+                "setup_intent_data": {
+                    "metadata": metadata,
+                    "description": f"{setup.tenant.brand_name}: card for auto-pay",
+                },
+                "success_url": urls[0],
+                "cancel_url": urls[1],
+                "expires_at": int(time.time())
+                + 60 * django_settings.PAYMENTS_STRIPE_SESSION_MINUTES,
+            },
+            {"idempotency_key": f"setup-{setup.idempotency_key}{key_suffix}"},
         )
 
     def _new_customer(self, client, setup, metadata):
