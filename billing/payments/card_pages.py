@@ -24,9 +24,8 @@ from billing.payments import card_setup, display
 from billing.payments.forms import CardSetupForm
 from billing.payments.models import CardSetup, PaymentSettings
 from billing.payments.several import CROSS_SITE, allow_framing
-from billing.payments.views import customer_page, not_found, page
+from billing.payments.views import customer_page, not_found_at, page
 from portal.http import client_address, from_another_site
-from portal.models import Tenant
 
 
 @csrf_exempt
@@ -35,7 +34,7 @@ from portal.models import Tenant
 def replace_card(request, tenant_code, token):
     customer = customer_for_token(tenant_code, token)
     if customer is None:
-        return not_found(request, Tenant.objects.filter(slug=tenant_code).first())
+        return not_found_at(request, tenant_code)
     processor = PaymentSettings.for_tenant(customer.tenant).processor_impl()
     covers_from = card_setup.covered_from(customer)
     form = CardSetupForm(
@@ -115,7 +114,7 @@ def result(request, tenant_code, public_id):
         .first()
     )
     if setup is None:
-        return not_found(request, Tenant.objects.filter(slug=tenant_code).first())
+        return not_found_at(request, tenant_code)
     if request.GET.get("cancelled"):
         card_setup.cancel(setup)
         return redirect(setup_url(setup, absolute=False))

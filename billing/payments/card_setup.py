@@ -108,44 +108,33 @@ def start(customer, *, key, card=None, consent_email="", client_ip=None, urls):
     return setup
 
 
+def _processor(setup):
+    return PaymentSettings.for_tenant(setup.tenant).processor_impl(setup.processor)
+
+
 def refresh(setup):
     """Ask the processor how a pending hosted setup stands, and apply it."""
     if setup.status != CardSetup.Status.PENDING or not setup.checkout_session:
         return setup
-    processor = PaymentSettings.for_tenant(setup.tenant).processor_impl(setup.processor)
-    setup.finish(processor.refresh_setup(setup))
+    setup.finish(_processor(setup).refresh_setup(setup))
     return setup
 
 
-def cancel(setup, message=CANCELLED):
-    """The customer backed out of the hosted form: close it; nothing is saved, unless the
-    processor answers that the card was saved meanwhile."""
+def cancel(setup, message=CANCELLED, *, wait_for_answer=False):
+    """Close a pending setup: the customer backed out of the hosted form, or (the stale
+    sweep, `wait_for_answer`) it outlived the form's expiry. Nothing is saved, unless the
+    processor answers that the card was saved meanwhile. With `wait_for_answer` a processor
+    that cannot be asked leaves it pending for the next sweep, so a card the customer did
+    save is never recorded as refused; one that never reached the processor (no hosted
+    form) is closed at once either way."""
     if setup.status != CardSetup.Status.PENDING:
         return setup
-    processor = PaymentSettings.for_tenant(setup.tenant).processor_impl(setup.processor)
-    outcome = processor.cancel_setup(setup) if setup.checkout_session else None
+    outcome = _processor(setup).cancel_setup(setup) if setup.checkout_session else None
+    if outcome is None and setup.checkout_session and wait_for_answer:
+        return setup
     if outcome is None or outcome.status == "failed":
-        outcome = Outcome("failed", failure_code="cancelled", failure_message=message)
+        outcome = Outcome("failed", failure_message=message)
     setup.finish(outcome)
-    return setup
-
-
-def close_stale(setup):
-    """The stale sweep: a setup past its form's expiry that neither the customer's return
-    nor the webhook finished. Closed only on the processor's own answer (saved after all,
-    or expired): while it cannot be asked, the setup stays pending for the next sweep, so
-    a card the customer did save is never recorded as refused. One that never reached the
-    processor (no hosted form) is closed at once."""
-    if setup.status != CardSetup.Status.PENDING:
-        return setup
-    if not setup.checkout_session:
-        setup.finish(Outcome("failed", failure_code="abandoned", failure_message=EXPIRED))
-        return setup
-    processor = PaymentSettings.for_tenant(setup.tenant).processor_impl(setup.processor)
-    outcome = processor.cancel_setup(setup)
-    if outcome is not None and outcome.status == "failed":
-        outcome = Outcome("failed", failure_code="expired", failure_message=EXPIRED)
-    setup.finish(outcome)  # None (no answer): nothing changes
     return setup
 
 

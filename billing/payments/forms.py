@@ -255,22 +255,14 @@ class AccountFormMixin(forms.Form):
     def __init__(self, *args, account_token, **kwargs):
         super().__init__(*args, **kwargs)
         self.account_token = account_token
-        self.fields["form_token"].initial = account_form_token(account_token, self.action)
+        self.fields["form_token"].initial = links.form_token(account_token, self.action)
         self.fields["form_token"].error_messages["required"] = self.expired
 
     def clean_form_token(self):
         token = self.cleaned_data["form_token"]
-        if not account_form_token_ok(token, self.account_token, self.action):
+        if not links.form_token_ok(token, self.account_token, self.action):
             raise forms.ValidationError(self.expired)
         return token
-
-
-def account_form_token(account_token, action):
-    return links.form_token(account_token, action)
-
-
-def account_form_token_ok(value, account_token, action):
-    return links.form_token_ok(value or "", account_token, action)
 
 
 class InvoiceIdsField(forms.Field):

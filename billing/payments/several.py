@@ -35,19 +35,17 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from billing.accounts import links
 from billing.accounts.links import account_path, customer_for_token, make_token
 from billing.models import Invoice
 from billing.payments import card_setup, checkout, display
 from billing.payments.forms import (
     PaySeveralForm,
     SelectionForm,
-    account_form_token,
-    account_form_token_ok,
 )
 from billing.payments.models import Balance, Payment, PaymentAllocation, PaymentSettings
-from billing.payments.views import after_start, customer_page, not_found, page
+from billing.payments.views import after_start, customer_page, not_found_at, page
 from portal.http import client_address, from_another_site
-from portal.models import Tenant
 
 CROSS_SITE = (
     "This payment form was sent from another website, so it was refused. Nothing was "
@@ -126,7 +124,7 @@ class Account:
 def pay_several(request, tenant_code, token):
     customer = customer_for_token(tenant_code, token)
     if customer is None:
-        return not_found(request, Tenant.objects.filter(slug=tenant_code).first())
+        return not_found_at(request, tenant_code)
     account = Account(customer)
     options = PaymentSettings.for_tenant(customer.tenant)
     processor = options.processor_impl()
@@ -200,7 +198,8 @@ def _pay(request, token, account, options, processor, context):
 def _replayed(request, token, account):
     """The payment this posted form already made, if its form token is good."""
     key = request.POST.get("attempt", "")
-    if not key or not account_form_token_ok(request.POST.get("form_token"), token, "pay_several"):
+    form_token = request.POST.get("form_token", "")
+    if not key or not links.form_token_ok(form_token, token, PaySeveralForm.action):
         return None
     return (
         Payment.objects.filter(
@@ -242,7 +241,7 @@ def _pay_form(data, token, account, options, processor, selection=None):
 def _fresh(form, token):
     """A form shown again carries a new form token (the one posted may have expired)."""
     form.data = form.data.copy()
-    form.data["form_token"] = account_form_token(token, form.action)
+    form.data["form_token"] = links.form_token(token, form.action)
     return form
 
 

@@ -118,7 +118,7 @@ def close_stale_payments():
         checkout.close_checkout(payment)
     for setup in CardSetup.objects.stale().select_related("tenant"):
         try:  # one that cannot be closed (say, a key that no longer decrypts) stops no other
-            card_setup.close_stale(setup)
+            card_setup.cancel(setup, card_setup.EXPIRED, wait_for_answer=True)
         except Exception:
             log.exception("Card setup %s could not be closed", setup.pk)
 

@@ -96,6 +96,11 @@ def not_found(request, tenant=None):
     return page(request, "payments/not_found.html", tenant, status=404)
 
 
+def not_found_at(request, tenant_code):
+    """The 404 page, in the brand of the tenant the URL names (when there is one)."""
+    return not_found(request, Tenant.objects.filter(slug=tenant_code).first())
+
+
 # -- the link in Halo's invoice email -----------------------------------------------------------
 
 
@@ -325,7 +330,7 @@ def _issued_pay_page(tenant_code, token):
 def pay(request, tenant_code, token):
     pay_page = _issued_pay_page(tenant_code, token)
     if pay_page is None:
-        return not_found(request, Tenant.objects.filter(slug=tenant_code).first())
+        return not_found_at(request, tenant_code)
     invoice = pay_page.invoice
     tenant = invoice.tenant
     options = PaymentSettings.for_tenant(tenant)
@@ -461,7 +466,7 @@ def payment(request, tenant_code, public_id):
         .first()
     )
     if found is None:
-        return not_found(request, Tenant.objects.filter(slug=tenant_code).first())
+        return not_found_at(request, tenant_code)
     if found.kind == Payment.Kind.SEVERAL:
         from billing.payments import several
 
@@ -497,7 +502,7 @@ def invoice_pdf(request, tenant_code, token):
     chose, falling back to the other when allowed."""
     pay_page = _issued_pay_page(tenant_code, token)
     if pay_page is None:
-        return not_found(request, Tenant.objects.filter(slug=tenant_code).first())
+        return not_found_at(request, tenant_code)
     invoice = pay_page.invoice
     options = PaymentSettings.for_tenant(invoice.tenant)
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -168,16 +169,18 @@ class AutoPayCover:
                 tenant=tenant, customer__in={i.customer_id for i in flagged}
             )
         }
-        # Failed charges on the customer's current card (`autopay.failed_days`): a card
-        # saved since starts afresh.
-        by_customer = {i.pk: i.customer_id for i in flagged}
-        failed = AutoPayAttempt.objects.filter(
+        # Failed charges on the customer's current card, counted as auto-pay counts them.
+        attempts = defaultdict(list)
+        for attempt in AutoPayAttempt.objects.filter(
             invoice__in=flagged, payment__status=Payment.Status.FAILED
-        ).values_list("invoice_id", "payment__created")
-        for invoice_id, created in failed:
-            method = self.methods.get(by_customer[invoice_id])
-            if method is None or created >= method.consented_at:
-                self.failures[invoice_id] = self.failures.get(invoice_id, 0) + 1
+        ).select_related("payment"):
+            attempts[attempt.invoice_id].append(attempt)
+        self.failures = {
+            invoice.pk: len(
+                autopay.failed_days(attempts[invoice.pk], self.methods.get(invoice.customer_id))
+            )
+            for invoice in flagged
+        }
         self.skipped = set(
             Invoice.objects.filter(
                 pk__in=[i.pk for i in flagged], autopay_skip__isnull=False

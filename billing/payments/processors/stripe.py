@@ -79,12 +79,7 @@ class StripeProcessor(Processor):
             )
         except stripe.StripeError as error:
             raise ProcessorError(f"Stripe refused the Checkout Session: {error}") from error
-        return Outcome(
-            "pending",
-            checkout_session=session.id,
-            checkout_url=session.url,
-            detail=f"Checkout Session {session.id} created",
-        )
+        return _opened(session)
 
     def cancel(self, payment):
         # Fails when it was paid or expired meanwhile: the session then says which.
@@ -182,12 +177,7 @@ class StripeProcessor(Processor):
                 session = self._setup_session(client, setup, customer, metadata, urls, "-new")
         except stripe.StripeError as error:
             raise ProcessorError(f"Stripe refused the setup Checkout Session: {error}") from error
-        return Outcome(
-            "pending",
-            checkout_session=session.id,
-            checkout_url=session.url,
-            detail=f"Checkout Session {session.id} (setup) created",
-        )
+        return _opened(session, "setup")
 
     def _setup_session(self, client, setup, customer, metadata, urls, key_suffix):
         return client.v1.checkout.sessions.create(
@@ -470,6 +460,17 @@ def _saved_method(session):
     return SavedMethod(
         processor_customer=session["customer"],
         details={"payment_intent": session["payment_intent"]},
+    )
+
+
+def _opened(session, mode=""):
+    """A Checkout Session created: pending, the customer goes to its page."""
+    what = f"{session.id} ({mode})" if mode else session.id
+    return Outcome(
+        "pending",
+        checkout_session=session.id,
+        checkout_url=session.url,
+        detail=f"Checkout Session {what} created",
     )
 
 
