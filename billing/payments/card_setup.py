@@ -16,6 +16,7 @@ import logging
 from django.db import IntegrityError, transaction
 
 from billing.payments import display
+from billing.payments.checkout import CannotPay
 from billing.payments.models import CardSetup, PaymentSettings, ProcessorEvent
 from billing.payments.processors import Outcome, ProcessorError
 from portal.jobs import enqueue
@@ -28,10 +29,8 @@ CANCELLED = "You left the card form before the card was saved. Nothing changed."
 EXPIRED = "The card form expired before the card was saved. Nothing changed."
 
 
-class CannotSetUp(Exception):
-    def __init__(self, message):
-        super().__init__(message)
-        self.message = message
+class CannotSetUp(CannotPay):
+    """No card may be saved now; `message` says why, for the customer (as a payment's)."""
 
 
 def consent_text(tenant, customer=None, covers_from=None):
